@@ -1,0 +1,122 @@
+/* config: conf/switchyard.json parsed once into an immutable, refcounted struct. One
+ * descriptor table per object drives parsing, defaults and bounds; unknown keys and bad values
+ * are errors naming their JSON path (e.g. "deployments[2].timeout_ms: unknown key"). Secrets are
+ * read only from the environment variables the config names. Reload builds a new config and
+ * swaps a pointer; in-flight requests keep their reference to the old one. */
+#ifndef SY_CONFIG_H
+#define SY_CONFIG_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "switchyard/err.h"
+
+typedef enum sy_provider { SY_PROVIDER_OPENAI, SY_PROVIDER_ANTHROPIC } sy_provider;
+
+/* USD per million tokens. */
+typedef struct sy_price {
+    double input;
+    double cached_input;
+    double cache_write;
+    double output;
+    double batch_discount; /* fraction off for batch traffic, 0..1 */
+    bool set;              /* a price was given explicitly for this deployment */
+} sy_price;
+
+typedef struct sy_deployment {
+    char *name;
+    sy_provider provider;
+    char *base_url; /* without a trailing '/' */
+    char *model;    /* the upstream's model name */
+    char *api_key_env;
+    char *api_key; /* from the environment at load; NULL when no key (local) or unset */
+    bool disabled; /* api_key_env named but unset: requests get 503 naming the variable */
+    char *tier_hint;
+    char *anthropic_version;
+    int max_inflight; /* 0 = unlimited */
+    long connect_timeout_ms;
+    long first_byte_timeout_ms;
+    long idle_timeout_ms;
+    long total_timeout_ms;
+    bool stream_usage; /* ask the upstream for stream usage (stream_options.include_usage) */
+    sy_price price;
+    size_t index; /* position in config->deployments */
+} sy_deployment;
+
+/* An alias: one model name standing for an ordered list of deployments (fallback order). */
+typedef struct sy_alias {
+    char *name;
+    size_t *targets; /* indexes into config->deployments */
+    size_t ntargets;
+} sy_alias;
+
+typedef struct sy_config {
+    /* "listen": "HOST:PORT" */
+    char *listen_host;
+    int listen_port;
+    char *data_dir;
+    char *routes_dir;
+    char *prices_path;
+    json_t *redis; /* the raw "redis" value (null or object), owned; used by the store module */
+    char *config_path;
+    char *config_dir; /* relative paths in the config resolve against this */
+
+    /* "auth" */
+    char *master_key_env;
+    char *master_key; /* from the environment; NULL when unset */
+    bool require_keys;
+
+    /* "server" (all optional) */
+    size_t max_body_bytes;   /* default 8 MiB */
+    int max_json_depth;      /* default 64 */
+    size_t max_messages;     /* default 2048 */
+    unsigned conn_limit;     /* default 16384 */
+    unsigned conn_timeout_s; /* idle client connection timeout (slowloris), default 60 */
+    unsigned threads;        /* MHD polling threads, default 1 */
+    long shutdown_grace_ms;  /* drain deadline on SIGTERM, default 10000 */
+    char *log_level;         /* "info" */
+    bool access_log;         /* default true */
+
+    /* "upstream" defaults (all optional); a deployment's own values win */
+    long connect_timeout_ms;    /* 5000 */
+    long first_byte_timeout_ms; /* 60000 */
+    long idle_timeout_ms;       /* 60000 */
+    long total_timeout_ms;      /* 600000 */
+    int max_attempts;           /* 3: attempts over an alias's targets */
+    long retry_base_ms;         /* 100 */
+    long retry_max_ms;          /* 5000 */
+    size_t max_response_bytes;  /* cap on a buffered (non-stream) upstream body, 64 MiB */
+
+    sy_deployment *deployments;
+    size_t ndeployments;
+    sy_alias *aliases; /* from "aliases": {"name": ["dep", ...]} */
+    size_t naliases;
+
+    /* private */
+    int refs;
+} sy_config;
+
+/* Loads and validates <path>. Every problem goes into <errs> with its JSON path; warnings (a key
+ * variable unset, so the deployment is disabled) go into <warns> (may be NULL). Returns SY_OK and
+ * a new config (refcount 1) or SY_ECONFIG with *out untouched. */
+sy_err sy_config_load(const char *path, sy_config **out, sy_errlist *errs, sy_errlist *warns);
+
+/* The same on an already parsed document; <dir> resolves relative paths (may be NULL = "."). */
+sy_err sy_config_parse(const json_t *root, const char *dir, sy_config **out, sy_errlist *errs,
+                       sy_errlist *warns);
+
+/* Refcounting (atomic; safe from any thread). sy_config_unref frees at zero; NULL is a no-op. */
+sy_config *sy_config_ref(sy_config *c);
+void sy_config_unref(sy_config *c);
+
+/* Borrowed pointers valid while <c> lives; NULL when not found. */
+const sy_deployment *sy_config_deployment(const sy_config *c, const char *name);
+const sy_alias *sy_config_alias(const sy_config *c, const char *name);
+
+/* Parses "HOST:PORT" or "[v6]:PORT" (port 0..65535). Returns SY_EINVAL when malformed.
+ * *host is new (malloc'd). */
+sy_err sy_config_parse_listen(const char *s, char **host, int *port);
+
+#endif
