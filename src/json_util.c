@@ -194,8 +194,8 @@ out:
 
 static int b64_char(unsigned char c)
 {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           c == '+' || c == '/';
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' ||
+           c == '/';
 }
 
 json_t *sy_json_b64_to_floats(const char *b64, size_t len)
@@ -226,8 +226,8 @@ json_t *sy_json_b64_to_floats(const char *b64, size_t len)
     if (nbytes % 4 != 0)
         goto out;
     for (size_t i = 0; i < nbytes; i += 4) {
-        uint32_t bits = (uint32_t)raw[i] | (uint32_t)raw[i + 1] << 8 |
-                        (uint32_t)raw[i + 2] << 16 | (uint32_t)raw[i + 3] << 24;
+        uint32_t bits = (uint32_t)raw[i] | (uint32_t)raw[i + 1] << 8 | (uint32_t)raw[i + 2] << 16 |
+                        (uint32_t)raw[i + 3] << 24;
         float f;
         memcpy(&f, &bits, sizeof(f));
         /* json_real refuses NaN and infinities: such input cannot be expressed as JSON. */
