@@ -36,6 +36,14 @@ const char *sy_err_code(sy_err e) { return row(e)->code; }
 const char *sy_err_str(sy_err e) { return row(e)->msg; }
 const char *sy_err_name(sy_err e) { return row(e)->name; }
 
+/* param and code may carry client or upstream bytes; invalid UTF-8 there must not cost the
+ * whole body (json_string would return NULL), so such a field degrades to null. */
+static json_t *string_or_null(const char *s)
+{
+    json_t *j = s != NULL ? json_string(s) : NULL;
+    return j != NULL ? j : json_null();
+}
+
 char *sy_err_body_raw(const char *type, const char *code, const char *param, const char *message,
                       size_t *len)
 {
@@ -51,8 +59,8 @@ char *sy_err_body_raw(const char *type, const char *code, const char *param, con
         m = json_string("error (message was not valid UTF-8)");
     if (json_object_set_new(err, "message", m) != 0 ||
         json_object_set_new(err, "type", json_string(type)) != 0 ||
-        json_object_set_new(err, "param", param != NULL ? json_string(param) : json_null()) != 0 ||
-        json_object_set_new(err, "code", code != NULL ? json_string(code) : json_null()) != 0)
+        json_object_set_new(err, "param", string_or_null(param)) != 0 ||
+        json_object_set_new(err, "code", string_or_null(code)) != 0)
         goto out;
     if (json_object_set(root, "error", err) != 0)
         goto out;
