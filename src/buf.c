@@ -2,6 +2,7 @@
 #include "switchyard/buf.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,8 +32,9 @@ static sy_err reserve(sy_buf *b, size_t extra)
         return SY_OK;
     size_t ncap = b->cap ? b->cap : 256;
     while (ncap < need)
-        ncap *= 2;
-    if (ncap > b->max + 1)
+        ncap = ncap > SIZE_MAX / 2 ? need : ncap * 2; /* no wrap to 0 for huge requests */
+    /* Compare against max, not max + 1: a cap of SIZE_MAX would make max + 1 wrap to 0. */
+    if (ncap - 1 > b->max)
         ncap = b->max + 1;
     char *p = realloc(b->data, ncap);
     if (p == NULL)
