@@ -1,0 +1,49 @@
+/* api: the endpoint handlers. Given a complete HTTP request (method, decoded path, body), an
+ * endpoint either answers at once (models, health, every client error) or validates the body
+ * and returns a request to relay. Errors are built only through err.h. Pure with respect to
+ * I/O: the server does the HTTP work, the upstream thread the relaying. */
+#ifndef SY_API_H
+#define SY_API_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "switchyard/config.h"
+#include "switchyard/request.h"
+
+typedef struct sy_api_in {
+    sy_config *cfg; /* borrowed; relayed requests take their own reference */
+    const char *method;
+    const char *path; /* percent-decoded */
+    const char *body;
+    size_t len;
+    bool too_big;               /* the body passed server.max_body_bytes */
+    const char *authorization;  /* the Authorization header, or NULL */
+    int inflight;               /* for /healthz */
+    int64_t uptime_s;
+    bool shutting_down;
+} sy_api_in;
+
+typedef struct sy_reply {
+    int status;
+    char *body; /* owned JSON body (NULL with req) */
+    size_t len;
+    const char *allow; /* Allow header for 405, static */
+    sy_request *req;   /* when non-NULL: relay it (the caller owns this reference) */
+    char model[96];    /* the request's model, for the access log */
+} sy_reply;
+
+/* Always fills <out> (status and body, or req). */
+void sy_api_handle(const sy_api_in *in, sy_reply *out);
+
+/* Helpers shared by the endpoint files. */
+void sy_api_error(sy_reply *out, sy_err e, const char *message, const char *param);
+void sy_api_json(sy_reply *out, int status, json_t *j); /* takes <j> */
+
+/* Endpoint families (api_models.c, api_relay.c). */
+void sy_api_models(const sy_api_in *in, const char *id, sy_reply *out);
+void sy_api_health(const sy_api_in *in, sy_reply *out);
+void sy_api_relay(const sy_api_in *in, sy_endpoint ep, sy_reply *out);
+
+#endif

@@ -1,0 +1,87 @@
+/* request: one relayed client request, shared by the MHD thread (which owns the client
+ * connection) and the curl thread (which owns the upstream transfer). Refcounted; fields under
+ * "shared" are guarded by <mu>; everything else is written once before the request is handed to
+ * the curl thread and only read afterwards. Per-request memory is released in one place,
+ * sy_request_unref at zero. */
+#ifndef SY_REQUEST_H
+#define SY_REQUEST_H
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "switchyard/buf.h"
+#include "switchyard/config.h"
+#include "switchyard/err.h"
+#include "switchyard/log.h"
+#include "switchyard/router.h"
+
+struct MHD_Connection;
+struct sy_xfer;
+struct sy_bridge;
+
+typedef enum sy_endpoint { SY_EP_CHAT, SY_EP_COMPLETIONS, SY_EP_EMBEDDINGS } sy_endpoint;
+
+typedef enum sy_req_state {
+    SY_RS_PENDING,   /* waiting on the upstream; the client connection is suspended */
+    SY_RS_READY,     /* a whole response (body or error) is ready to queue */
+    SY_RS_STREAMING, /* a stream response is committed: bytes flow through <out> */
+    SY_RS_DONE,      /* the stream ended; <out> may still hold bytes to send */
+} sy_req_state;
+
+/* Buffered stream bytes above which the upstream transfer is paused, and below which it is
+ * resumed (back-pressure). */
+#define SY_REQ_HIGH_WATER (256u * 1024u)
+#define SY_REQ_LOW_WATER (64u * 1024u)
+
+typedef struct sy_request {
+    /* immutable after sy_bridge_start */
+    char id[24];
+    sy_config *cfg; /* a reference: reloads do not affect a request in flight */
+    sy_endpoint ep;
+    bool stream;
+    bool client_usage;   /* the client asked for stream usage (stream_options.include_usage) */
+    bool embed_b64;      /* the client asked embeddings as base64 */
+    json_t *body;        /* the client's parsed body, owned */
+    sy_pick pick;        /* ordered deployments to try */
+    char *model;         /* the client's model string, owned */
+    struct MHD_Connection *conn;
+    struct sy_bridge *bridge; /* where the MHD thread posts unpause/cancel */
+    int64_t t_start_us;  /* monotonic */
+    sy_log_ctx log;
+
+    /* owned by the curl thread only */
+    struct sy_xfer *xfer;
+    int attempts;
+    size_t target; /* index into pick.targets of the current attempt */
+
+    /* shared, under mu */
+    pthread_mutex_t mu;
+    bool suspended;     /* the MHD connection is suspended; only then may it be resumed */
+    bool resume_queued; /* in the bridge's resume batch */
+    bool cancelled;     /* the client went away, or shutdown aborted it */
+    bool upstream_paused;
+    sy_req_state state;
+    int status;              /* READY: HTTP status; STREAMING: 200 */
+    char *resp_body;         /* READY: owned body */
+    size_t resp_len;
+    char retry_after[16];    /* READY: upstream Retry-After to pass on, "" when none */
+    sy_buf out;              /* STREAMING/DONE: SSE bytes waiting for the client */
+    const sy_deployment *dep; /* the deployment that served (or last tried) */
+    int64_t t_first_us;      /* first byte to the client (monotonic), 0 until then */
+    uint64_t bytes_out;
+    bool stream_error;       /* the stream ended with an error event */
+
+    int refs; /* atomic */
+} sy_request;
+
+/* A new request (refcount 1) holding a reference to <cfg>, taking ownership of <body> and
+ * <model>, even on failure. NULL on allocation failure. */
+sy_request *sy_request_new(sy_config *cfg, sy_endpoint ep, json_t *body, char *model);
+sy_request *sy_request_ref(sy_request *r);
+void sy_request_unref(sy_request *r);
+
+int64_t sy_now_us(void);
+
+#endif

@@ -1,0 +1,122 @@
+/* api: method and path dispatch, authentication, and the reply helpers. */
+#include "switchyard/api.h"
+
+#include <openssl/crypto.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "switchyard/json_util.h"
+
+void sy_api_error(sy_reply *out, sy_err e, const char *message, const char *param)
+{
+    out->status = sy_err_status(e);
+    out->body = sy_err_body(e, message, param, &out->len);
+}
+
+void sy_api_json(sy_reply *out, int status, json_t *j)
+{
+    out->body = j != NULL ? sy_json_dump(j, &out->len) : NULL;
+    json_decref(j);
+    if (out->body == NULL) {
+        sy_api_error(out, SY_ENOMEM, NULL, NULL);
+        return;
+    }
+    out->status = status;
+}
+
+static bool authorized(const sy_api_in *in)
+{
+    const sy_config *cfg = in->cfg;
+    if (!cfg->require_keys)
+        return true;
+    if (cfg->master_key == NULL || in->authorization == NULL)
+        return false;
+    const char *a = in->authorization;
+    if (strncasecmp(a, "Bearer ", 7) != 0)
+        return false;
+    a += 7;
+    size_t n = strlen(a), m = strlen(cfg->master_key);
+    /* constant time in the key's bytes; only the length can leak */
+    return n == m && CRYPTO_memcmp(a, cfg->master_key, n) == 0;
+}
+
+struct path_row {
+    const char *path;
+    const char *method;
+    int kind; /* 0 relay, 1 models list, 2 health */
+    sy_endpoint ep;
+};
+
+static const struct path_row paths[] = {
+    {"/v1/chat/completions", "POST", 0, SY_EP_CHAT},
+    {"/v1/completions", "POST", 0, SY_EP_COMPLETIONS},
+    {"/v1/embeddings", "POST", 0, SY_EP_EMBEDDINGS},
+    {"/v1/models", "GET", 1, SY_EP_CHAT},
+    {"/healthz", "GET", 2, SY_EP_CHAT},
+};
+
+void sy_api_handle(const sy_api_in *in, sy_reply *out)
+{
+    char msg[300];
+    const char *path = in->path;
+    size_t plen = strlen(path);
+    /* Tolerate one trailing slash, as most HTTP frameworks do. */
+    if (plen > 1 && path[plen - 1] == '/')
+        plen--;
+
+    memset(out, 0, sizeof(*out));
+    if (plen > 11 && strncmp(path, "/v1/models/", 11) == 0) {
+        if (strcmp(in->method, "GET") != 0 && strcmp(in->method, "HEAD") != 0) {
+            out->allow = "GET";
+            snprintf(msg, sizeof(msg), "method %s is not allowed on %s; use GET", in->method,
+                     "/v1/models/{model}");
+            sy_api_error(out, SY_EMETHOD, msg, NULL);
+            return;
+        }
+        if (!authorized(in)) {
+            sy_api_error(out, SY_EAUTH, NULL, NULL);
+            return;
+        }
+        char *id = strndup(path + 11, plen - 11);
+        if (id == NULL) {
+            sy_api_error(out, SY_ENOMEM, NULL, NULL);
+            return;
+        }
+        sy_api_models(in, id, out);
+        free(id);
+        return;
+    }
+    for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+        const struct path_row *r = &paths[i];
+        if (strlen(r->path) != plen || strncmp(r->path, path, plen) != 0)
+            continue;
+        bool ok = strcmp(in->method, r->method) == 0 ||
+                  (strcmp(r->method, "GET") == 0 && strcmp(in->method, "HEAD") == 0);
+        if (!ok) {
+            out->allow = r->method;
+            snprintf(msg, sizeof(msg), "method %s is not allowed on %s; use %s", in->method,
+                     r->path, r->method);
+            sy_api_error(out, SY_EMETHOD, msg, NULL);
+            return;
+        }
+        if (r->kind == 2) {
+            sy_api_health(in, out);
+            return;
+        }
+        if (!authorized(in)) {
+            sy_api_error(out, SY_EAUTH,
+                         "invalid API key: send 'Authorization: Bearer <key>' with a key this "
+                         "proxy accepts",
+                         NULL);
+            return;
+        }
+        if (r->kind == 1)
+            sy_api_models(in, NULL, out);
+        else
+            sy_api_relay(in, r->ep, out);
+        return;
+    }
+    snprintf(msg, sizeof(msg), "unknown path %.200s", in->path);
+    sy_api_error(out, SY_ENOTFOUND, msg, NULL);
+}

@@ -1,0 +1,290 @@
+/* api_relay: POST /v1/chat/completions, /v1/completions and /v1/embeddings. Validates the body
+ * the way OpenAI does (same params named in errors), resolves the model to deployments through
+ * the router, and hands back a request for the upstream thread. Nothing here blocks. */
+#include "switchyard/api.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "switchyard/json_util.h"
+#include "switchyard/router.h"
+
+typedef struct check {
+    sy_err rc;
+    char msg[256];
+    const char *param;
+} check;
+
+static int fail(check *c, const char *param, const char *fmt, const char *a)
+    __attribute__((format(printf, 3, 0)));
+
+static int fail(check *c, const char *param, const char *fmt, const char *a)
+{
+    c->rc = SY_EINVAL;
+    c->param = param;
+    (void)fmt; /* every caller passes "%s" */
+    snprintf(c->msg, sizeof(c->msg), "%s", a);
+    return -1;
+}
+
+/* Optional field of a JSON type set; null counts as absent. */
+static int opt_type(check *c, const json_t *b, const char *k, int types, const char *what)
+{
+    json_t *v = json_object_get(b, k);
+    if (v == NULL || json_is_null(v))
+        return 0;
+    int t = 1 << json_typeof(v);
+    /* an integer is a valid "number" */
+    if (json_is_integer(v) && (types & (1 << JSON_REAL)))
+        t |= 1 << JSON_REAL;
+    if (t & types)
+        return 0;
+    char fmt[160];
+    snprintf(fmt, sizeof(fmt), "Invalid type for '%s': expected %s.", k, what);
+    return fail(c, k, "%s", fmt);
+}
+
+#define T(x) (1 << (x))
+#define NUM T(JSON_REAL)
+#define INT T(JSON_INTEGER)
+#define STR T(JSON_STRING)
+#define OBJ T(JSON_OBJECT)
+#define ARR T(JSON_ARRAY)
+#define BOOL (T(JSON_TRUE) | T(JSON_FALSE))
+
+static int check_common(check *c, const json_t *b, bool text)
+{
+    if (opt_type(c, b, "stream", BOOL, "a boolean") || opt_type(c, b, "n", INT, "an integer") ||
+        opt_type(c, b, "temperature", NUM, "a number") ||
+        opt_type(c, b, "top_p", NUM, "a number") ||
+        opt_type(c, b, "max_tokens", INT, "an integer") ||
+        opt_type(c, b, "seed", INT, "an integer") ||
+        opt_type(c, b, "presence_penalty", NUM, "a number") ||
+        opt_type(c, b, "frequency_penalty", NUM, "a number") ||
+        opt_type(c, b, "logit_bias", OBJ, "an object") ||
+        opt_type(c, b, "user", STR, "a string") ||
+        opt_type(c, b, "stop", STR | ARR, "a string or an array of strings") ||
+        opt_type(c, b, "stream_options", OBJ, "an object"))
+        return -1;
+    (void)text;
+    json_t *t = json_object_get(b, "temperature");
+    if (json_is_number(t) && (json_number_value(t) < 0 || json_number_value(t) > 2))
+        return fail(c, "temperature", "%s", "'temperature' must be between 0 and 2.");
+    json_t *n = json_object_get(b, "n");
+    if (json_is_integer(n) && (json_integer_value(n) < 1 || json_integer_value(n) > 128))
+        return fail(c, "n", "%s", "'n' must be between 1 and 128.");
+    json_t *mt = json_object_get(b, "max_tokens");
+    if (json_is_integer(mt) && json_integer_value(mt) < 1)
+        return fail(c, "max_tokens", "%s", "'max_tokens' must be at least 1.");
+    if (json_is_object(json_object_get(b, "stream_options")) &&
+        !json_is_true(json_object_get(b, "stream")))
+        return fail(c, "stream_options", "%s",
+                    "The 'stream_options' parameter is only allowed when 'stream' is true.");
+    return 0;
+}
+
+static const char *roles[] = {"system", "developer", "user", "assistant", "tool", "function"};
+
+static int check_chat(check *c, const json_t *b, size_t max_messages)
+{
+    json_t *msgs = json_object_get(b, "messages");
+    if (msgs == NULL || json_is_null(msgs))
+        return fail(c, "messages", "%s", "Missing required parameter: 'messages'.");
+    if (!json_is_array(msgs))
+        return fail(c, "messages", "%s", "Invalid type for 'messages': expected an array.");
+    if (json_array_size(msgs) == 0)
+        return fail(c, "messages", "%s",
+                    "Invalid 'messages': empty array. Expected an array with minimum length 1.");
+    if (json_array_size(msgs) > max_messages) {
+        c->rc = SY_ETOOBIG;
+        c->param = "messages";
+        snprintf(c->msg, sizeof(c->msg), "Too many messages: %zu (the limit is %zu).",
+                 json_array_size(msgs), max_messages);
+        return -1;
+    }
+    size_t i;
+    json_t *m;
+    json_array_foreach(msgs, i, m)
+    {
+        char p[64];
+        snprintf(p, sizeof(p), "messages[%zu]", i);
+        if (!json_is_object(m)) {
+            c->rc = SY_EINVAL;
+            c->param = "messages";
+            snprintf(c->msg, sizeof(c->msg), "Invalid type for '%s': expected an object.", p);
+            return -1;
+        }
+        const char *role = json_string_value(json_object_get(m, "role"));
+        bool known = false;
+        for (size_t k = 0; role != NULL && k < sizeof(roles) / sizeof(roles[0]); k++)
+            known = known || strcmp(role, roles[k]) == 0;
+        if (!known) {
+            c->rc = SY_EINVAL;
+            c->param = "messages";
+            snprintf(c->msg, sizeof(c->msg),
+                     "Invalid value for '%s.role': expected one of system, developer, user, "
+                     "assistant, tool.",
+                     p);
+            return -1;
+        }
+        json_t *content = json_object_get(m, "content");
+        if (content != NULL && !json_is_string(content) && !json_is_array(content) &&
+            !json_is_null(content)) {
+            c->rc = SY_EINVAL;
+            c->param = "messages";
+            snprintf(c->msg, sizeof(c->msg),
+                     "Invalid type for '%s.content': expected a string or an array of content "
+                     "parts.",
+                     p);
+            return -1;
+        }
+        if (content == NULL && strcmp(role, "assistant") != 0) {
+            c->rc = SY_EINVAL;
+            c->param = "messages";
+            snprintf(c->msg, sizeof(c->msg), "Missing required parameter: '%s.content'.", p);
+            return -1;
+        }
+    }
+    if (opt_type(c, b, "tools", ARR, "an array") ||
+        opt_type(c, b, "tool_choice", STR | OBJ, "a string or an object") ||
+        opt_type(c, b, "response_format", OBJ, "an object") ||
+        opt_type(c, b, "max_completion_tokens", INT, "an integer") ||
+        opt_type(c, b, "parallel_tool_calls", BOOL, "a boolean") ||
+        opt_type(c, b, "logprobs", BOOL, "a boolean"))
+        return -1;
+    return 0;
+}
+
+static int check_completions(check *c, const json_t *b)
+{
+    json_t *p = json_object_get(b, "prompt");
+    if (p == NULL || json_is_null(p))
+        return fail(c, "prompt", "%s", "Missing required parameter: 'prompt'.");
+    if (!json_is_string(p) && !json_is_array(p))
+        return fail(c, "prompt", "%s",
+                    "Invalid type for 'prompt': expected a string or an array.");
+    return opt_type(c, b, "echo", BOOL, "a boolean") ||
+                   opt_type(c, b, "suffix", STR, "a string") ||
+                   opt_type(c, b, "best_of", INT, "an integer") ||
+                   opt_type(c, b, "logprobs", INT, "an integer")
+               ? -1
+               : 0;
+}
+
+static int check_embeddings(check *c, const json_t *b, bool *b64)
+{
+    json_t *in = json_object_get(b, "input");
+    if (in == NULL || json_is_null(in))
+        return fail(c, "input", "%s", "Missing required parameter: 'input'.");
+    if (json_is_string(in)) {
+        if (json_string_length(in) == 0)
+            return fail(c, "input", "%s", "'input' cannot be an empty string.");
+    } else if (json_is_array(in)) {
+        if (json_array_size(in) == 0)
+            return fail(c, "input", "%s", "'input' cannot be an empty array.");
+        size_t i;
+        json_t *v;
+        int kind = -1;
+        json_array_foreach(in, i, v)
+        {
+            int k = json_is_string(v) ? 0 : json_is_integer(v) ? 1 : json_is_array(v) ? 2 : 3;
+            if (k == 3 || (kind >= 0 && k != kind))
+                return fail(c, "input", "%s",
+                            "Invalid 'input': expected a string, an array of strings, an array "
+                            "of token ids, or an array of token-id arrays.");
+            kind = k;
+        }
+    } else {
+        return fail(c, "input", "%s",
+                    "Invalid type for 'input': expected a string or an array.");
+    }
+    if (opt_type(c, b, "encoding_format", STR, "a string") ||
+        opt_type(c, b, "dimensions", INT, "an integer"))
+        return -1;
+    const char *ef = json_string_value(json_object_get(b, "encoding_format"));
+    if (ef != NULL && strcmp(ef, "float") != 0 && strcmp(ef, "base64") != 0)
+        return fail(c, "encoding_format", "%s",
+                    "Invalid value for 'encoding_format': expected 'float' or 'base64'.");
+    *b64 = ef != NULL && strcmp(ef, "base64") == 0;
+    if (json_is_true(json_object_get(b, "stream")))
+        return fail(c, "stream", "%s", "Embeddings cannot be streamed.");
+    return 0;
+}
+
+void sy_api_relay(const sy_api_in *in, sy_endpoint ep, sy_reply *out)
+{
+    char msg[300];
+    json_t *body = NULL;
+    check c = {.rc = SY_OK};
+    bool b64 = false;
+
+    if (in->too_big) {
+        snprintf(msg, sizeof(msg), "Request body is larger than the limit of %zu bytes.",
+                 in->cfg->max_body_bytes);
+        sy_api_error(out, SY_ETOOBIG, msg, NULL);
+        return;
+    }
+    sy_err rc = sy_json_parse_body(in->body, in->len, in->cfg->max_json_depth, &body, msg,
+                                   sizeof(msg));
+    if (rc != SY_OK) {
+        sy_api_error(out, rc, msg, NULL);
+        return;
+    }
+    json_t *model = json_object_get(body, "model");
+    if (model == NULL || json_is_null(model)) {
+        sy_api_error(out, SY_EINVAL, "you must provide a model parameter", "model");
+        goto out;
+    }
+    if (!json_is_string(model) || json_string_length(model) == 0) {
+        sy_api_error(out, SY_EINVAL, "Invalid type for 'model': expected a non-empty string.",
+                     "model");
+        goto out;
+    }
+    snprintf(out->model, sizeof(out->model), "%s", json_string_value(model));
+    int bad = check_common(&c, body, ep != SY_EP_EMBEDDINGS);
+    if (!bad) {
+        if (ep == SY_EP_CHAT)
+            bad = check_chat(&c, body, in->cfg->max_messages);
+        else if (ep == SY_EP_COMPLETIONS)
+            bad = check_completions(&c, body);
+        else
+            bad = check_embeddings(&c, body, &b64);
+    }
+    if (bad) {
+        sy_api_error(out, c.rc, c.msg, c.param);
+        goto out;
+    }
+    sy_pick pick;
+    if (sy_router_pick(in->cfg, json_string_value(model), body, &pick) != SY_OK) {
+        snprintf(msg, sizeof(msg),
+                 "The model '%.200s' does not exist or is not served by this proxy (see GET "
+                 "/v1/models).",
+                 json_string_value(model));
+        sy_api_error(out, SY_ENOMODEL, msg, "model");
+        goto out;
+    }
+    if (in->shutting_down) {
+        sy_api_error(out, SY_ESHUTDOWN, NULL, NULL);
+        goto out;
+    }
+    char *m = strdup(json_string_value(model));
+    bool stream = json_is_true(json_object_get(body, "stream"));
+    bool usage = json_is_true(
+        json_object_get(json_object_get(body, "stream_options"), "include_usage"));
+    sy_request *req = sy_request_new(in->cfg, ep, body, m); /* takes body and m */
+    body = NULL;
+    if (req == NULL || req->model == NULL) {
+        sy_request_unref(req);
+        sy_api_error(out, SY_ENOMEM, NULL, NULL);
+        goto out;
+    }
+    req->stream = stream;
+    req->client_usage = stream && usage;
+    req->embed_b64 = b64;
+    req->pick = pick;
+    req->log.route = pick.route;
+    out->req = req;
+out:
+    json_decref(body);
+}

@@ -1,0 +1,478 @@
+/* server: libmicrohttpd wiring. Per connection a small context accumulates the body (capped);
+ * the api module decides; relayed requests suspend the connection and go to the upstream thread
+ * through the bridge. Everything a request allocates is released in on_completed and
+ * sy_request_unref. */
+#include "switchyard/server.h"
+
+#include <arpa/inet.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "switchyard/api.h"
+#include "switchyard/bridge.h"
+#include "switchyard/log.h"
+#include "switchyard/upstream.h"
+
+struct sy_server {
+    struct MHD_Daemon *mhd;
+    sy_config *cfg;
+    sy_bridge *bridge;
+    sy_upstream *up;
+    char address[80];
+    int64_t started_us;
+    int inflight; /* atomic: relayed requests not yet completed */
+    /* Relaying is refused once the upstream thread stops; the lock makes the check and the
+     * START post atomic with respect to that. */
+    pthread_mutex_t relay_mu;
+    bool closing;
+};
+
+typedef struct conn_ctx {
+    sy_server *srv;
+    sy_buf body;
+    bool too_big;
+    bool handled;
+    sy_request *req;
+    int64_t t0_us;
+    int status;
+    uint64_t bytes;
+    char method[12];
+    char path[160];
+    char model[96];
+} conn_ctx;
+
+static void add_headers(struct MHD_Response *r, const sy_request *req, const char *ctype)
+{
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+    if (req == NULL)
+        return;
+    MHD_add_response_header(r, "x-request-id", req->id);
+    if (req->pick.route != NULL)
+        MHD_add_response_header(r, "x-switchyard-route", req->pick.route);
+    if (req->dep != NULL)
+        MHD_add_response_header(r, "x-switchyard-deployment", req->dep->name);
+    char n[16];
+    snprintf(n, sizeof(n), "%d", req->attempts);
+    MHD_add_response_header(r, "x-switchyard-attempts", n);
+}
+
+static enum MHD_Result queue_buffer(struct MHD_Connection *conn, conn_ctx *ctx, int status,
+                                    char *body, size_t len, const sy_request *req,
+                                    const char *allow, const char *retry_after)
+{
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+    if (r == NULL) {
+        free(body);
+        return MHD_NO;
+    }
+    add_headers(r, req, "application/json");
+    if (allow != NULL)
+        MHD_add_response_header(r, "Allow", allow);
+    if (retry_after != NULL && retry_after[0] != '\0')
+        MHD_add_response_header(r, "Retry-After", retry_after);
+    ctx->status = status;
+    ctx->bytes = len;
+    enum MHD_Result ret = MHD_queue_response(conn, (unsigned)status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static enum MHD_Result queue_error(struct MHD_Connection *conn, conn_ctx *ctx, sy_err e,
+                                   const char *msg)
+{
+    size_t len = 0;
+    char *body = sy_err_body(e, msg, NULL, &len);
+    if (body == NULL)
+        return MHD_NO;
+    return queue_buffer(conn, ctx, sy_err_status(e), body, len, ctx->req, NULL, NULL);
+}
+
+/* The stream reader: copies what the upstream thread buffered; suspends when there is nothing
+ * yet. Runs on the MHD thread. */
+static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    sy_request *req = cls;
+    bool unpause = false;
+    ssize_t n;
+    (void)pos;
+
+    pthread_mutex_lock(&req->mu);
+    if (req->out.len > 0) {
+        size_t k = req->out.len < max ? req->out.len : max;
+        memcpy(buf, req->out.data, k);
+        sy_buf_consume(&req->out, k);
+        req->bytes_out += k;
+        if (req->t_first_us == 0)
+            req->t_first_us = sy_now_us();
+        if (req->upstream_paused && req->out.len < SY_REQ_LOW_WATER) {
+            req->upstream_paused = false;
+            unpause = true;
+        }
+        n = (ssize_t)k;
+    } else if (req->state == SY_RS_DONE || req->cancelled) {
+        n = MHD_CONTENT_READER_END_OF_STREAM;
+    } else {
+        sy_bridge_suspend_locked(req);
+        n = 0;
+    }
+    pthread_mutex_unlock(&req->mu);
+    if (unpause) {
+        sy_bridge_post(req->bridge, SY_CMD_UNPAUSE, req);
+    }
+    return n;
+}
+
+static void stream_free(void *cls) { sy_request_unref(cls); }
+
+static enum MHD_Result queue_stream(struct MHD_Connection *conn, conn_ctx *ctx, sy_request *req)
+{
+    struct MHD_Response *r = MHD_create_response_from_callback(
+        MHD_SIZE_UNKNOWN, 16 * 1024, stream_reader, sy_request_ref(req), stream_free);
+    if (r == NULL) {
+        sy_request_unref(req);
+        return MHD_NO;
+    }
+    add_headers(r, req, "text/event-stream; charset=utf-8");
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    MHD_add_response_header(r, "X-Accel-Buffering", "no");
+    ctx->status = 200;
+    enum MHD_Result ret = MHD_queue_response(conn, MHD_HTTP_OK, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+/* Called again after the upstream thread resumed the connection. */
+static enum MHD_Result on_resumed(struct MHD_Connection *conn, conn_ctx *ctx)
+{
+    sy_request *req = ctx->req;
+    pthread_mutex_lock(&req->mu);
+    sy_req_state st = req->state;
+    if (st == SY_RS_PENDING) {
+        sy_bridge_suspend_locked(req); /* woken early: wait on */
+        pthread_mutex_unlock(&req->mu);
+        return MHD_YES;
+    }
+    if (st == SY_RS_READY) {
+        char *body = req->resp_body;
+        size_t len = req->resp_len;
+        int status = req->status;
+        char ra[sizeof(req->retry_after)];
+        memcpy(ra, req->retry_after, sizeof(ra));
+        req->resp_body = NULL;
+        req->t_first_us = sy_now_us();
+        req->bytes_out = len;
+        pthread_mutex_unlock(&req->mu);
+        if (body == NULL)
+            return queue_error(conn, ctx, SY_ENOMEM, NULL);
+        return queue_buffer(conn, ctx, status, body, len, req, NULL, ra);
+    }
+    pthread_mutex_unlock(&req->mu);
+    return queue_stream(conn, ctx, req);
+}
+
+static enum MHD_Result relay(struct MHD_Connection *conn, conn_ctx *ctx, sy_request *req)
+{
+    sy_server *s = ctx->srv;
+    pthread_mutex_lock(&s->relay_mu);
+    if (s->closing) {
+        pthread_mutex_unlock(&s->relay_mu);
+        sy_request_unref(req);
+        return queue_error(conn, ctx, SY_ESHUTDOWN, NULL);
+    }
+    ctx->req = req;
+    req->conn = conn;
+    req->bridge = s->bridge;
+    __atomic_add_fetch(&s->inflight, 1, __ATOMIC_RELAXED);
+    /* Suspend before the upstream thread can possibly want to resume. */
+    sy_bridge_suspend(req);
+    sy_err rc = sy_bridge_post(s->bridge, SY_CMD_START, req);
+    pthread_mutex_unlock(&s->relay_mu);
+    if (rc != SY_OK) {
+        /* Could not hand it over: answer now. */
+        pthread_mutex_lock(&req->mu);
+        req->state = SY_RS_READY;
+        req->status = 503;
+        req->resp_body = sy_err_body(SY_ENOMEM, NULL, NULL, &req->resp_len);
+        if (req->suspended) {
+            req->suspended = false;
+            MHD_resume_connection(conn);
+        }
+        pthread_mutex_unlock(&req->mu);
+    }
+    return MHD_YES;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls)
+{
+    sy_server *s = cls;
+    conn_ctx *ctx = *con_cls;
+    (void)version;
+
+    if (ctx == NULL) {
+        ctx = calloc(1, sizeof(*ctx));
+        if (ctx == NULL)
+            return MHD_NO;
+        ctx->srv = s;
+        ctx->t0_us = sy_now_us();
+        snprintf(ctx->method, sizeof(ctx->method), "%s", method);
+        snprintf(ctx->path, sizeof(ctx->path), "%s", url);
+        sy_buf_init(&ctx->body, s->cfg->max_body_bytes);
+        *con_cls = ctx;
+        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                     MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (cl != NULL && strtoull(cl, NULL, 10) > s->cfg->max_body_bytes) {
+            char msg[160];
+            snprintf(msg, sizeof(msg), "Request body is larger than the limit of %zu bytes.",
+                     s->cfg->max_body_bytes);
+            ctx->handled = true;
+            return queue_error(conn, ctx, SY_ETOOBIG, msg);
+        }
+        return MHD_YES;
+    }
+    if (*upload_data_size > 0) {
+        if (!ctx->too_big && !ctx->handled &&
+            sy_buf_append(&ctx->body, upload_data, *upload_data_size) != SY_OK) {
+            ctx->too_big = true;
+            sy_buf_cleanup(&ctx->body);
+        }
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (ctx->req != NULL)
+        return on_resumed(conn, ctx);
+    if (ctx->handled)
+        return MHD_YES;
+    ctx->handled = true;
+
+    bool closing;
+    pthread_mutex_lock(&s->relay_mu);
+    closing = s->closing;
+    pthread_mutex_unlock(&s->relay_mu);
+    sy_api_in in = {
+        .cfg = s->cfg,
+        .method = method,
+        .path = url,
+        .body = ctx->body.data != NULL ? ctx->body.data : "",
+        .len = ctx->body.len,
+        .too_big = ctx->too_big,
+        .authorization =
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION),
+        .inflight = __atomic_load_n(&s->inflight, __ATOMIC_RELAXED),
+        .uptime_s = (sy_now_us() - s->started_us) / 1000000,
+        .shutting_down = closing,
+    };
+    sy_reply rep;
+    sy_api_handle(&in, &rep);
+    snprintf(ctx->model, sizeof(ctx->model), "%s", rep.model);
+    sy_buf_cleanup(&ctx->body);
+    if (rep.req != NULL)
+        return relay(conn, ctx, rep.req);
+    if (rep.body == NULL)
+        return queue_error(conn, ctx, SY_ENOMEM, NULL);
+    return queue_buffer(conn, ctx, rep.status, rep.body, rep.len, NULL, rep.allow, NULL);
+}
+
+static void access_log(const sy_server *s, conn_ctx *ctx, enum MHD_RequestTerminationCode toe)
+{
+    if (!s->cfg->access_log || sy_log_min_level > SY_LOG_INFO)
+        return;
+    sy_request *req = ctx->req;
+    int64_t now = sy_now_us();
+    double lat = (double)(now - ctx->t0_us) / 1000.0;
+    double ttft = -1;
+    uint64_t bytes = ctx->bytes;
+    int status = ctx->status;
+    const char *dep = "-";
+    int attempts = 0;
+    bool serr = false;
+    if (req != NULL) {
+        pthread_mutex_lock(&req->mu);
+        if (req->t_first_us != 0)
+            ttft = (double)(req->t_first_us - ctx->t0_us) / 1000.0;
+        if (req->bytes_out > bytes)
+            bytes = req->bytes_out;
+        if (req->dep != NULL)
+            dep = req->dep->name;
+        serr = req->stream_error;
+        pthread_mutex_unlock(&req->mu);
+        attempts = req->attempts;
+    }
+    sy_log_ctx lc = {.req_id = req != NULL ? req->id : NULL};
+    sy_log_write(SY_LOG_INFO, &lc,
+                 "access method=%s path=%s model=%s deployment=%s status=%d bytes=%llu "
+                 "latency_ms=%.2f ttft_ms=%.2f attempts=%d stream=%s end=%s",
+                 ctx->method, ctx->path, ctx->model[0] ? ctx->model : "-", dep, status,
+                 (unsigned long long)bytes, lat, ttft, attempts,
+                 req != NULL && req->stream ? (serr ? "error" : "ok") : "no",
+                 toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "ok" : "aborted");
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    sy_server *s = cls;
+    conn_ctx *ctx = *con_cls;
+    (void)conn;
+    if (ctx == NULL)
+        return;
+    access_log(s, ctx, toe);
+    sy_request *req = ctx->req;
+    if (req != NULL) {
+        bool cancel = false;
+        pthread_mutex_lock(&req->mu);
+        if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && req->state != SY_RS_READY &&
+            req->state != SY_RS_DONE) {
+            req->cancelled = true;
+            cancel = true;
+        } else if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK) {
+            req->cancelled = true;
+        }
+        pthread_mutex_unlock(&req->mu);
+        if (cancel)
+            sy_bridge_post(s->bridge, SY_CMD_CANCEL, req);
+        __atomic_sub_fetch(&s->inflight, 1, __ATOMIC_RELAXED);
+        sy_request_unref(req);
+    }
+    sy_buf_cleanup(&ctx->body);
+    free(ctx);
+    *con_cls = NULL;
+}
+
+static sy_err resolve(const char *host, int port, struct sockaddr_storage *ss, socklen_t *sl)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *res = NULL;
+    char ports[8];
+    snprintf(ports, sizeof(ports), "%d", port);
+    if (getaddrinfo(host[0] ? host : NULL, ports, &hints, &res) != 0 || res == NULL)
+        return SY_EINVAL;
+    memcpy(ss, res->ai_addr, res->ai_addrlen);
+    *sl = res->ai_addrlen;
+    freeaddrinfo(res);
+    return SY_OK;
+}
+
+sy_err sy_server_start(sy_config *cfg, const char *listen, sy_server **out, char *err,
+                       size_t errlen)
+{
+    sy_server *s = calloc(1, sizeof(*s));
+    char *host = NULL;
+    int port = cfg->listen_port;
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    sy_err rc = SY_EINTERNAL;
+
+    if (s == NULL)
+        return SY_ENOMEM;
+    pthread_mutex_init(&s->relay_mu, NULL);
+    s->cfg = sy_config_ref(cfg);
+    s->started_us = sy_now_us();
+    if (listen != NULL) {
+        if (sy_config_parse_listen(listen, &host, &port) != SY_OK) {
+            snprintf(err, errlen, "--listen: expected HOST:PORT, got '%s'", listen);
+            rc = SY_EINVAL;
+            goto fail;
+        }
+    } else {
+        host = strdup(cfg->listen_host);
+    }
+    if (host == NULL || resolve(host, port, &ss, &sl) != SY_OK) {
+        snprintf(err, errlen, "cannot resolve listen address '%s'", host ? host : "?");
+        rc = SY_EINVAL;
+        goto fail;
+    }
+    if ((rc = sy_bridge_new(&s->bridge)) != SY_OK ||
+        (rc = sy_upstream_start(s->bridge, &s->up)) != SY_OK) {
+        snprintf(err, errlen, "cannot start the upstream thread");
+        goto fail;
+    }
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
+                     MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    if (ss.ss_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    struct MHD_OptionItem opts[] = {
+        {MHD_OPTION_SOCK_ADDR, 0, &ss},
+        {MHD_OPTION_CONNECTION_LIMIT, (intptr_t)cfg->conn_limit, NULL},
+        {MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)cfg->conn_timeout_s, NULL},
+        {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, s},
+        {MHD_OPTION_LISTEN_BACKLOG_SIZE, 4096, NULL},
+        {MHD_OPTION_CONNECTION_MEMORY_LIMIT, 64 * 1024, NULL},
+        {cfg->threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END,
+         (intptr_t)cfg->threads, NULL},
+        {MHD_OPTION_END, 0, NULL},
+    };
+    s->mhd = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, on_request, s,
+                              MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
+    if (s->mhd == NULL) {
+        snprintf(err, errlen, "cannot listen on %s:%d (address in use or not allowed)", host,
+                 port);
+        rc = SY_EINVAL;
+        goto fail;
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_BIND_PORT);
+    int bound = info != NULL ? (int)info->port : port;
+    if (strchr(host, ':') != NULL)
+        snprintf(s->address, sizeof(s->address), "[%s]:%d", host, bound);
+    else
+        snprintf(s->address, sizeof(s->address), "%s:%d", host, bound);
+    free(host);
+    *out = s;
+    return SY_OK;
+fail:
+    free(host);
+    sy_upstream_stop(s->up);
+    sy_bridge_free(s->bridge);
+    sy_config_unref(s->cfg);
+    pthread_mutex_destroy(&s->relay_mu);
+    free(s);
+    return rc;
+}
+
+const char *sy_server_address(const sy_server *s) { return s->address; }
+
+static void wait_idle(sy_server *s, int64_t deadline_us)
+{
+    struct timespec ts = {0, 10 * 1000 * 1000};
+    while (__atomic_load_n(&s->inflight, __ATOMIC_RELAXED) > 0 && sy_now_us() < deadline_us)
+        nanosleep(&ts, NULL);
+}
+
+void sy_server_stop(sy_server *s, long grace_ms)
+{
+    if (s == NULL)
+        return;
+    /* Stop accepting; existing connections go on. */
+    MHD_socket lfd = MHD_quiesce_daemon(s->mhd);
+    if (lfd != MHD_INVALID_SOCKET)
+        close(lfd);
+    wait_idle(s, sy_now_us() + (int64_t)grace_ms * 1000);
+    int left = __atomic_load_n(&s->inflight, __ATOMIC_RELAXED);
+    if (left > 0) {
+        sy_log(SY_LOG_WARN, NULL, "shutdown: %d requests still in flight after %ld ms; aborting",
+               left, grace_ms);
+        sy_upstream_abort_all(s->up);
+        wait_idle(s, sy_now_us() + 2000 * 1000);
+    }
+    pthread_mutex_lock(&s->relay_mu);
+    s->closing = true;
+    pthread_mutex_unlock(&s->relay_mu);
+    /* Joins the thread; whatever it still had ends with an error and is resumed, so no
+     * connection is left suspended when the daemon stops. */
+    sy_upstream_stop(s->up);
+    MHD_stop_daemon(s->mhd);
+    sy_bridge_free(s->bridge);
+    sy_config_unref(s->cfg);
+    pthread_mutex_destroy(&s->relay_mu);
+    free(s);
+}

@@ -1,0 +1,920 @@
+/* upstream: the curl-multi thread. One thread owns the CURLM handle and all easy handles and
+ * drives them with curl_multi_socket_action on its own epoll set; curl's timer callback only
+ * stores a deadline that the loop passes to epoll_wait. First-byte and idle timeouts are swept
+ * here too (curl has only connect and total timeouts). A request is retried on its next target
+ * only while nothing has reached its client; after that, failures end the stream with an error
+ * event. */
+#include "switchyard/upstream.h"
+
+#include <curl/curl.h>
+#include <openssl/crypto.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "switchyard/json_util.h"
+#include "switchyard/log.h"
+#include "switchyard/provider_openai.h"
+#include "switchyard/sse.h"
+
+#define SWEEP_US 50000
+#define MAX_ERROR_BODY (64u * 1024u)
+#define MAX_SSE_EVENT (8u * 1024u * 1024u)
+
+typedef struct sy_xfer {
+    sy_request *req; /* the curl thread's reference lives in the request, see finish() */
+    sy_upstream *u;
+    CURL *easy;
+    struct curl_slist *headers;
+    char *body;
+    const sy_deployment *dep;
+    long status;
+    bool got_first_byte;
+    bool is_sse;
+    bool committed; /* bytes of this attempt reached the client's buffer */
+    bool paused;
+    bool stream_over; /* [DONE] or an error event went out: nothing more may follow */
+    bool bad_event;
+    sy_err abort_rc; /* our own abort reason (timeouts, caps), SY_OK when none */
+    char abort_msg[256];
+    char retry_after[16];
+    char ctype[64];
+    sy_buf resp;
+    sy_buf tmp;
+    sy_sse_parser sse;
+    sy_stream_fix fix;
+    int64_t t_start, t_last;
+    char errbuf[CURL_ERROR_SIZE];
+    struct sy_xfer *prev, *next;
+} sy_xfer;
+
+typedef struct retry {
+    sy_request *req;
+    int64_t at_us;
+} retry;
+
+struct sy_upstream {
+    sy_bridge *bridge;
+    CURLM *multi;
+    int ep;
+    int wake_fd;
+    pthread_t thread;
+    int stop;      /* atomic */
+    int abort_req; /* atomic */
+    int active;    /* atomic */
+    int64_t timer_at_us; /* curl's deadline, -1 when none */
+    int64_t next_sweep_us;
+    sy_xfer *xfers; /* active transfers */
+    retry *retries;
+    size_t nretries, capretries;
+};
+
+static void begin_attempt(sy_upstream *u, sy_request *req);
+
+/* ---- epoll <-> curl ---- */
+
+static int sock_cb(CURL *e, curl_socket_t s, int what, void *userp, void *socketp)
+{
+    sy_upstream *u = userp;
+    struct epoll_event ev = {0};
+    (void)e;
+
+    if (what == CURL_POLL_REMOVE) {
+        epoll_ctl(u->ep, EPOLL_CTL_DEL, s, NULL);
+        return 0;
+    }
+    ev.events = ((what & CURL_POLL_IN) ? EPOLLIN : 0u) | ((what & CURL_POLL_OUT) ? EPOLLOUT : 0u);
+    ev.data.fd = s;
+    if (socketp == NULL) {
+        if (epoll_ctl(u->ep, EPOLL_CTL_ADD, s, &ev) != 0 && errno == EEXIST)
+            epoll_ctl(u->ep, EPOLL_CTL_MOD, s, &ev);
+        curl_multi_assign(u->multi, s, u);
+    } else if (epoll_ctl(u->ep, EPOLL_CTL_MOD, s, &ev) != 0 && errno == ENOENT) {
+        epoll_ctl(u->ep, EPOLL_CTL_ADD, s, &ev);
+    }
+    return 0;
+}
+
+static int timer_cb(CURLM *m, long timeout_ms, void *userp)
+{
+    sy_upstream *u = userp;
+    (void)m;
+    u->timer_at_us = timeout_ms < 0 ? -1 : sy_now_us() + (int64_t)timeout_ms * 1000;
+    return 0;
+}
+
+/* ---- outcomes ---- */
+
+/* Ends the upstream side of <req>: publishes the state, wakes the client, drops the curl
+ * thread's reference. */
+static void finish(sy_upstream *u, sy_request *req)
+{
+    sy_bridge_wake(u->bridge, req);
+    req->xfer = NULL;
+    __atomic_sub_fetch(&u->active, 1, __ATOMIC_RELAXED);
+    sy_request_unref(req);
+}
+
+static void finish_error(sy_upstream *u, sy_request *req, const sy_deployment *dep, int status,
+                         char *body, size_t len, const char *retry_after)
+{
+    pthread_mutex_lock(&req->mu);
+    req->dep = dep;
+    if (req->state == SY_RS_STREAMING) {
+        /* Already streaming: the client learns of the failure as a final error event. */
+        sy_sse_frame(&req->out, body, len);
+        req->stream_error = true;
+        req->state = SY_RS_DONE;
+        free(body);
+    } else {
+        req->state = SY_RS_READY;
+        req->status = status;
+        free(req->resp_body);
+        req->resp_body = body;
+        req->resp_len = len;
+        snprintf(req->retry_after, sizeof(req->retry_after), "%s",
+                 retry_after != NULL ? retry_after : "");
+    }
+    pthread_mutex_unlock(&req->mu);
+    finish(u, req);
+}
+
+static void finish_err_msg(sy_upstream *u, sy_request *req, const sy_deployment *dep, sy_err e,
+                           const char *msg)
+{
+    size_t len = 0;
+    char *body = sy_err_body(e, msg, NULL, &len);
+    finish_error(u, req, dep, sy_err_status(e), body, len, NULL);
+}
+
+static int64_t backoff_us(const sy_config *cfg, int attempt)
+{
+    int64_t base = (int64_t)cfg->retry_base_ms * 1000;
+    int64_t max = (int64_t)cfg->retry_max_ms * 1000;
+    int64_t d = base;
+    for (int i = 1; i < attempt && d < max; i++)
+        d *= 2;
+    if (d > max)
+        d = max;
+    /* "equal jitter": half fixed, half random, so retries of many clients spread out */
+    return d / 2 + (int64_t)((double)(d / 2) * ((double)random() / (double)RAND_MAX));
+}
+
+static void schedule_retry(sy_upstream *u, sy_request *req, int64_t delay_us)
+{
+    if (u->nretries == u->capretries) {
+        size_t ncap = u->capretries ? u->capretries * 2 : 16;
+        retry *p = realloc(u->retries, ncap * sizeof(*p));
+        if (p == NULL) {
+            finish_err_msg(u, req, NULL, SY_ENOMEM, NULL);
+            return;
+        }
+        u->retries = p;
+        u->capretries = ncap;
+    }
+    u->retries[u->nretries++] = (retry){req, sy_now_us() + delay_us};
+}
+
+static int64_t parse_retry_after_ms(const char *v)
+{
+    if (v == NULL || *v == '\0')
+        return 0;
+    char *end;
+    double s = strtod(v, &end);
+    if (end == v || s < 0)
+        return 0; /* HTTP-date form: not honoured beyond the normal backoff */
+    return (int64_t)(s * 1000.0);
+}
+
+/* An attempt failed before anything reached the client. Retries on the next target when the
+ * failure is one fallback covers and attempts remain; otherwise answers with the error. */
+static void attempt_failed(sy_upstream *u, sy_request *req, const sy_deployment *dep,
+                           bool retryable, int status, char *body, size_t len,
+                           const char *retry_after)
+{
+    const sy_config *cfg = req->cfg;
+    if (retryable && req->attempts < cfg->max_attempts && !req->cancelled) {
+        size_t next = (req->target + 1) % req->pick.ntargets;
+        int64_t delay = backoff_us(cfg, req->attempts);
+        if (req->pick.targets[next] == dep) {
+            int64_t ra = parse_retry_after_ms(retry_after) * 1000;
+            if (ra > (int64_t)cfg->retry_max_ms * 1000)
+                goto give_up; /* longer than we may wait: the client gets Retry-After */
+            if (ra > delay)
+                delay = ra;
+        }
+        sy_log(SY_LOG_INFO, &req->log, "attempt %d on %s failed (status=%d); retrying on %s in %lld ms",
+               req->attempts, dep->name, status, req->pick.targets[next]->name,
+               (long long)(delay / 1000));
+        free(body);
+        req->target = next;
+        schedule_retry(u, req, delay);
+        return;
+    }
+give_up:
+    finish_error(u, req, dep, status, body, len, retry_after);
+}
+
+static bool status_retryable(long st)
+{
+    return st == 429 || st == 500 || st == 502 || st == 503 || st == 504 || st == 529;
+}
+
+static void xfer_free(sy_upstream *u, sy_xfer *x)
+{
+    if (x->easy != NULL) {
+        curl_multi_remove_handle(u->multi, x->easy);
+        curl_easy_cleanup(x->easy);
+    }
+    if (x->prev != NULL)
+        x->prev->next = x->next;
+    else if (u->xfers == x)
+        u->xfers = x->next;
+    if (x->next != NULL)
+        x->next->prev = x->prev;
+    curl_slist_free_all(x->headers);
+    free(x->body);
+    sy_buf_cleanup(&x->resp);
+    sy_buf_cleanup(&x->tmp);
+    sy_sse_cleanup(&x->sse);
+    sy_stream_fix_cleanup(&x->fix);
+    free(x);
+}
+
+static void done_stream_ok(sy_upstream *u, sy_xfer *x, sy_request *req)
+{
+    pthread_mutex_lock(&req->mu);
+    if (!x->fix.saw_done && !x->fix.saw_error) {
+        if (x->fix.saw_finish && !sy_sse_pending(&x->sse)) {
+            /* Some servers end without [DONE]; the SDKs need it. */
+            sy_sse_frame(&req->out, "[DONE]", 6);
+        } else {
+            size_t n;
+            char *b = sy_err_body(SY_EUPSTREAM, "the upstream stream ended before it finished",
+                                  NULL, &n);
+            if (b != NULL)
+                sy_sse_frame(&req->out, b, n);
+            free(b);
+            req->stream_error = true;
+        }
+    }
+    req->stream_error = req->stream_error || x->fix.saw_error;
+    req->state = SY_RS_DONE;
+    pthread_mutex_unlock(&req->mu);
+}
+
+static void done_json_ok(sy_upstream *u, sy_xfer *x, sy_request *req)
+{
+    char msg[200];
+    json_error_t jerr;
+    json_t *resp = json_loadb(x->resp.data ? x->resp.data : "", x->resp.len, 0, &jerr);
+    sy_err rc;
+    if (resp == NULL) {
+        snprintf(msg, sizeof(msg), "deployment '%s' returned invalid JSON: %s", x->dep->name,
+                 jerr.text);
+        rc = SY_EUPSTREAM;
+    } else {
+        rc = sy_openai_normalize(req->ep, resp, req->embed_b64, msg, sizeof(msg));
+    }
+    if (rc != SY_OK) {
+        json_decref(resp);
+        finish_err_msg(u, req, x->dep, rc, msg);
+        return;
+    }
+    if (req->stream) {
+        /* The upstream ignored stream:true; replay its answer as the stream the client wants. */
+        pthread_mutex_lock(&req->mu);
+        sy_openai_to_sse(req->ep, resp, req->client_usage, &req->out);
+        req->dep = x->dep;
+        req->status = 200;
+        req->state = SY_RS_DONE;
+        pthread_mutex_unlock(&req->mu);
+        json_decref(resp);
+        finish(u, req);
+        return;
+    }
+    size_t len;
+    char *body = sy_json_dump(resp, &len);
+    json_decref(resp);
+    if (body == NULL) {
+        finish_err_msg(u, req, x->dep, SY_ENOMEM, NULL);
+        return;
+    }
+    pthread_mutex_lock(&req->mu);
+    req->state = SY_RS_READY;
+    req->status = 200;
+    req->resp_body = body;
+    req->resp_len = len;
+    req->dep = x->dep;
+    pthread_mutex_unlock(&req->mu);
+    finish(u, req);
+}
+
+static void on_done(sy_upstream *u, sy_xfer *x, CURLcode res)
+{
+    sy_request *req = x->req;
+    const sy_deployment *dep = x->dep;
+    char msg[400];
+    bool cancelled;
+
+    if (x->easy != NULL) {
+        curl_multi_remove_handle(u->multi, x->easy);
+    }
+    pthread_mutex_lock(&req->mu);
+    cancelled = req->cancelled;
+    pthread_mutex_unlock(&req->mu);
+    if (cancelled) {
+        xfer_free(u, x);
+        finish(u, req);
+        return;
+    }
+
+    if (x->abort_rc == SY_OK && res == CURLE_OK && x->status / 100 == 2) {
+        if (x->is_sse) {
+            if (x->committed) {
+                done_stream_ok(u, x, req);
+                xfer_free(u, x);
+                finish(u, req);
+                return;
+            }
+            snprintf(msg, sizeof(msg), "deployment '%s' closed the stream before any event",
+                     dep->name);
+            x->abort_rc = SY_EUPSTREAM;
+            res = CURLE_GOT_NOTHING;
+        } else {
+            done_json_ok(u, x, req);
+            xfer_free(u, x);
+            return;
+        }
+    }
+
+    /* Failures. */
+    bool retryable = false;
+    int status;
+    char *body = NULL;
+    size_t len = 0;
+    char retry_after[16];
+    snprintf(retry_after, sizeof(retry_after), "%s", x->retry_after);
+
+    if (x->abort_rc != SY_OK) {
+        if (x->abort_msg[0] != '\0')
+            snprintf(msg, sizeof(msg), "%s", x->abort_msg);
+        retryable = x->abort_rc == SY_ETIMEOUT || res == CURLE_GOT_NOTHING;
+        status = sy_err_status(x->abort_rc);
+        body = sy_err_body(x->abort_rc, msg, NULL, &len);
+    } else if (res != CURLE_OK) {
+        sy_err e = SY_EUPSTREAM;
+        const char *what = x->errbuf[0] ? x->errbuf : curl_easy_strerror(res);
+        if (res == CURLE_OPERATION_TIMEDOUT) {
+            e = SY_ETIMEOUT;
+            snprintf(msg, sizeof(msg), "deployment '%s' timed out: %s", dep->name, what);
+        } else if (res == CURLE_COULDNT_CONNECT || res == CURLE_COULDNT_RESOLVE_HOST ||
+                   res == CURLE_COULDNT_RESOLVE_PROXY) {
+            snprintf(msg, sizeof(msg),
+                     "deployment '%s' (%s) is unreachable: %s. Start that server, or change the "
+                     "deployment's base_url in %s",
+                     dep->name, dep->base_url, what,
+                     req->cfg->config_path ? req->cfg->config_path : "the config");
+        } else if (res == CURLE_PEER_FAILED_VERIFICATION || res == CURLE_SSL_CONNECT_ERROR) {
+            snprintf(msg, sizeof(msg), "deployment '%s': TLS failed: %s", dep->name, what);
+        } else {
+            snprintf(msg, sizeof(msg), "deployment '%s' failed: %s", dep->name, what);
+        }
+        retryable = true;
+        status = sy_err_status(e);
+        body = sy_err_body(e, msg, NULL, &len);
+    } else {
+        status = (int)x->status;
+        retryable = status_retryable(x->status);
+        if (status == 401 || status == 403) {
+            /* Our credentials, not the client's: say which variable to fix, never the key. */
+            snprintf(msg, sizeof(msg),
+                     "deployment '%s' rejected the proxy's credentials (upstream HTTP %d); "
+                     "check %s",
+                     dep->name, status, dep->api_key_env ? dep->api_key_env : "its api_key_env");
+            status = 502;
+            body = sy_err_body(SY_EUPSTREAM, msg, NULL, &len);
+        } else {
+            if (status < 400)
+                status = 502; /* 1xx/3xx as a final answer: not something a client can use */
+            body = sy_openai_wrap_error(status, x->resp.data, x->resp.len, dep->api_key, &len);
+        }
+    }
+    if (body == NULL) {
+        xfer_free(u, x);
+        finish_err_msg(u, req, dep, SY_ENOMEM, NULL);
+        return;
+    }
+    sy_log(SY_LOG_WARN, &req->log, "attempt=%d failed: status=%d curl=%d",
+           req->attempts, status, (int)res);
+    bool committed = x->committed;
+    xfer_free(u, x);
+    if (committed) {
+        finish_error(u, req, dep, status, body, len, NULL);
+        return;
+    }
+    attempt_failed(u, req, dep, retryable, status, body, len, retry_after[0] ? retry_after : NULL);
+}
+
+/* ---- curl callbacks (curl thread) ---- */
+
+static size_t header_cb(char *b, size_t size, size_t n, void *ud)
+{
+    sy_xfer *x = ud;
+    size_t len = size * n;
+    if (len >= 5 && memcmp(b, "HTTP/", 5) == 0) {
+        x->retry_after[0] = '\0';
+        x->ctype[0] = '\0';
+        return len;
+    }
+    const char *colon = memchr(b, ':', len);
+    if (colon == NULL)
+        return len;
+    size_t klen = (size_t)(colon - b);
+    const char *v = colon + 1;
+    size_t vlen = len - klen - 1;
+    while (vlen > 0 && (*v == ' ' || *v == '\t')) {
+        v++;
+        vlen--;
+    }
+    while (vlen > 0 && (v[vlen - 1] == '\r' || v[vlen - 1] == '\n' || v[vlen - 1] == ' '))
+        vlen--;
+    if (klen == 12 && strncasecmp(b, "content-type", 12) == 0)
+        snprintf(x->ctype, sizeof(x->ctype), "%.*s", (int)vlen, v);
+    else if (klen == 11 && strncasecmp(b, "retry-after", 11) == 0 && vlen < sizeof(x->retry_after))
+        snprintf(x->retry_after, sizeof(x->retry_after), "%.*s", (int)vlen, v);
+    return len;
+}
+
+static int on_event(void *ud, const char *event, const char *data, size_t len)
+{
+    sy_xfer *x = ud;
+    (void)event;
+    sy_err rc = sy_openai_stream_event(&x->fix, x->req->ep, data, len, &x->tmp);
+    if (rc != SY_OK) {
+        x->bad_event = true;
+        return 1;
+    }
+    if (x->fix.saw_done || x->fix.saw_error) {
+        x->stream_over = true;
+        return 1; /* the response closes right after [DONE] */
+    }
+    return 0;
+}
+
+static size_t write_cb(char *p, size_t size, size_t n, void *ud)
+{
+    sy_xfer *x = ud;
+    sy_request *req = x->req;
+    size_t len = size * n;
+
+    if (!x->got_first_byte) {
+        x->got_first_byte = true;
+        curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &x->status);
+        x->is_sse = x->status / 100 == 2 && req->stream &&
+                    strncasecmp(x->ctype, "text/event-stream", 17) == 0;
+    }
+    x->t_last = sy_now_us();
+    if (x->status / 100 != 2) {
+        /* Error bodies are kept up to a cap; the rest is dropped, not an error. */
+        size_t room = x->resp.max - x->resp.len;
+        sy_buf_append(&x->resp, p, len < room ? len : room);
+        return len;
+    }
+    if (!x->is_sse) {
+        sy_err rc = sy_buf_append(&x->resp, p, len);
+        if (rc != SY_OK) {
+            x->abort_rc = rc == SY_ETOOBIG ? SY_EUPSTREAM : rc;
+            snprintf(x->abort_msg, sizeof(x->abort_msg),
+                     "deployment '%s' answered more than %zu bytes", x->dep->name, x->resp.max);
+            return 0;
+        }
+        return len;
+    }
+    if (x->stream_over)
+        return len; /* anything after [DONE] is ignored */
+
+    pthread_mutex_lock(&req->mu);
+    if (req->cancelled) {
+        pthread_mutex_unlock(&req->mu);
+        return 0;
+    }
+    if (req->out.len >= SY_REQ_HIGH_WATER) {
+        req->upstream_paused = true;
+        x->paused = true;
+        pthread_mutex_unlock(&req->mu);
+        return CURL_WRITEFUNC_PAUSE;
+    }
+    pthread_mutex_unlock(&req->mu);
+
+    sy_buf_reset(&x->tmp);
+    sy_err rc = sy_sse_feed(&x->sse, p, len, on_event, x);
+    if (x->tmp.len > 0) {
+        pthread_mutex_lock(&req->mu);
+        sy_err arc = sy_buf_append(&req->out, x->tmp.data, x->tmp.len);
+        if (req->state == SY_RS_PENDING) {
+            req->state = SY_RS_STREAMING;
+            req->status = 200;
+            req->dep = x->dep;
+        }
+        pthread_mutex_unlock(&req->mu);
+        x->committed = true;
+        sy_bridge_wake(x->u->bridge, req);
+        if (arc != SY_OK)
+            rc = arc;
+    }
+    if (rc != SY_OK || x->bad_event) {
+        x->abort_rc = SY_EUPSTREAM;
+        snprintf(x->abort_msg, sizeof(x->abort_msg), "deployment '%s' sent a malformed stream event",
+                 x->dep->name);
+        return 0;
+    }
+    return len;
+}
+
+/* ---- attempts ---- */
+
+static sy_err setup_easy(sy_upstream *u, sy_xfer *x, sy_request *req)
+{
+    const sy_deployment *d = x->dep;
+    const sy_config *cfg = req->cfg;
+    char url[2048];
+    char auth[1024];
+    size_t blen;
+
+    x->body = sy_openai_upstream_body(d, req->ep, req->body, req->stream, &blen);
+    if (x->body == NULL)
+        return SY_ENOMEM;
+    if (snprintf(url, sizeof(url), "%s%s", d->base_url, sy_openai_path(req->ep)) >=
+        (int)sizeof(url))
+        return SY_EINVAL;
+    x->headers = curl_slist_append(x->headers, "Content-Type: application/json");
+    x->headers = curl_slist_append(x->headers, req->stream ? "Accept: text/event-stream"
+                                                           : "Accept: application/json");
+    x->headers = curl_slist_append(x->headers, "Expect:");
+    if (d->api_key != NULL) {
+        snprintf(auth, sizeof(auth), "Authorization: Bearer %s", d->api_key);
+        x->headers = curl_slist_append(x->headers, auth);
+        OPENSSL_cleanse(auth, sizeof(auth));
+    }
+    if (x->headers == NULL)
+        return SY_ENOMEM;
+    x->easy = curl_easy_init();
+    if (x->easy == NULL)
+        return SY_ENOMEM;
+    CURL *e = x->easy;
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, x->body);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)blen);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->headers);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, x);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, d->connect_timeout_ms);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, d->total_timeout_ms);
+    if (strncmp(d->base_url, "https://", 8) == 0) {
+        /* HTTP/2 multiplexing only over TLS: cleartext h2 with parallel transfers is broken in
+         * curl 7.88 (DESIGN §3). */
+        curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+        curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+    } else {
+        curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    }
+    (void)cfg;
+    (void)u;
+    return SY_OK;
+}
+
+static void begin_attempt(sy_upstream *u, sy_request *req)
+{
+    char msg[300];
+
+    for (;;) {
+        /* Disabled deployments (key variable unset) are skipped without spending an attempt. */
+        size_t tried = 0;
+        while (tried < req->pick.ntargets &&
+               (req->pick.targets[req->target]->disabled ||
+                req->pick.targets[req->target]->provider != SY_PROVIDER_OPENAI)) {
+            req->target = (req->target + 1) % req->pick.ntargets;
+            tried++;
+        }
+        if (tried == req->pick.ntargets) {
+            const sy_deployment *d = req->pick.targets[0];
+            if (d->disabled)
+                snprintf(msg, sizeof(msg),
+                         "deployment '%s' is disabled: set the environment variable %s and "
+                         "restart or reload switchyard",
+                         d->name, d->api_key_env ? d->api_key_env : "(api_key_env)");
+            else
+                snprintf(msg, sizeof(msg),
+                         "deployment '%s' uses provider 'anthropic', which this build does not "
+                         "serve yet",
+                         d->name);
+            finish_err_msg(u, req, d, SY_EUNAVAIL, msg);
+            return;
+        }
+        break;
+    }
+    sy_xfer *x = calloc(1, sizeof(*x));
+    if (x == NULL) {
+        finish_err_msg(u, req, NULL, SY_ENOMEM, NULL);
+        return;
+    }
+    x->req = req;
+    x->u = u;
+    x->dep = req->pick.targets[req->target];
+    sy_buf_init(&x->resp, MAX_ERROR_BODY);
+    sy_buf_init(&x->tmp, MAX_SSE_EVENT * 2);
+    sy_sse_init(&x->sse, MAX_SSE_EVENT);
+    x->fix.client_usage = req->client_usage;
+    x->t_start = x->t_last = sy_now_us();
+    req->attempts++;
+    req->log.deployment = x->dep->name;
+    sy_err rc = setup_easy(u, x, req);
+    if (rc == SY_OK && req->stream == false)
+        x->resp.max = req->cfg->max_response_bytes;
+    if (rc == SY_OK && curl_multi_add_handle(u->multi, x->easy) != CURLM_OK)
+        rc = SY_EINTERNAL;
+    if (rc != SY_OK) {
+        const sy_deployment *d = x->dep;
+        xfer_free(u, x);
+        finish_err_msg(u, req, d, rc, NULL);
+        return;
+    }
+    x->next = u->xfers;
+    if (u->xfers != NULL)
+        u->xfers->prev = x;
+    u->xfers = x;
+    req->xfer = x;
+}
+
+/* ---- loop ---- */
+
+static void check_done(sy_upstream *u)
+{
+    CURLMsg *m;
+    int left;
+    while ((m = curl_multi_info_read(u->multi, &left)) != NULL) {
+        if (m->msg != CURLMSG_DONE)
+            continue;
+        sy_xfer *x = NULL;
+        curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&x);
+        CURLcode res = m->data.result;
+        if (x != NULL)
+            on_done(u, x, res);
+    }
+}
+
+static void abort_xfer(sy_upstream *u, sy_xfer *x, sy_err rc, const char *msg)
+{
+    x->abort_rc = rc;
+    snprintf(x->abort_msg, sizeof(x->abort_msg), "%s", msg);
+    on_done(u, x, CURLE_OPERATION_TIMEDOUT);
+}
+
+static void sweep(sy_upstream *u, int64_t now)
+{
+    char msg[200];
+    sy_xfer *x = u->xfers;
+    while (x != NULL) {
+        sy_xfer *next = x->next;
+        const sy_deployment *d = x->dep;
+        if (!x->got_first_byte && now - x->t_start > (int64_t)d->first_byte_timeout_ms * 1000) {
+            snprintf(msg, sizeof(msg), "deployment '%s' sent no answer within %ld ms", d->name,
+                     d->first_byte_timeout_ms);
+            abort_xfer(u, x, SY_ETIMEOUT, msg);
+        } else if (x->got_first_byte && !x->paused &&
+                   now - x->t_last > (int64_t)d->idle_timeout_ms * 1000) {
+            snprintf(msg, sizeof(msg), "deployment '%s' went silent for %ld ms mid-answer",
+                     d->name, d->idle_timeout_ms);
+            abort_xfer(u, x, SY_ETIMEOUT, msg);
+        }
+        x = next;
+    }
+}
+
+static void run_retries(sy_upstream *u, int64_t now)
+{
+    size_t i = 0;
+    while (i < u->nretries) {
+        if (u->retries[i].at_us <= now) {
+            sy_request *req = u->retries[i].req;
+            u->retries[i] = u->retries[--u->nretries];
+            begin_attempt(u, req);
+        } else {
+            i++;
+        }
+    }
+}
+
+static void cancel_req(sy_upstream *u, sy_request *req)
+{
+    if (req->xfer != NULL) {
+        on_done(u, req->xfer, CURLE_ABORTED_BY_CALLBACK);
+        return;
+    }
+    for (size_t i = 0; i < u->nretries; i++) {
+        if (u->retries[i].req == req) {
+            u->retries[i] = u->retries[--u->nretries];
+            finish(u, req);
+            return;
+        }
+    }
+}
+
+static void handle_cmds(sy_upstream *u)
+{
+    sy_cmd *c = sy_bridge_drain(u->bridge);
+    while (c != NULL) {
+        sy_cmd *next = c->next;
+        sy_request *req = c->req;
+        switch (c->kind) {
+        case SY_CMD_START:
+            /* The command's reference becomes the curl thread's reference. */
+            __atomic_add_fetch(&u->active, 1, __ATOMIC_RELAXED);
+            begin_attempt(u, req);
+            req = NULL;
+            break;
+        case SY_CMD_UNPAUSE:
+            if (req->xfer != NULL && req->xfer->paused) {
+                req->xfer->paused = false;
+                req->xfer->t_last = sy_now_us();
+                curl_easy_pause(req->xfer->easy, CURLPAUSE_CONT);
+            }
+            break;
+        case SY_CMD_CANCEL:
+            cancel_req(u, req);
+            break;
+        }
+        sy_request_unref(req);
+        free(c);
+        c = next;
+    }
+}
+
+static void abort_everything(sy_upstream *u)
+{
+    while (u->xfers != NULL) {
+        sy_xfer *x = u->xfers;
+        sy_request *req = x->req;
+        bool committed = x->committed;
+        const sy_deployment *d = x->dep;
+        xfer_free(u, x);
+        size_t len;
+        char *body = sy_err_body(SY_ESHUTDOWN, "switchyard is shutting down", NULL, &len);
+        (void)committed;
+        finish_error(u, req, d, sy_err_status(SY_ESHUTDOWN), body, len, NULL);
+    }
+    while (u->nretries > 0) {
+        sy_request *req = u->retries[--u->nretries].req;
+        finish_err_msg(u, req, NULL, SY_ESHUTDOWN, "switchyard is shutting down");
+    }
+}
+
+static void *thread_main(void *arg)
+{
+    sy_upstream *u = arg;
+    struct epoll_event evs[256];
+    int running;
+
+    while (!__atomic_load_n(&u->stop, __ATOMIC_ACQUIRE)) {
+        int64_t now = sy_now_us();
+        int64_t wait = u->next_sweep_us - now;
+        if (u->timer_at_us >= 0 && u->timer_at_us - now < wait)
+            wait = u->timer_at_us - now;
+        for (size_t i = 0; i < u->nretries; i++)
+            if (u->retries[i].at_us - now < wait)
+                wait = u->retries[i].at_us - now;
+        int64_t fl = sy_bridge_flush(u->bridge, 0);
+        if (fl >= 0 && fl < wait)
+            wait = fl;
+        int timeout_ms = wait <= 0 ? 0 : (int)((wait + 999) / 1000);
+        int n = epoll_wait(u->ep, evs, 256, timeout_ms);
+        for (int i = 0; i < n; i++) {
+            int fd = evs[i].data.fd;
+            if (fd == sy_bridge_fd(u->bridge)) {
+                handle_cmds(u);
+            } else if (fd == u->wake_fd) {
+                uint64_t v;
+                ssize_t r = read(u->wake_fd, &v, sizeof(v));
+                (void)r;
+            } else {
+                int flags = 0;
+                if (evs[i].events & (EPOLLIN | EPOLLHUP))
+                    flags |= CURL_CSELECT_IN;
+                if (evs[i].events & EPOLLOUT)
+                    flags |= CURL_CSELECT_OUT;
+                if (evs[i].events & EPOLLERR)
+                    flags |= CURL_CSELECT_ERR;
+                curl_multi_socket_action(u->multi, fd, flags, &running);
+            }
+        }
+        now = sy_now_us();
+        if (u->timer_at_us >= 0 && u->timer_at_us <= now) {
+            u->timer_at_us = -1;
+            curl_multi_socket_action(u->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+        }
+        check_done(u);
+        if (now >= u->next_sweep_us) {
+            sweep(u, now);
+            u->next_sweep_us = now + SWEEP_US;
+        }
+        run_retries(u, now);
+        if (__atomic_exchange_n(&u->abort_req, 0, __ATOMIC_ACQ_REL))
+            abort_everything(u);
+        sy_bridge_flush(u->bridge, 0);
+    }
+    handle_cmds(u);
+    abort_everything(u);
+    sy_bridge_flush(u->bridge, 1);
+    return NULL;
+}
+
+static void poke(sy_upstream *u)
+{
+    uint64_t one = 1;
+    ssize_t w = write(u->wake_fd, &one, sizeof(one));
+    (void)w;
+}
+
+sy_err sy_upstream_start(sy_bridge *bridge, sy_upstream **out)
+{
+    sy_upstream *u = calloc(1, sizeof(*u));
+    struct epoll_event ev = {.events = EPOLLIN};
+    if (u == NULL)
+        return SY_ENOMEM;
+    u->bridge = bridge;
+    u->timer_at_us = -1;
+    u->ep = epoll_create1(EPOLL_CLOEXEC);
+    u->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    u->multi = curl_multi_init();
+    if (u->ep < 0 || u->wake_fd < 0 || u->multi == NULL)
+        goto fail;
+    ev.data.fd = sy_bridge_fd(bridge);
+    if (epoll_ctl(u->ep, EPOLL_CTL_ADD, ev.data.fd, &ev) != 0)
+        goto fail;
+    ev.data.fd = u->wake_fd;
+    if (epoll_ctl(u->ep, EPOLL_CTL_ADD, u->wake_fd, &ev) != 0)
+        goto fail;
+    curl_multi_setopt(u->multi, CURLMOPT_SOCKETFUNCTION, sock_cb);
+    curl_multi_setopt(u->multi, CURLMOPT_SOCKETDATA, u);
+    curl_multi_setopt(u->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
+    curl_multi_setopt(u->multi, CURLMOPT_TIMERDATA, u);
+    curl_multi_setopt(u->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
+    curl_multi_setopt(u->multi, CURLMOPT_MAX_CONCURRENT_STREAMS, 100L);
+    curl_multi_setopt(u->multi, CURLMOPT_MAXCONNECTS, 1024L);
+    u->next_sweep_us = sy_now_us() + SWEEP_US;
+    if (pthread_create(&u->thread, NULL, thread_main, u) != 0)
+        goto fail;
+    *out = u;
+    return SY_OK;
+fail:
+    if (u->multi != NULL)
+        curl_multi_cleanup(u->multi);
+    if (u->ep >= 0)
+        close(u->ep);
+    if (u->wake_fd >= 0)
+        close(u->wake_fd);
+    free(u);
+    return SY_EINTERNAL;
+}
+
+void sy_upstream_abort_all(sy_upstream *u)
+{
+    __atomic_store_n(&u->abort_req, 1, __ATOMIC_RELEASE);
+    poke(u);
+}
+
+void sy_upstream_stop(sy_upstream *u)
+{
+    if (u == NULL)
+        return;
+    __atomic_store_n(&u->stop, 1, __ATOMIC_RELEASE);
+    poke(u);
+    pthread_join(u->thread, NULL);
+    curl_multi_cleanup(u->multi);
+    close(u->ep);
+    close(u->wake_fd);
+    free(u->retries);
+    free(u);
+}
+
+int sy_upstream_active(const sy_upstream *u)
+{
+    return __atomic_load_n(&u->active, __ATOMIC_RELAXED);
+}
