@@ -66,7 +66,10 @@ static void ascii_copy(char *dst, size_t dstlen, const char *src)
         return;
     for (; src[i] != '\0' && i + 1 < dstlen; i++) {
         unsigned char c = (unsigned char)src[i];
-        dst[i] = (c >= 0x20 && c < 0x7f) ? (char)c : '?';
+        if (c >= 0x20 && c < 0x7f)
+            dst[i] = src[i];
+        else
+            dst[i] = '?';
     }
     dst[i] = '\0';
 }
@@ -90,15 +93,17 @@ static void load_error_msg(const json_error_t *e, char *msg, size_t msglen)
     case json_error_null_character:
         /* jansson rejects \u0000 unless JSON_ALLOW_NUL; we keep that: strings from the body flow
          * into NUL-terminated C APIs (headers, cache keys, logs) and would be silently cut. */
-        snprintf(line, sizeof(line), "invalid JSON at line %d column %d: \\u0000 is not allowed",
-                 e->line, e->column);
+        (void)snprintf(line, sizeof(line),
+                       "invalid JSON at line %d column %d: \\u0000 is not allowed", e->line,
+                       e->column);
         break;
     case json_error_out_of_memory:
         set_msg(msg, msglen, "out of memory while parsing request body");
         return;
     default:
-        snprintf(line, sizeof(line), "invalid JSON at line %d column %d: %s", e->line, e->column,
-                 text);
+        /* Truncation is fine: the message is for humans and stays one line either way. */
+        (void)snprintf(line, sizeof(line), "invalid JSON at line %d column %d: %s", e->line,
+                       e->column, text);
         break;
     }
     set_msg(msg, msglen, line);
@@ -117,7 +122,7 @@ sy_err sy_json_parse_body(const char *s, size_t n, int max_depth, json_t **out, 
         goto out;
     }
     if (sy_json_check_depth(s, n, max_depth) != SY_OK) {
-        snprintf(line, sizeof(line), "JSON nested deeper than %d levels", max_depth);
+        (void)snprintf(line, sizeof(line), "JSON nested deeper than %d levels", max_depth);
         set_msg(msg, msglen, line);
         rc = SY_ETOOBIG;
         goto out;
