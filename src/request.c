@@ -41,7 +41,8 @@ sy_request *sy_request_new(sy_config *cfg, sy_endpoint ep, json_t *body, char *m
     r->log.req_id = r->id;
     r->pick.score = -1;
     pthread_mutex_init(&r->mu, NULL);
-    sy_buf_init(&r->out, (size_t)SY_REQ_HIGH_WATER * 4);
+    /* A cap, not an allocation: a whole non-stream answer replayed as SSE can be large. */
+    sy_buf_init(&r->out, cfg->max_response_bytes + (size_t)SY_REQ_HIGH_WATER * 4);
     r->refs = 1;
     return r;
 }
