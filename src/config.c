@@ -115,13 +115,13 @@ typedef struct table table;
 typedef struct field {
     const char *key;
     ftype type;
-    size_t off; /* into the struct the table describes */
     fint itype;
     unsigned flags;
+    bool def_bool;
+    size_t off;          /* into the struct the table describes */
     const char *def_str; /* FT_STR, FT_ENUM, FT_LISTEN */
     long long def_int;
     double def_num;
-    bool def_bool;
     long long min, max; /* FT_INT */
     double nmin, nmax;  /* FT_NUM */
     const char *const *choices;
@@ -135,9 +135,9 @@ typedef struct field {
 } field;
 
 struct table {
-    const char *path;  /* path prefix in the docs: "", "server", "deployments[]", ... */
-    const char *title; /* docs heading */
-    const char *intro; /* docs paragraph */
+    const char *path;     /* path prefix in the docs: "", "server", "deployments[]", ... */
+    const char *title;    /* docs heading */
+    const char *intro;    /* docs paragraph */
     const char *env_hint; /* what to use instead of a literal secret, e.g. "api_key_env" */
     const field *fields;
     size_t n;
@@ -156,6 +156,8 @@ static const char *const providers[] = {"openai", "anthropic", NULL};
 #define ENV_DOC "an environment variable name, `[A-Za-z_][A-Za-z0-9_]*`"
 #define PATH_DOC "a path without control characters, at most 4096 bytes"
 
+/* The tables keep several attributes per line; clang-format would put each on its own. */
+/* clang-format off */
 static const field auth_fields[] = {
     {.key = "master_key_env", .type = FT_STR, .off = offsetof(sy_config, master_key_env),
      .def_str = "SWITCHYARD_MASTER_KEY", .check = check_env, .bounds_doc = ENV_DOC,
@@ -347,6 +349,7 @@ static const table top_table = {
     "", "Top level", "The file is one JSON object. Only `deployments` is required. Relative paths "
     "(`data_dir`, `prices`, `routes`) resolve against the process working directory.", NULL,
     top_fields, sizeof(top_fields) / sizeof(top_fields[0])};
+/* clang-format on */
 
 /* ---- string checks ----------------------------------------------------------------------- */
 
@@ -361,7 +364,7 @@ static bool has_ctl(const char *s)
 static bool is_name_char(int ch)
 {
     return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-           strchr("._:/-", ch) != NULL;
+           (ch != '\0' && strchr("._:/-", ch) != NULL);
 }
 
 static bool valid_name(const char *s)
@@ -451,8 +454,9 @@ static void show(char *dst, size_t cap, const char *s)
     if (keep + 4 > cap)
         keep = cap > 4 ? cap - 4 : 0;
     for (size_t i = 0; i < keep; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        dst[i] = (ch < 0x20 || ch == 0x7f) ? '?' : (char)ch;
+        dst[i] = s[i];
+        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+            dst[i] = '?';
     }
     if (cut) {
         memcpy(dst + keep, "...", 3);
@@ -469,7 +473,7 @@ static void bounded(char *dst, size_t cap, const char *fmt, ...)
     va_list ap;
 
     va_start(ap, fmt);
-    vsnprintf(dst, cap, fmt, ap);
+    (void)vsnprintf(dst, cap, fmt, ap);
     va_end(ap);
 }
 
@@ -493,7 +497,7 @@ static void vline(sy_errlist *l, const char *path, const char *fmt, va_list ap)
 {
     char msg[512];
 
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    (void)vsnprintf(msg, sizeof(msg), fmt, ap); /* a long message is cut, on purpose */
     if (l != NULL)
         sy_errlist_add(l, "%s: %s", path, msg);
 }
@@ -648,9 +652,9 @@ static size_t edit_distance(const char *a, const char *b)
 
 static bool is_secret_name(const char *key)
 {
-    static const char *const names[] = {"api_key", "apikey", "password", "passwd", "secret",
-                                        "key",     "token",  "master_key", "secret_key",
-                                        "access_token", NULL};
+    static const char *const names[] = {"api_key",    "apikey",       "password", "passwd",
+                                        "secret",     "key",          "token",    "master_key",
+                                        "secret_key", "access_token", NULL};
 
     for (int i = 0; names[i] != NULL; i++)
         if (strcasecmp(names[i], key) == 0)
@@ -865,7 +869,10 @@ static void set_default(ctx *c, const table *t, const field *f, void *base, cons
         break;
     case FT_NUM: {
         const field *s = f->sibling != NULL ? table_find(t, f->sibling) : NULL;
-        *(double *)p = s != NULL ? *(double *)((char *)base + s->off) : f->def_num;
+        double x = f->def_num;
+        if (s != NULL)
+            memcpy(&x, (char *)base + s->off, sizeof(x));
+        memcpy(p, &x, sizeof(x));
         break;
     }
     case FT_ENUM:
@@ -1290,7 +1297,7 @@ static sy_err read_file(const char *path, sy_buf *b, sy_errlist *errs)
     rc = SY_OK;
 out:
     if (f != NULL)
-        fclose(f);
+        (void)fclose(f); /* read-only: nothing to lose */
     return rc;
 }
 
@@ -1309,9 +1316,8 @@ sy_err sy_config_load(const char *path, sy_config **out, sy_errlist *errs, sy_er
     root = json_loadb(b.data != NULL ? b.data : "", b.len, JSON_REJECT_DUPLICATES, &je);
     if (root == NULL) {
         /* jansson leaves the error empty when its lexer cannot allocate its first buffer */
-        rc = json_error_code(&je) == json_error_out_of_memory || je.text[0] == '\0'
-                 ? SY_ENOMEM
-                 : SY_ECONFIG;
+        rc = json_error_code(&je) == json_error_out_of_memory || je.text[0] == '\0' ? SY_ENOMEM
+                                                                                    : SY_ECONFIG;
         if (rc == SY_ENOMEM)
             sy_errlist_add(errs, "%s: out of memory", path);
         else
@@ -1366,14 +1372,22 @@ const sy_alias *sy_config_alias(const sy_config *c, const char *name)
 
 /* ---- documentation ----------------------------------------------------------------------- */
 
+/* Output errors are not checked per call: sy_config_doc tests ferror() once at the end. */
+static void emit(FILE *out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void emit(FILE *out, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    (void)vfprintf(out, fmt, ap);
+    va_end(ap);
+}
+
 /* Markdown table cells: '|' must be escaped. */
 static void cell(FILE *out, const char *s)
 {
-    for (; *s != '\0'; s++) {
-        if (*s == '|')
-            fputc('\\', out);
-        fputc(*s, out);
-    }
+    for (; *s != '\0'; s++)
+        emit(out, *s == '|' ? "\\%c" : "%c", *s);
 }
 
 static const char *type_name(const field *f)
@@ -1404,7 +1418,7 @@ static const char *type_name(const field *f)
 static void doc_default(FILE *out, const field *f)
 {
     if (f->flags & FL_REQUIRED) {
-        fputs("**required**", out);
+        emit(out, "%s", "**required**");
         return;
     }
     switch (f->type) {
@@ -1412,36 +1426,35 @@ static void doc_default(FILE *out, const field *f)
     case FT_ENUM:
     case FT_LISTEN:
         if (f->def_str != NULL)
-            fprintf(out, "`\"%s\"`%s", f->def_str,
-                    (f->flags & FL_ANTHROPIC) ? " (anthropic)" : "");
+            emit(out, "`\"%s\"`%s", f->def_str, (f->flags & FL_ANTHROPIC) ? " (anthropic)" : "");
         else
-            fputs("none", out);
+            emit(out, "%s", "none");
         break;
     case FT_BOOL:
-        fputs(f->def_bool ? "`true`" : "`false`", out);
+        emit(out, "%s", f->def_bool ? "`true`" : "`false`");
         break;
     case FT_INT:
         if (int_origin(f) != f)
-            fprintf(out, "`%s.%s`", f->inherit->path, f->key);
+            emit(out, "`%s.%s`", f->inherit->path, f->key);
         else
-            fprintf(out, "`%lld`", f->def_int);
+            emit(out, "`%lld`", f->def_int);
         break;
     case FT_NUM:
         if (f->sibling != NULL)
-            fprintf(out, "same as `%s`", f->sibling);
+            emit(out, "same as `%s`", f->sibling);
         else
-            fprintf(out, "`%g`", f->def_num);
+            emit(out, "`%g`", f->def_num);
         break;
     case FT_OBJECT:
-        fputs((f->flags & FL_OPTIONAL) ? "none" : "all defaults", out);
+        emit(out, "%s", (f->flags & FL_OPTIONAL) ? "none" : "all defaults");
         break;
     case FT_RAW:
-        fputs("`null`", out);
+        emit(out, "%s", "`null`");
         break;
     case FT_DEPLOYMENTS:
         break;
     case FT_ALIASES:
-        fputs("`{}`", out);
+        emit(out, "%s", "`{}`");
         break;
     }
 }
@@ -1453,38 +1466,38 @@ static void doc_bounds(FILE *out, const field *f)
     if (f->type == FT_INT) {
         int_bounds(f, &min, &max);
         if (max == itype_max(f->itype))
-            fprintf(out, ">= %lld", min);
+            emit(out, ">= %lld", min);
         else
-            fprintf(out, "%lld..%lld", min, max);
+            emit(out, "%lld..%lld", min, max);
     } else if (f->type == FT_NUM) {
         if (isinf(f->nmax))
-            fprintf(out, ">= %g", f->nmin);
+            emit(out, ">= %g", f->nmin);
         else
-            fprintf(out, "%g..%g", f->nmin, f->nmax);
+            emit(out, "%g..%g", f->nmin, f->nmax);
     } else if (f->choices != NULL) {
         for (int i = 0; f->choices[i] != NULL; i++)
-            fprintf(out, "%s`%s`", i ? " \\| " : "", f->choices[i]);
+            emit(out, "%s`%s`", i ? " \\| " : "", f->choices[i]);
     } else if (f->bounds_doc != NULL) {
         cell(out, f->bounds_doc);
     } else if (f->type == FT_STR) {
-        fputs("non-empty", out);
+        emit(out, "%s", "non-empty");
     }
 }
 
 static void doc_table(FILE *out, const table *t)
 {
-    fprintf(out, "\n### %s\n\n%s\n\n", t->title, t->intro);
-    fputs("| key | type | default | bounds | meaning |\n", out);
-    fputs("|---|---|---|---|---|\n", out);
+    emit(out, "\n### %s\n\n%s\n\n", t->title, t->intro);
+    emit(out, "%s", "| key | type | default | bounds | meaning |\n");
+    emit(out, "%s", "|---|---|---|---|---|\n");
     for (size_t i = 0; i < t->n; i++) {
         const field *f = &t->fields[i];
-        fprintf(out, "| `%s%s%s` | %s | ", t->path, t->path[0] ? "." : "", f->key, type_name(f));
+        emit(out, "| `%s%s%s` | %s | ", t->path, t->path[0] ? "." : "", f->key, type_name(f));
         doc_default(out, f);
-        fputs(" | ", out);
+        emit(out, "%s", " | ");
         doc_bounds(out, f);
-        fputs(" | ", out);
+        emit(out, "%s", " | ");
         cell(out, f->doc);
-        fputs(" |\n", out);
+        emit(out, "%s", " |\n");
     }
     for (size_t i = 0; i < t->n; i++)
         if (t->fields[i].sub != NULL)
@@ -1493,11 +1506,11 @@ static void doc_table(FILE *out, const table *t)
 
 sy_err sy_config_doc(FILE *out)
 {
-    fputs("## Every key\n\n", out);
-    fputs("Generated from the descriptor tables in `src/config.c` that also drive parsing, so "
-          "it cannot drift.\nUnknown keys are errors; every problem is reported with its JSON "
-          "path, all at once.\n",
-          out);
+    emit(out, "%s", "## Every key\n\n");
+    emit(out, "%s",
+         "Generated from the descriptor tables in `src/config.c` that also drive parsing, so "
+         "it cannot drift.\nUnknown keys are errors; every problem is reported with its JSON "
+         "path, all at once.\n");
     doc_table(out, &top_table);
     return ferror(out) ? SY_EINTERNAL : SY_OK;
 }

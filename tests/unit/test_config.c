@@ -3,10 +3,12 @@
  * reference, and an allocation-failure loop (a failing jansson allocator, which config.c also
  * allocates through) must never crash or leak. Fixtures in tests/unit/data/config: each
  * <name>.json loads cleanly unless <name>.errors lists the exact error lines expected. */
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
-#include <setjmp.h>
 #include <stdint.h>
+
+/* cmocka.h needs the headers above first */
 #include <cmocka.h>
 
 #include <dirent.h>
@@ -78,10 +80,10 @@ static void expect_errors(const char *text, const char *const *lines)
     sy_errlist_cleanup(&warns);
 }
 
-#define EXPECT_ERRORS(text, ...)                                                                \
-    do {                                                                                        \
-        const char *const lines_[] = {__VA_ARGS__, NULL};                                       \
-        expect_errors((text), lines_);                                                          \
+#define EXPECT_ERRORS(text, ...)                                                                   \
+    do {                                                                                           \
+        const char *const lines_[] = {__VA_ARGS__, NULL};                                          \
+        expect_errors((text), lines_);                                                             \
     } while (0)
 
 static sy_config *parse_ok(const char *text, sy_errlist *warns)
@@ -127,7 +129,7 @@ static char *slurp(const char *path)
     assert_non_null(s);
     assert_int_equal(fread(s, 1, (size_t)n, f), (size_t)n);
     s[n] = '\0';
-    fclose(f);
+    (void)fclose(f);
     return s;
 }
 
@@ -297,8 +299,8 @@ static void test_full(void **state)
     assert_int_equal(a->idle_timeout_ms, 3333);
     assert_int_equal(a->total_timeout_ms, 4444);
     assert_true(a->price.set);
-    assert_true(a->price.input == 0 && a->price.cached_input == 0 &&
-                a->price.cache_write == 0 && a->price.output == 0);
+    assert_true(a->price.input == 0 && a->price.cached_input == 0 && a->price.cache_write == 0 &&
+                a->price.output == 0);
 
     b = sy_config_deployment(cfg, "claude");
     assert_non_null(b);
@@ -358,19 +360,21 @@ static void test_price_defaults(void **state)
 static void test_unknown_keys(void **state)
 {
     (void)state;
-    EXPECT_ERRORS("{\"bogus\":1,\"auth\":{\"x\":1},\"server\":{\"thread\":2},"
-                  "\"upstream\":{\"retries\":1},\"deployments\":[" DEP("a") ","
-                  "{\"name\":\"b\",\"base_url\":\"http://h\",\"model\":\"m\",\"timeout_ms\":5,"
-                  "\"max_inflght\":1,\"price\":{\"input\":1,\"output\":1,\"cache_read\":1}},"
-                  "{\"name\":\"c\",\"base_url\":\"http://h\",\"model\":\"m\",\"timeout_ms\":5}]}",
-                  "bogus: unknown key 'bogus'", "auth.x: unknown key 'x'",
-                  "server.thread: unknown key 'thread' (did you mean 'threads'?)",
-                  "upstream.retries: unknown key 'retries'",
-                  "deployments[1].timeout_ms: unknown key 'timeout_ms'",
-                  "deployments[1].max_inflght: unknown key 'max_inflght' (did you mean "
-                  "'max_inflight'?)",
-                  "deployments[1].price.cache_read: unknown key 'cache_read'",
-                  "deployments[2].timeout_ms: unknown key 'timeout_ms'");
+    EXPECT_ERRORS(
+        "{\"bogus\":1,\"auth\":{\"x\":1},\"server\":{\"thread\":2},"
+        "\"upstream\":{\"retries\":1},\"deployments\":[" DEP(
+            "a") ","
+                 "{\"name\":\"b\",\"base_url\":\"http://h\",\"model\":\"m\",\"timeout_ms\":5,"
+                 "\"max_inflght\":1,\"price\":{\"input\":1,\"output\":1,\"cache_read\":1}},"
+                 "{\"name\":\"c\",\"base_url\":\"http://h\",\"model\":\"m\",\"timeout_ms\":5}]}",
+        "bogus: unknown key 'bogus'", "auth.x: unknown key 'x'",
+        "server.thread: unknown key 'thread' (did you mean 'threads'?)",
+        "upstream.retries: unknown key 'retries'",
+        "deployments[1].timeout_ms: unknown key 'timeout_ms'",
+        "deployments[1].max_inflght: unknown key 'max_inflght' (did you mean "
+        "'max_inflight'?)",
+        "deployments[1].price.cache_read: unknown key 'cache_read'",
+        "deployments[2].timeout_ms: unknown key 'timeout_ms'");
 }
 
 static void test_unknown_key_shown_safely(void **state)
@@ -424,14 +428,14 @@ static void test_required(void **state)
     EXPECT_ERRORS("{}", "deployments: required key missing");
     EXPECT_ERRORS("{\"deployments\":[]}", "deployments: must be a non-empty array of objects");
     EXPECT_ERRORS("{\"deployments\":{}}", "deployments: must be a non-empty array of objects");
-    EXPECT_ERRORS("{\"deployments\":[{}, 5, " DEP("ok") ", {\"name\":\"p\",\"base_url\":\"http://h\","
-                  "\"model\":\"m\",\"price\":{}}]}",
-                  "deployments[0].name: required key missing",
-                  "deployments[0].base_url: required key missing",
-                  "deployments[0].model: required key missing",
-                  "deployments[1]: must be an object",
-                  "deployments[3].price.input: required key missing",
-                  "deployments[3].price.output: required key missing");
+    EXPECT_ERRORS(
+        "{\"deployments\":[{}, 5, " DEP("ok") ", {\"name\":\"p\",\"base_url\":\"http://h\","
+                                              "\"model\":\"m\",\"price\":{}}]}",
+        "deployments[0].name: required key missing",
+        "deployments[0].base_url: required key missing",
+        "deployments[0].model: required key missing", "deployments[1]: must be an object",
+        "deployments[3].price.input: required key missing",
+        "deployments[3].price.output: required key missing");
     EXPECT_ERRORS("[1]", "(top level): must be an object");
 }
 
@@ -530,9 +534,10 @@ static void test_retry_bounds_cross(void **state)
 static void test_aliases(void **state)
 {
     (void)state;
-    EXPECT_ERRORS("{\"deployments\":[" DEP("a") "," DEP("b") "],\"aliases\":{"
-                  "\"fast\":[\"a\",\"nope\",7,\"a\",\"slow\"],\"a\":[\"b\"],\"slow\":[],"
-                  "\"odd name\":[\"a\"],\"s2\":\"a\"}}",
+    EXPECT_ERRORS("{\"deployments\":[" DEP("a") "," DEP(
+                      "b") "],\"aliases\":{"
+                           "\"fast\":[\"a\",\"nope\",7,\"a\",\"slow\"],\"a\":[\"b\"],\"slow\":[],"
+                           "\"odd name\":[\"a\"],\"s2\":\"a\"}}",
                   "aliases.fast[1]: unknown deployment 'nope'", "aliases.fast[2]: must be a string",
                   "aliases.fast[3]: duplicate target 'a'",
                   "aliases.fast[4]: 'slow' is an alias; aliases list deployments only",
@@ -547,23 +552,25 @@ static void test_multiple_errors_at_once(void **state)
 {
     (void)state;
     /* one document, problems at every level: all of them are reported */
-    EXPECT_ERRORS("{\"listen\":\"nohost\",\"server\":{\"threads\":0},\"deployments\":["
-                  DEP("x") ",{\"name\":\"x\",\"base_url\":\"http://h\",\"model\":\"m\","
-                  "\"max_inflight\":-3},{\"name\":\"z\",\"base_url\":\"http://h\",\"model\":\"m\","
-                  "\"timeout_ms\":1}],\"aliases\":{\"fast\":[\"x\",\"nope\"]}}",
-                  "listen: expected \"HOST:PORT\"", "server.threads: must be an integer in 1..256",
-                  "deployments[1].max_inflight: must be an integer >= 0",
-                  "deployments[1].name: duplicate deployment name 'x'",
-                  "deployments[2].timeout_ms: unknown key 'timeout_ms'",
-                  "aliases.fast[1]: unknown deployment 'nope'");
+    EXPECT_ERRORS(
+        "{\"listen\":\"nohost\",\"server\":{\"threads\":0},\"deployments\":[" DEP(
+            "x") ",{\"name\":\"x\",\"base_url\":\"http://h\",\"model\":\"m\","
+                 "\"max_inflight\":-3},{\"name\":\"z\",\"base_url\":\"http://h\",\"model\":\"m\","
+                 "\"timeout_ms\":1}],\"aliases\":{\"fast\":[\"x\",\"nope\"]}}",
+        "listen: expected \"HOST:PORT\"", "server.threads: must be an integer in 1..256",
+        "deployments[1].max_inflight: must be an integer >= 0",
+        "deployments[1].name: duplicate deployment name 'x'",
+        "deployments[2].timeout_ms: unknown key 'timeout_ms'",
+        "aliases.fast[1]: unknown deployment 'nope'");
 }
 
 /* ---- environment ------------------------------------------------------------------------- */
 
 static void test_disabled_deployment(void **state)
 {
-    const char *doc = "{\"deployments\":[" DEP("local") ",{\"name\":\"cloud\",\"base_url\":"
-                      "\"https://h\",\"model\":\"m\",\"api_key_env\":\"SY_TEST_UNSET_KEY\"}]}";
+    const char *doc = "{\"deployments\":[" DEP(
+        "local") ",{\"name\":\"cloud\",\"base_url\":"
+                 "\"https://h\",\"model\":\"m\",\"api_key_env\":\"SY_TEST_UNSET_KEY\"}]}";
     sy_errlist warns;
     sy_config *cfg;
 
@@ -633,10 +640,10 @@ static void listen_ok(const char *s, const char *host, int port)
 static void test_parse_listen(void **state)
 {
     static const char *const bad[] = {
-        "",        ":80",          "localhost",  "localhost:",   "localhost:65536",
-        "h:-1",    "h:8o",         "h:123456",   "::1:8080",     "[::1]8080",
-        "[]:80",   "[::1]:",       "[::1]",      "host name:80", "h:80 ",
-        "[1.2]:80", "[::1]:80:80", "a/b:80",     "h:+80",        "[::g]:80",
+        "",         ":80",         "localhost", "localhost:",   "localhost:65536",
+        "h:-1",     "h:8o",        "h:123456",  "::1:8080",     "[::1]8080",
+        "[]:80",    "[::1]:",      "[::1]",     "host name:80", "h:80 ",
+        "[1.2]:80", "[::1]:80:80", "a/b:80",    "h:+80",        "[::g]:80",
     };
     char *h = (char *)"untouched";
     int p = 42;
@@ -732,13 +739,13 @@ static char *read_lines_file(const char *path, const char *dir)
     assert_non_null(f);
     for (const char *p = raw; *p != '\0'; p++) {
         if (strncmp(p, "{dir}", 5) == 0) {
-            fputs(dir, f);
+            (void)fputs(dir, f);
             p += 4;
         } else {
-            fputc(*p, f);
+            (void)fputc(*p, f);
         }
     }
-    fclose(f);
+    (void)fclose(f);
     free(raw);
     return out;
 }
@@ -774,8 +781,8 @@ static void test_fixtures(void **state)
 
             want = read_lines_file(expect_path, dir);
             for (size_t i = 0; i < errs.n; i++)
-                fprintf(f, "%s\n", errs.items[i]);
-            fclose(f);
+                (void)fprintf(f, "%s\n", errs.items[i]);
+            (void)fclose(f);
             if (strcmp(got, want) != 0)
                 print_message("%s:\n--- want\n%s--- got\n%s", e->d_name, want, got);
             assert_string_equal(got, want);
@@ -877,7 +884,7 @@ static char *generated_doc(void)
 
     assert_non_null(f);
     assert_int_equal(sy_config_doc(f), SY_OK);
-    fclose(f);
+    (void)fclose(f);
     return doc;
 }
 
@@ -896,8 +903,8 @@ static void test_docs_in_sync(void **state)
     if (getenv("SY_UPDATE_DOCS") != NULL) {
         FILE *f = fopen(path, "w");
         assert_non_null(f);
-        fwrite(readme, 1, (size_t)(mark - readme), f);
-        fputs(doc, f);
+        (void)fwrite(readme, 1, (size_t)(mark - readme), f);
+        (void)fputs(doc, f);
         assert_int_equal(fclose(f), 0);
         print_message("rewrote %s\n", path);
     } else if (strcmp(mark, doc) != 0) {
@@ -919,8 +926,8 @@ static void doc_covers(const char *doc, const json_t *v, const char *path)
     if (!json_is_object(v))
         return;
     json_object_foreach ((json_t *)v, key, item) {
-        snprintf(sub, sizeof(sub), "%s%s%s", path, path[0] ? "." : "", key);
-        snprintf(needle, sizeof(needle), "| `%s` |", sub);
+        (void)snprintf(sub, sizeof(sub), "%s%s%s", path, path[0] ? "." : "", key);
+        (void)snprintf(needle, sizeof(needle), "| `%s` |", sub);
         if (strstr(doc, needle) == NULL) {
             print_message("undocumented key %s\n", sub);
             fail();
@@ -1057,9 +1064,10 @@ static void test_alloc_failure(void **state)
     torture(NULL, root, 0, SY_OK);
     json_decref(root);
 
-    root = json_loads("{\"bogus\":1,\"deployments\":[" DEP("x") "," DEP("x") "],"
-                      "\"aliases\":{\"f\":[\"x\",\"y\"]}}",
-                      0, NULL);
+    root = json_loads(
+        "{\"bogus\":1,\"deployments\":[" DEP("x") "," DEP("x") "],"
+                                                               "\"aliases\":{\"f\":[\"x\",\"y\"]}}",
+        0, NULL);
     assert_non_null(root);
     torture(NULL, root, 0, SY_ECONFIG);
     json_decref(root);
