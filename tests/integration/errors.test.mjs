@@ -215,10 +215,16 @@ test('upstream unreachable: 502', async () => {
 /* ----------------------------------------------------------------------- upstream faults -- */
 
 test('upstream status codes are kept, bodies rewrapped (openai shape)', async () => {
-  for (const status of [400, 401, 403, 404, 422, 429, 500, 502, 503]) {
+  const wrong = [];
+  for (const status of [400, 401, 403, 404, 409, 422, 429, 500, 502, 503]) {
     const r = await post(proxy.url, '/v1/chat/completions', chatBody('faulty', `[[fake status=${status}]]`));
-    expectError(r, status, `upstream ${status}`);
+    try {
+      expectError(r, status, `upstream ${status}`);
+    } catch (e) {
+      wrong.push(e.message.split('\n')[0]);
+    }
   }
+  assert.deepEqual(wrong, [], `upstream statuses not kept:\n${wrong.join('\n')}`);
 });
 
 test('upstream status on a stream request: HTTP error before any byte', async () => {
