@@ -13,7 +13,7 @@ const CHUNKS = 10;
 const INTERVAL_MS = 20;
 // Streams are held open long enough to overlap: the fake waits before the first byte, so
 // connections opened early are still streaming when the last ones are opened.
-const FIRST_BYTE_MS = 1500;
+const FIRST_BYTE_MS = 3000;
 const MAX_THREADS = 8;
 
 let fake;

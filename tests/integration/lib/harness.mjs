@@ -19,6 +19,11 @@ export const SY_BIN = process.env.SY_BIN || path.join(SOURCE_DIR, 'build', 'swit
 export const FAKE_BIN = process.env.SY_FAKE_BIN || path.join(SOURCE_DIR, 'build', 'fake_upstream');
 
 const STDERR_CAP = 1 << 20;
+
+// A leak found by LeakSanitizer exits with 23, so it is told apart from an expected exit 1
+// (e.g. `switchyard check` on a bad config).
+export const LEAK_EXIT = 23;
+const SAN_ENV = { LSAN_OPTIONS: process.env.LSAN_OPTIONS || `exitcode=${LEAK_EXIT}` };
 const children = new Set();
 process.on('exit', () => {
   for (const c of children) {
@@ -143,11 +148,12 @@ class Server {
   }
 }
 
-function spawnServer(name, bin, args, env) {
+function spawnServer(name, bin, args, env, cwd) {
   if (!fs.existsSync(bin)) throw new Error(`${name} binary not found: ${bin} (set SY_BIN / SY_FAKE_BIN)`);
   const proc = spawn(bin, args, {
+    cwd,
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, ...env },
+    env: { ...process.env, ...SAN_ENV, ...env },
   });
   children.add(proc);
   return new Server(name, proc);
@@ -221,11 +227,11 @@ export class Proxy extends Server {
   }
 }
 
-/** Starts switchyard on <config> (an object or a path). */
-export async function startProxy(config, { env, args = [] } = {}) {
+/** Starts switchyard on <config> (an object or a path); cwd defaults to this process's. */
+export async function startProxy(config, { env, args = [], cwd } = {}) {
   const cfgPath = typeof config === 'string' ? config : writeConfig(config);
   const s = spawnServer('switchyard', SY_BIN,
-    ['serve', '--config', cfgPath, '--listen', '127.0.0.1:0', ...args], env);
+    ['serve', '--config', cfgPath, '--listen', '127.0.0.1:0', ...args], env, cwd);
   Object.setPrototypeOf(s, Proxy.prototype);
   s.configPath = cfgPath;
   return s.ready();
@@ -234,7 +240,7 @@ export async function startProxy(config, { env, args = [] } = {}) {
 /** Runs a switchyard subcommand to completion: {code, stdout, stderr}. */
 export function runCli(args, { env, timeout = 30000, cwd } = {}) {
   return new Promise((resolve, reject) => {
-    const proc = spawn(SY_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env }, cwd });
+    const proc = spawn(SY_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...SAN_ENV, ...env }, cwd });
     children.add(proc);
     let stdout = '';
     let stderr = '';
