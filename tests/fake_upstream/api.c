@@ -534,6 +534,7 @@ const char *fake_reason(int status)
     case 502: return "Bad Gateway";
     case 503: return "Service Unavailable";
     case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
     case 529: return "Site Overloaded";
     default: return "Status";
     }
@@ -554,7 +555,7 @@ static json_t *tool_calls_array(const char *id, const char *name, long n)
     long i;
 
     for (i = 0; a != NULL && i < n; i++) {
-        snprintf(cid, sizeof(cid), "call_%s_%ld", id, i);
+        snprintf(cid, sizeof(cid), "call_%s_%ld", strchr(id, '-') ? strchr(id, '-') + 1 : id, i);
         if (json_array_append_new(a, json_pack("{s:s,s:s,s:{s:s,s:s}}", "id", cid, "type",
                                                "function", "function", "name", name, "arguments",
                                                TOOL_ARGS)) != 0) {
@@ -850,6 +851,7 @@ struct fake_stream {
     char *tool_json;  /* the tool name as a quoted JSON string */
     char *text;       /* the greeting, split into the content pieces */
     size_t text_len;
+    size_t text_chars; /* characters (code points) in text */
 };
 
 void fake_stream_free(fake_stream *s)
@@ -913,6 +915,8 @@ static fake_stream *stream_new(endpoint ep, const directives *d, const json_t *r
         s->text = g.p;
         s->text_len = g.len;
         g.p = NULL; /* the stream owns it now */
+        for (size_t k = 0; k < s->text_len; k++)
+            s->text_chars += ((unsigned char)s->text[k] & 0xC0) != 0x80;
     }
     return s;
 fail:
@@ -986,28 +990,35 @@ static int chunk_tail(const fake_stream *s, fbuf *o, const char *finish)
                        s->include_usage && s->shp == SHAPE_OPENAI ? ",\"usage\":null" : "");
 }
 
-/* Moves <off> forward to a character boundary of the text. */
-static size_t char_start(const fake_stream *s, size_t off)
+/* Byte offset of character <k> of the text (text_len when past the end). The text is the
+ * greeting, at most ~70 bytes, so walking it is cheaper than keeping an index. */
+static size_t char_offset(const fake_stream *s, size_t k)
 {
-    while (off < s->text_len && ((unsigned char)s->text[off] & 0xC0) == 0x80)
+    size_t off = 0;
+
+    while (off < s->text_len && k > 0) {
         off++;
+        while (off < s->text_len && ((unsigned char)s->text[off] & 0xC0) == 0x80)
+            off++;
+        k--;
+    }
     return off;
 }
 
-/* Content piece <i>: with at most text_len chunks the text is split into near-equal parts
- * (their concatenation is the text); with more, piece i < text_len is byte i (a multi-byte
- * character goes whole into its first byte's piece) and the rest carry FILLER. */
+/* Content piece <i>. With at most as many chunks as the text has characters, the text is split
+ * into near-equal runs of whole characters (their concatenation is the text, none is empty);
+ * with more chunks, piece i is character i and the rest carry FILLER. */
 static void piece(const fake_stream *s, long i, const char **p, size_t *pn)
 {
-    size_t len = s->text_len, a, b;
-    unsigned long long n = (unsigned long long)s->n_content;
+    unsigned long long n = (unsigned long long)s->n_content, nchars = s->text_chars;
+    size_t a, b;
 
-    if (n <= len) {
-        a = char_start(s, (size_t)((unsigned long long)i * len / n));
-        b = char_start(s, (size_t)((unsigned long long)(i + 1) * len / n));
-    } else if ((size_t)i < len) {
-        a = char_start(s, (size_t)i);
-        b = char_start(s, (size_t)i + 1);
+    if (n <= nchars) {
+        a = char_offset(s, (size_t)((unsigned long long)i * nchars / n));
+        b = char_offset(s, (size_t)((unsigned long long)(i + 1) * nchars / n));
+    } else if ((unsigned long long)i < nchars) {
+        a = char_offset(s, (size_t)i);
+        b = char_offset(s, (size_t)i + 1);
     } else {
         *p = FILLER;
         *pn = strlen(FILLER);
@@ -1036,7 +1047,8 @@ static int emit_content(fake_stream *s, fbuf *o, long i)
             if (fbuf_printf(o,
                             "{\"tool_calls\":[{%s\"id\":\"call_%s_%ld\",\"type\":\"function\","
                             "\"function\":{\"name\":%s,\"arguments\":\"\"}}]}",
-                            idx, s->id, call, s->tool_json) != 0)
+                            idx, strchr(s->id, '-') ? strchr(s->id, '-') + 1 : s->id, call,
+                            s->tool_json) != 0)
                 return -1;
         } else {
             const char *f = frag[part - 1];
