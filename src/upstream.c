@@ -392,13 +392,14 @@ static void on_done(sy_upstream *u, sy_xfer *x, CURLcode res)
         status = (int)x->status;
         retryable = status_retryable(x->status);
         if (status == 401 || status == 403) {
-            /* Our credentials, not the client's: say which variable to fix, never the key. */
+            /* The status is kept (clients and SDKs key on it), but the message is ours: these
+             * are the proxy's credentials, not the client's, and upstream texts may quote a
+             * masked key. */
             snprintf(msg, sizeof(msg),
                      "deployment '%s' rejected the proxy's credentials (upstream HTTP %d); "
                      "check %s",
                      dep->name, status, dep->api_key_env ? dep->api_key_env : "its api_key_env");
-            status = 502;
-            body = sy_err_body(SY_EUPSTREAM, msg, NULL, &len);
+            body = sy_err_body_raw(sy_openai_error_type(status), "upstream_auth", NULL, msg, &len);
         } else {
             if (status < 400)
                 status = 502; /* 1xx/3xx as a final answer: not something a client can use */
