@@ -460,6 +460,20 @@ static int dechunk(conn *c)
     return 1;
 }
 
+/* dechunk() plus compaction: the framing already parsed is squeezed out, so a body sent in tiny
+ * chunks needs no more buffer than its decoded size. */
+static int dechunk_compact(conn *c)
+{
+    int st = dechunk(c);
+
+    if (c->ck_raw > c->ck_dec) {
+        memmove(c->rb.p + c->ck_dec, c->rb.p + c->ck_raw, c->rb.len - c->ck_raw);
+        c->rb.len -= c->ck_raw - c->ck_dec;
+        c->ck_raw = c->ck_dec;
+    }
+    return st;
+}
+
 /* Returns 1 when a complete request is at rb[0..), 0 when more bytes are needed, or an HTTP
  * status for a request that cannot be served. Sends 100 Continue when asked. */
 static int conn_parse(conn *c, size_t *body_len, size_t *req_end)
@@ -496,7 +510,9 @@ static int conn_parse(conn *c, size_t *body_len, size_t *req_end)
             return st;
     }
     if (c->chunked) {
-        st = dechunk(c);
+        st = dechunk_compact(c);
+        if (st == 0 && c->rb.len >= MAX_HEADER + MAX_BODY + READ_CHUNK)
+            return 413;
         if (st != 1) {
             if (st == 0 && c->expect && c->http_minor >= 1) {
                 c->expect = 0;
@@ -509,6 +525,8 @@ static int conn_parse(conn *c, size_t *body_len, size_t *req_end)
         *req_end = c->ck_raw;
         return 1;
     }
+    if (c->rb.len >= MAX_HEADER + MAX_BODY + READ_CHUNK)
+        return 413; /* cannot happen with valid framing; never spin on a full buffer */
     if (c->rb.len - c->body_off < c->clen) {
         if (c->expect && c->http_minor >= 1) {
             c->expect = 0;
@@ -590,6 +608,8 @@ static void dispatch(worker *w, conn *c, size_t body_len, size_t req_end)
     fake_reply_init(&rep);
     rc = fake_handle(&rq, &rep);
     consume_request(c, req_end);
+    if (c->rb.len == 0)
+        fbuf_cleanup(&c->rb); /* streams and waits hold no read buffer */
     if (rc != 0) {
         protocol_error(c, 503);
         goto out;
