@@ -265,6 +265,9 @@ void sy_stream_fix_cleanup(sy_stream_fix *f)
 {
     json_decref(f->usage);
     f->usage = NULL;
+    if (f->pstate != NULL && f->pstate_free != NULL)
+        f->pstate_free(f->pstate);
+    f->pstate = NULL;
 }
 
 static sy_err emit(sy_buf *out, const json_t *j)

@@ -7,7 +7,6 @@
 #include "switchyard/upstream.h"
 
 #include <curl/curl.h>
-#include <openssl/crypto.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -19,7 +18,7 @@
 
 #include "switchyard/json_util.h"
 #include "switchyard/log.h"
-#include "switchyard/provider_openai.h"
+#include "switchyard/provider.h"
 #include "switchyard/sse.h"
 
 #define SWEEP_US 50000
@@ -33,6 +32,7 @@ typedef struct sy_xfer {
     struct curl_slist *headers;
     char *body;
     const sy_deployment *dep;
+    const sy_provider_ops *ops;
     long status;
     bool got_first_byte;
     bool is_sse;
@@ -279,7 +279,7 @@ static void done_json_ok(sy_upstream *u, sy_xfer *x, sy_request *req)
                  jerr.text);
         rc = SY_EUPSTREAM;
     } else {
-        rc = sy_openai_normalize(req->ep, resp, req->embed_b64, msg, sizeof(msg));
+        rc = x->ops->normalize(req->ep, &resp, req->embed_b64, msg, sizeof(msg));
     }
     if (rc != SY_OK) {
         json_decref(resp);
@@ -403,7 +403,7 @@ static void on_done(sy_upstream *u, sy_xfer *x, CURLcode res)
         } else {
             if (status < 400)
                 status = 502; /* 1xx/3xx as a final answer: not something a client can use */
-            body = sy_openai_wrap_error(status, x->resp.data, x->resp.len, dep->api_key, &len);
+            body = x->ops->wrap_error(status, x->resp.data, x->resp.len, dep->api_key, &len);
         }
     }
     if (body == NULL) {
@@ -455,8 +455,7 @@ static size_t header_cb(char *b, size_t size, size_t n, void *ud)
 static int on_event(void *ud, const char *event, const char *data, size_t len)
 {
     sy_xfer *x = ud;
-    (void)event;
-    sy_err rc = sy_openai_stream_event(&x->fix, x->req->ep, data, len, &x->tmp);
+    sy_err rc = x->ops->stream_event(&x->fix, x->req->ep, event, data, len, &x->tmp);
     if (rc != SY_OK) {
         x->bad_event = true;
         return 1;
@@ -540,29 +539,27 @@ static size_t write_cb(char *p, size_t size, size_t n, void *ud)
 
 /* ---- attempts ---- */
 
-static sy_err setup_easy(sy_upstream *u, sy_xfer *x, sy_request *req)
+/* Builds the easy handle of an attempt. On failure <msg> may say why (for the client). */
+static sy_err setup_easy(sy_upstream *u, sy_xfer *x, sy_request *req, char *msg, size_t msglen)
 {
     const sy_deployment *d = x->dep;
-    const sy_config *cfg = req->cfg;
     char url[2048];
-    char auth[1024];
     size_t blen;
+    sy_err rc;
 
-    x->body = sy_openai_upstream_body(d, req->ep, req->body, req->stream, &blen);
+    if ((rc = x->ops->url(d, req->ep, url, sizeof(url))) != SY_OK) {
+        snprintf(msg, msglen, "deployment '%s' (provider %s) does not serve this endpoint",
+                 d->name, x->ops->name);
+        return rc;
+    }
+    x->body = x->ops->body(d, req->ep, req->body, req->stream, &blen, msg, msglen);
     if (x->body == NULL)
-        return SY_ENOMEM;
-    if (snprintf(url, sizeof(url), "%s%s", d->base_url, sy_openai_path(req->ep)) >=
-        (int)sizeof(url))
-        return SY_EINVAL;
+        return msg[0] != '\0' ? SY_EINVAL : SY_ENOMEM;
     x->headers = curl_slist_append(x->headers, "Content-Type: application/json");
     x->headers = curl_slist_append(x->headers, req->stream ? "Accept: text/event-stream"
                                                            : "Accept: application/json");
     x->headers = curl_slist_append(x->headers, "Expect:");
-    if (d->api_key != NULL) {
-        snprintf(auth, sizeof(auth), "Authorization: Bearer %s", d->api_key);
-        x->headers = curl_slist_append(x->headers, auth);
-        OPENSSL_cleanse(auth, sizeof(auth));
-    }
+    x->headers = x->ops->headers(d, x->headers);
     if (x->headers == NULL)
         return SY_ENOMEM;
     x->easy = curl_easy_init();
@@ -596,7 +593,6 @@ static sy_err setup_easy(sy_upstream *u, sy_xfer *x, sy_request *req)
     } else {
         curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
     }
-    (void)cfg;
     (void)u;
     return SY_OK;
 }
@@ -605,31 +601,26 @@ static void begin_attempt(sy_upstream *u, sy_request *req)
 {
     char msg[300];
 
-    for (;;) {
-        /* Disabled deployments (key variable unset) are skipped without spending an attempt. */
-        size_t tried = 0;
-        while (tried < req->pick.ntargets &&
-               (req->pick.targets[req->target]->disabled ||
-                req->pick.targets[req->target]->provider != SY_PROVIDER_OPENAI)) {
-            req->target = (req->target + 1) % req->pick.ntargets;
-            tried++;
-        }
-        if (tried == req->pick.ntargets) {
-            const sy_deployment *d = req->pick.targets[0];
-            if (d->disabled)
-                snprintf(msg, sizeof(msg),
-                         "deployment '%s' is disabled: set the environment variable %s and "
-                         "restart or reload switchyard",
-                         d->name, d->api_key_env ? d->api_key_env : "(api_key_env)");
-            else
-                snprintf(msg, sizeof(msg),
-                         "deployment '%s' uses provider 'anthropic', which this build does not "
-                         "serve yet",
-                         d->name);
-            finish_err_msg(u, req, d, SY_EUNAVAIL, msg);
-            return;
-        }
-        break;
+    /* Disabled deployments (key variable unset) are skipped without spending an attempt. */
+    size_t tried = 0;
+    while (tried < req->pick.ntargets &&
+           (req->pick.targets[req->target]->disabled ||
+            sy_provider_get(req->pick.targets[req->target]->provider) == NULL)) {
+        req->target = (req->target + 1) % req->pick.ntargets;
+        tried++;
+    }
+    if (tried == req->pick.ntargets) {
+        const sy_deployment *d = req->pick.targets[0];
+        if (d->disabled)
+            snprintf(msg, sizeof(msg),
+                     "deployment '%s' is disabled: set the environment variable %s and "
+                     "restart or reload switchyard",
+                     d->name, d->api_key_env ? d->api_key_env : "(api_key_env)");
+        else
+            snprintf(msg, sizeof(msg), "deployment '%s' uses a provider this build does not serve",
+                     d->name);
+        finish_err_msg(u, req, d, SY_EUNAVAIL, msg);
+        return;
     }
     sy_xfer *x = calloc(1, sizeof(*x));
     if (x == NULL) {
@@ -639,6 +630,7 @@ static void begin_attempt(sy_upstream *u, sy_request *req)
     x->req = req;
     x->u = u;
     x->dep = req->pick.targets[req->target];
+    x->ops = sy_provider_get(x->dep->provider);
     sy_buf_init(&x->resp, MAX_ERROR_BODY);
     sy_buf_init(&x->tmp, MAX_SSE_EVENT * 2);
     sy_sse_init(&x->sse, MAX_SSE_EVENT);
@@ -646,7 +638,8 @@ static void begin_attempt(sy_upstream *u, sy_request *req)
     x->t_start = x->t_last = sy_now_us();
     req->attempts++;
     req->log.deployment = x->dep->name;
-    sy_err rc = setup_easy(u, x, req);
+    msg[0] = '\0';
+    sy_err rc = setup_easy(u, x, req, msg, sizeof(msg));
     if (rc == SY_OK && req->stream == false)
         x->resp.max = req->cfg->max_response_bytes;
     if (rc == SY_OK && curl_multi_add_handle(u->multi, x->easy) != CURLM_OK)
@@ -654,7 +647,7 @@ static void begin_attempt(sy_upstream *u, sy_request *req)
     if (rc != SY_OK) {
         const sy_deployment *d = x->dep;
         xfer_free(u, x);
-        finish_err_msg(u, req, d, rc, NULL);
+        finish_err_msg(u, req, d, rc, msg[0] != '\0' ? msg : NULL);
         return;
     }
     x->next = u->xfers;

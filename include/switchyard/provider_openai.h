@@ -44,6 +44,8 @@ typedef struct sy_stream_fix {
     char id[64];       /* first chunk id, reused when later chunks lack one */
     char model[128];
     long long created;
+    void *pstate;                 /* a provider's own stream state, or NULL */
+    void (*pstate_free)(void *);  /* frees pstate at cleanup */
 } sy_stream_fix;
 
 void sy_stream_fix_cleanup(sy_stream_fix *f);

@@ -1,0 +1,66 @@
+/* provider: the registry of wire protocols, and the OpenAI-compatible one's ops (its pure
+ * functions live in provider_openai.c). */
+#include "switchyard/provider.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static sy_err openai_url(const sy_deployment *d, sy_endpoint ep, char *url, size_t n)
+{
+    int k = snprintf(url, n, "%s%s", d->base_url, sy_openai_path(ep));
+    return k < 0 || (size_t)k >= n ? SY_EINVAL : SY_OK;
+}
+
+static char *openai_body(const sy_deployment *d, sy_endpoint ep, const json_t *body, bool stream,
+                         size_t *len, char *msg, size_t msglen)
+{
+    (void)msg;
+    (void)msglen;
+    return sy_openai_upstream_body(d, ep, body, stream, len);
+}
+
+static struct curl_slist *openai_headers(const sy_deployment *d, struct curl_slist *h)
+{
+    char auth[1100];
+    if (d->api_key == NULL)
+        return h;
+    if (snprintf(auth, sizeof(auth), "Authorization: Bearer %s", d->api_key) >= (int)sizeof(auth))
+        return h;
+    h = curl_slist_append(h, auth); /* curl copies the string */
+    explicit_bzero(auth, sizeof(auth));
+    return h;
+}
+
+static sy_err openai_normalize(sy_endpoint ep, json_t **resp, bool embed_b64, char *msg,
+                               size_t msglen)
+{
+    return sy_openai_normalize(ep, *resp, embed_b64, msg, msglen);
+}
+
+static sy_err openai_stream_event(sy_stream_fix *f, sy_endpoint ep, const char *event,
+                                  const char *data, size_t len, sy_buf *out)
+{
+    (void)event;
+    return sy_openai_stream_event(f, ep, data, len, out);
+}
+
+const sy_provider_ops sy_provider_openai = {
+    .name = "openai",
+    .url = openai_url,
+    .body = openai_body,
+    .headers = openai_headers,
+    .normalize = openai_normalize,
+    .stream_event = openai_stream_event,
+    .wrap_error = sy_openai_wrap_error,
+};
+
+const sy_provider_ops *sy_provider_get(sy_provider p)
+{
+    switch (p) {
+    case SY_PROVIDER_OPENAI:
+        return &sy_provider_openai;
+    case SY_PROVIDER_ANTHROPIC:
+        return NULL; /* provider_anthropic.c registers here when it lands */
+    }
+    return NULL;
+}
