@@ -29,8 +29,23 @@
 #define TOOL_FRAGMENTS 4 /* argument fragments per streamed tool call */
 #define FILLER " fake"   /* content of stream chunks beyond the greeting's length */
 
-typedef enum shape { SHAPE_OPENAI, SHAPE_OLLAMA, SHAPE_VLLM, SHAPE_FASTAPI, SHAPE_TEXT } shape;
-typedef enum endpoint { EP_NONE, EP_CHAT, EP_COMPLETIONS, EP_EMBEDDINGS, EP_MODELS, EP_MODEL } endpoint;
+typedef enum shape {
+    SHAPE_OPENAI,
+    SHAPE_OLLAMA,
+    SHAPE_VLLM,
+    SHAPE_FASTAPI,
+    SHAPE_TEXT,
+    SHAPE_ANTHROPIC
+} shape;
+typedef enum endpoint {
+    EP_NONE,
+    EP_CHAT,
+    EP_COMPLETIONS,
+    EP_EMBEDDINGS,
+    EP_MODELS,
+    EP_MODEL,
+    EP_MESSAGES /* Anthropic Messages API */
+} endpoint;
 
 static const char *const known_models[] = {"fake-small", "fake-large", "meta-llama/Llama-3.1-8B"};
 
@@ -48,6 +63,7 @@ typedef struct directives {
     bool stall;
     bool malformed;
     bool usage;
+    bool shape_set; /* a shape directive was given */
     shape shp;
     long dim;
     long words; /* -1 = the greeting */
@@ -141,6 +157,7 @@ static void directive_set(directives *d, const char *k, size_t kn, const char *v
         if (parse_num(v, vn, 1, MAX_TOOL_CALLS, &n))
             d->tool_calls = n;
     } else if (span_eq(k, kn, "shape")) {
+        d->shape_set = true;
         if (span_eq(v, vn, "openai"))
             d->shp = SHAPE_OPENAI;
         else if (span_eq(v, vn, "ollama"))
@@ -151,6 +168,10 @@ static void directive_set(directives *d, const char *k, size_t kn, const char *v
             d->shp = SHAPE_FASTAPI;
         else if (span_eq(v, vn, "text"))
             d->shp = SHAPE_TEXT;
+        else if (span_eq(v, vn, "anthropic"))
+            d->shp = SHAPE_ANTHROPIC;
+        else
+            d->shape_set = false;
     }
 }
 
@@ -259,6 +280,8 @@ static endpoint classify(const char *p, size_t n)
         return EP_COMPLETIONS;
     if (ends_with(p, n, "/embeddings"))
         return EP_EMBEDDINGS;
+    if (ends_with(p, n, "/messages"))
+        return EP_MESSAGES;
     if (ends_with(p, n, "/models"))
         return EP_MODELS;
     if (memmem(p, n, "/models/", 8) != NULL)
@@ -377,8 +400,13 @@ static const char *tool_name(const json_t *root)
         return NULL;
     if (json_is_string(choice) && strcmp(json_string_value(choice), "none") == 0)
         return NULL;
-    /* tool_choice {"type":"function","function":{"name":X}} picks X */
+    name = json_object_get(choice, "type"); /* Anthropic: {"type":"none"} */
+    if (json_is_string(name) && strcmp(json_string_value(name), "none") == 0)
+        return NULL;
+    /* OpenAI {"type":"function","function":{"name":X}}, Anthropic {"type":"tool","name":X} */
     name = json_object_get(json_object_get(choice, "function"), "name");
+    if (!json_is_string(name))
+        name = json_object_get(choice, "name");
     if (json_is_string(name))
         return json_string_value(name);
     t = json_array_get(tools, 0);
@@ -452,6 +480,19 @@ static void status_kind(int status, const char **type, const char **code)
     }
 }
 
+static const char *anthropic_type(int status)
+{
+    switch (status) {
+    case 401: return "authentication_error";
+    case 403: return "permission_error";
+    case 404: return "not_found_error";
+    case 413: return "request_too_large";
+    case 429: return "rate_limit_error";
+    case 529: return "overloaded_error";
+    default: return status >= 500 ? "api_error" : "invalid_request_error";
+    }
+}
+
 /* A complete error reply in <shp>. <type>/<code> NULL: derived from the status. */
 static int error_reply(fake_reply *r, shape shp, int status, const char *msg, const char *type,
                        const char *code, const char *param)
@@ -477,6 +518,10 @@ static int error_reply(fake_reply *r, shape shp, int status, const char *msg, co
         break;
     case SHAPE_FASTAPI:
         j = json_pack("{s:s}", "detail", msg);
+        break;
+    case SHAPE_ANTHROPIC:
+        j = json_pack("{s:s,s:{s:s,s:s}}", "type", "error", "error", "type",
+                      anthropic_type(status), "message", msg);
         break;
     case SHAPE_TEXT:
         r->ctype = "text/plain; charset=utf-8";
@@ -652,6 +697,55 @@ static int completion_reply(fake_reply *r, const directives *d, const json_t *ro
         goto out;
     rc = dump_take(&r->body, j);
 out:
+    fbuf_cleanup(&text);
+    return rc;
+}
+
+/* Anthropic Messages: one text block, or tool_use blocks. */
+static int messages_reply(fake_reply *r, const directives *d, const json_t *root,
+                          size_t body_len)
+{
+    const char *tname = tool_name(root);
+    json_t *content = json_array(), *j;
+    fbuf text;
+    char id[64], tid[96];
+    long completion, i;
+    int rc = -1;
+
+    fbuf_init(&text);
+    next_id(id, sizeof(id), "msg_");
+    if (content == NULL)
+        goto out;
+    if (tname != NULL) {
+        for (i = 0; i < d->tool_calls; i++) {
+            snprintf(tid, sizeof(tid), "toolu_%s_%ld", id + 4, i);
+            if (json_array_append_new(content,
+                                      json_pack("{s:s,s:s,s:s,s:{s:s,s:s}}", "type", "tool_use",
+                                                "id", tid, "name", tname, "input", "location",
+                                                "Paris", "unit", "c")) != 0)
+                goto out;
+        }
+        completion = d->tool_calls * (TOOL_FRAGMENTS + 1);
+    } else {
+        if ((d->words >= 0 ? words_text(&text, d->words) : chat_greeting(&text, root)) != 0 ||
+            json_array_append_new(content, json_pack("{s:s,s:s%}", "type", "text", "text",
+                                                     text.p ? text.p : "", text.len)) != 0)
+            goto out;
+        completion = d->words >= 0 ? d->words : d->chunks;
+    }
+    j = json_pack("{s:s,s:s,s:s,s:s,s:o,s:s,s:n}", "id", id, "type", "message", "role",
+                  "assistant", "model", model_of(root), "content", content, "stop_reason",
+                  tname ? "tool_use" : "end_turn", "stop_sequence");
+    content = NULL;
+    if (j == NULL)
+        goto out;
+    if (d->usage && set_new(j, "usage", json_pack("{s:I,s:I}", "input_tokens",
+                                                  (json_int_t)prompt_tokens(body_len),
+                                                  "output_tokens", (json_int_t)completion)) != 0)
+        goto out;
+    rc = dump_take(&r->body, j);
+out:
+    json_decref(content);
     fbuf_cleanup(&text);
     return rc;
 }
@@ -837,6 +931,7 @@ struct fake_stream {
     endpoint ep;
     shape shp;
     bool include_usage; /* the client asked for the usage chunk */
+    bool usage;         /* usage may be sent at all (Anthropic always sends it) */
     bool malformed;
     bool chunked;
     unsigned interval_ms;
@@ -886,7 +981,8 @@ static fake_stream *stream_new(endpoint ep, const directives *d, const json_t *r
 {
     fake_stream *s = calloc(1, sizeof(*s));
     const json_t *opts = json_object_get(root, "stream_options");
-    const char *model = model_of(root), *tname = ep == EP_CHAT ? tool_name(root) : NULL;
+    const char *model = model_of(root);
+    const char *tname = ep == EP_COMPLETIONS ? NULL : tool_name(root);
     fbuf g;
 
     fbuf_init(&g);
@@ -895,12 +991,14 @@ static fake_stream *stream_new(endpoint ep, const directives *d, const json_t *r
     s->ep = ep;
     s->shp = d->shp;
     s->include_usage = d->usage && json_is_true(json_object_get(opts, "include_usage"));
+    s->usage = d->usage;
     s->malformed = d->malformed;
     s->interval_ms = (unsigned)d->interval_ms;
     s->drop_after = d->drop_after;
     s->prompt_tokens = prompt_tokens(body_len);
     s->created = (long long)time(NULL);
-    next_id(s->id, sizeof(s->id), ep == EP_CHAT ? "chatcmpl-" : "cmpl-");
+    next_id(s->id, sizeof(s->id),
+            ep == EP_CHAT ? "chatcmpl-" : ep == EP_MESSAGES ? "msg_" : "cmpl-");
     if ((s->model_json = json_str_dup(model, strlen(model))) == NULL)
         goto fail;
     if (tname != NULL) {
@@ -910,7 +1008,7 @@ static fake_stream *stream_new(endpoint ep, const directives *d, const json_t *r
             goto fail;
     } else {
         s->n_content = d->chunks;
-        if ((ep == EP_CHAT ? chat_greeting(&g, root) : completion_greeting(&g, root)) != 0)
+        if ((ep == EP_COMPLETIONS ? completion_greeting(&g, root) : chat_greeting(&g, root)) != 0)
             goto fail;
         s->text = g.p;
         s->text_len = g.len;
@@ -925,9 +1023,9 @@ fail:
     return NULL;
 }
 
-/* Starts one SSE event: room for the chunk-size line, then "data: ". */
+/* Starts one SSE event: room for the chunk-size line, "event: <name>" when given, "data: ". */
 #define CHUNK_GAP 10
-static int ev_open(const fake_stream *s, fbuf *o, size_t *start)
+static int ev_open_named(const fake_stream *s, fbuf *o, size_t *start, const char *name)
 {
     *start = o->len;
     if (s->chunked) {
@@ -935,7 +1033,14 @@ static int ev_open(const fake_stream *s, fbuf *o, size_t *start)
             return -1;
         o->len += CHUNK_GAP;
     }
+    if (name != NULL && fbuf_printf(o, "event: %s\n", name) != 0)
+        return -1;
     return fbuf_puts(o, "data: ");
+}
+
+static int ev_open(const fake_stream *s, fbuf *o, size_t *start)
+{
+    return ev_open_named(s, o, start, NULL);
 }
 
 /* Ends the event and frames it as one HTTP chunk. */
@@ -1028,10 +1133,116 @@ static void piece(const fake_stream *s, long i, const char **p, size_t *pn)
     *pn = b - a;
 }
 
+/* ---- Anthropic Messages streams: message_start, ping, content blocks, message_delta,
+ * message_stop; no [DONE]. */
+
+static int anth_simple(fake_stream *s, fbuf *o, const char *name, const char *json)
+{
+    size_t start;
+
+    if (ev_open_named(s, o, &start, name) != 0 || fbuf_puts(o, json) != 0)
+        return -1;
+    return ev_close(s, o, start);
+}
+
+static int anth_block_stop(fake_stream *s, fbuf *o, long index)
+{
+    char j[80];
+
+    snprintf(j, sizeof(j), "{\"type\":\"content_block_stop\",\"index\":%ld}", index);
+    return anth_simple(s, o, "content_block_stop", j);
+}
+
+static int anth_start(fake_stream *s, fbuf *o)
+{
+    size_t start;
+
+    if (ev_open_named(s, o, &start, "message_start") != 0 ||
+        fbuf_printf(o,
+                    "{\"type\":\"message_start\",\"message\":{\"id\":\"%s\",\"type\":"
+                    "\"message\",\"role\":\"assistant\",\"model\":%s,\"content\":[],"
+                    "\"stop_reason\":null,\"stop_sequence\":null",
+                    s->id, s->model_json) != 0 ||
+        (s->usage && fbuf_printf(o, ",\"usage\":{\"input_tokens\":%ld,\"output_tokens\":1}",
+                                 s->prompt_tokens) != 0) ||
+        fbuf_puts(o, "}}") != 0 || ev_close(s, o, start) != 0)
+        return -1;
+    if (anth_simple(s, o, "ping", "{\"type\":\"ping\"}") != 0)
+        return -1;
+    if (s->n_calls == 0)
+        return anth_simple(s, o, "content_block_start",
+                           "{\"type\":\"content_block_start\",\"index\":0,"
+                           "\"content_block\":{\"type\":\"text\",\"text\":\"\"}}");
+    return 0;
+}
+
+static int anth_content(fake_stream *s, fbuf *o, long i)
+{
+    size_t start;
+
+    if (s->n_calls > 0) {
+        static const char *const frag[TOOL_FRAGMENTS] = {"{\"location\":", "\"Paris\",",
+                                                         "\"unit\":", "\"c\"}"};
+        long call = i / (TOOL_FRAGMENTS + 1), part = i % (TOOL_FRAGMENTS + 1);
+        if (part == 0) {
+            if (call > 0 && anth_block_stop(s, o, call - 1) != 0)
+                return -1;
+            if (ev_open_named(s, o, &start, "content_block_start") != 0 ||
+                fbuf_printf(o,
+                            "{\"type\":\"content_block_start\",\"index\":%ld,"
+                            "\"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_%s_%ld\","
+                            "\"name\":%s,\"input\":{}}}",
+                            call, s->id + 4, call, s->tool_json) != 0)
+                return -1;
+        } else {
+            const char *f = frag[part - 1];
+            if (ev_open_named(s, o, &start, "content_block_delta") != 0 ||
+                fbuf_printf(o,
+                            "{\"type\":\"content_block_delta\",\"index\":%ld,\"delta\":{"
+                            "\"type\":\"input_json_delta\",\"partial_json\":",
+                            call) != 0 ||
+                fbuf_json_str(o, f, strlen(f)) != 0 || fbuf_puts(o, "}}") != 0)
+                return -1;
+        }
+    } else {
+        const char *p;
+        size_t pn;
+        piece(s, i, &p, &pn);
+        if (ev_open_named(s, o, &start, "content_block_delta") != 0 ||
+            fbuf_puts(o, "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{"
+                         "\"type\":\"text_delta\",\"text\":") != 0 ||
+            fbuf_json_str(o, p, pn) != 0 || fbuf_puts(o, "}}") != 0)
+            return -1;
+    }
+    return ev_close(s, o, start);
+}
+
+static int anth_tail(fake_stream *s, fbuf *o)
+{
+    size_t start;
+
+    if (anth_block_stop(s, o, s->n_calls > 0 ? s->n_calls - 1 : 0) != 0)
+        return -1;
+    if (ev_open_named(s, o, &start, "message_delta") != 0 ||
+        fbuf_printf(o,
+                    "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"%s\","
+                    "\"stop_sequence\":null}",
+                    s->n_calls ? "tool_use" : "end_turn") != 0 ||
+        (s->usage &&
+         fbuf_printf(o, ",\"usage\":{\"output_tokens\":%ld}", s->n_content) != 0) ||
+        fbuf_puts(o, "}") != 0 || ev_close(s, o, start) != 0)
+        return -1;
+    if (anth_simple(s, o, "message_stop", "{\"type\":\"message_stop\"}") != 0)
+        return -1;
+    return s->chunked ? fbuf_puts(o, "0\r\n\r\n") : 0;
+}
+
 static int emit_content(fake_stream *s, fbuf *o, long i)
 {
     size_t start;
 
+    if (s->ep == EP_MESSAGES)
+        return anth_content(s, o, i);
     if (ev_open(s, o, &start) != 0 || chunk_head(s, o) != 0)
         return -1;
     if (s->n_calls > 0) {
@@ -1074,6 +1285,8 @@ static int emit_tail(fake_stream *s, fbuf *o)
 {
     size_t start;
 
+    if (s->ep == EP_MESSAGES)
+        return anth_tail(s, o);
     if (ev_open(s, o, &start) != 0 || chunk_head(s, o) != 0 ||
         fbuf_puts(o, s->ep == EP_CHAT ? "{}" : "\"\"") != 0 ||
         chunk_tail(s, o, s->n_calls ? "tool_calls" : "stop") != 0 || ev_close(s, o, start) != 0)
@@ -1108,6 +1321,13 @@ fake_step fake_stream_start(fake_stream *s, fbuf *o, bool chunked)
                      "Cache-Control: no-cache\r\n") != 0 ||
         fbuf_puts(o, chunked ? "Transfer-Encoding: chunked\r\n\r\n" : "Connection: close\r\n\r\n"))
         return FAKE_STEP_FAIL;
+    if (s->malformed && s->ep == EP_MESSAGES) {
+        if (ev_open_named(s, o, &start, "message_start") != 0 ||
+            fbuf_printf(o, "{\"type\":\"message_start\",\"message\":{\"id\":\"%s\",\"con", s->id) ||
+            ev_close(s, o, start) != 0)
+            return FAKE_STEP_FAIL;
+        return FAKE_STEP_DROP;
+    }
     if (s->malformed) {
         if (ev_open(s, o, &start) != 0 ||
             fbuf_printf(o, "{\"id\":\"%s\",\"object\":\"chat.completion.chunk\",\"choices\":[{"
@@ -1117,6 +1337,8 @@ fake_step fake_stream_start(fake_stream *s, fbuf *o, bool chunked)
             return FAKE_STEP_FAIL;
         return FAKE_STEP_DROP;
     }
+    if (s->ep == EP_MESSAGES && anth_start(s, o) != 0)
+        return FAKE_STEP_FAIL;
     if (s->ep == EP_CHAT) {
         const char *role = s->shp == SHAPE_OLLAMA ? "{\"content\":\"\"}"
                            : s->shp == SHAPE_VLLM ? "{\"role\":\"assistant\",\"content\":\"\"}"
@@ -1201,6 +1423,8 @@ int fake_handle(const fake_request *rq, fake_reply *r)
     directives_from_path(&d, path, plen);
     directives_from_body(&d, rq->body, rq->body_len);
     ep = classify(path, plen);
+    if (ep == EP_MESSAGES && !d.shape_set)
+        d.shp = SHAPE_ANTHROPIC; /* Anthropic errors on the Anthropic endpoint */
     if (ep == EP_CHAT)
         fake_stat_add(FAKE_STAT_chat, 1);
     else if (ep == EP_COMPLETIONS)
@@ -1209,14 +1433,16 @@ int fake_handle(const fake_request *rq, fake_reply *r)
         fake_stat_add(FAKE_STAT_embeddings, 1);
     else if (ep == EP_MODELS || ep == EP_MODEL)
         fake_stat_add(FAKE_STAT_models, 1);
+    else if (ep == EP_MESSAGES)
+        fake_stat_add(FAKE_STAT_messages, 1);
 
-    if (rq->body_len > 0 && (ep == EP_CHAT || ep == EP_COMPLETIONS || ep == EP_EMBEDDINGS))
+    if (rq->body_len > 0 && ep != EP_NONE && ep != EP_MODELS && ep != EP_MODEL)
         root = json_loadb(rq->body, rq->body_len, 0, NULL);
     if (!json_is_object(root)) {
         json_decref(root);
         root = NULL;
     }
-    stream = root != NULL && (ep == EP_CHAT || ep == EP_COMPLETIONS) &&
+    stream = root != NULL && (ep == EP_CHAT || ep == EP_COMPLETIONS || ep == EP_MESSAGES) &&
              json_is_true(json_object_get(root, "stream"));
     r->first_byte_ms = (unsigned)d.first_byte_ms;
 
@@ -1249,6 +1475,8 @@ int fake_handle(const fake_request *rq, fake_reply *r)
         rc = chat_reply(r, &d, root, rq->body_len);
     } else if (ep == EP_COMPLETIONS) {
         rc = completion_reply(r, &d, root, rq->body_len);
+    } else if (ep == EP_MESSAGES) {
+        rc = messages_reply(r, &d, root, rq->body_len);
     } else {
         rc = embeddings_reply(r, &d, root, rq->body_len);
     }

@@ -111,6 +111,7 @@ void fake_stream_free(fake_stream *s);
     X(completions)                                                                               \
     X(embeddings)                                                                                \
     X(models)                                                                                    \
+    X(messages)                                                                                  \
     X(streams_started)                                                                           \
     X(streams_completed)                                                                         \
     X(streams_cancelled)                                                                         \
