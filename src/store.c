@@ -189,6 +189,7 @@ typedef struct ctable {
     size_t n;
 } ctable;
 
+/* clang-format off */
 static const cfield redis_fields[] = {
     {.key = "url", .type = CT_URL, .off = offsetof(sy_store_redis_opts, url), .required = true,
      .bounds_doc = "`redis://[user@]host[:port][/db]` or `unix:///path[?db=N]`; `rediss://` "
@@ -219,14 +220,16 @@ static const cfield mem_fields[] = {
      .doc = "largest value stored by the embedded store"},
 };
 
+/* clang-format on */
+
 static const ctable redis_table = {
     "redis",
     "Shared state in Redis (used when `redis` is an object; `null` uses the embedded store).",
     redis_fields, sizeof(redis_fields) / sizeof(redis_fields[0])};
 
-static const ctable mem_table = {
-    "mem_store", "The embedded in-process store, used when `redis` is `null`.", mem_fields,
-    sizeof(mem_fields) / sizeof(mem_fields[0])};
+static const ctable mem_table = {"mem_store",
+                                 "The embedded in-process store, used when `redis` is `null`.",
+                                 mem_fields, sizeof(mem_fields) / sizeof(mem_fields[0])};
 
 static void set_defaults(const ctable *t, void *base)
 {
@@ -352,8 +355,7 @@ static void parse_url(pctx *c, const cfield *f, const char *url, sy_store_redis_
         }
         r->db = 0;
         if (q != NULL) {
-            if (strncmp(q, "?db=", 4) != 0 ||
-                !parse_dec(q + 4, strlen(q + 4), 0, 1000000, &num)) {
+            if (strncmp(q, "?db=", 4) != 0 || !parse_dec(q + 4, strlen(q + 4), 0, 1000000, &num)) {
                 perr(c, path, f->key, "the only query allowed is ?db=N (N in 0..1000000)");
                 return;
             }
@@ -513,7 +515,8 @@ static void parse_field(pctx *c, const ctable *t, const cfield *f, const json_t 
         const char *val;
 
         if (!env_name_ok(s)) {
-            perr(c, t->path, f->key, "must be an environment variable name ([A-Za-z_][A-Za-z0-9_]*)");
+            perr(c, t->path, f->key,
+                 "must be an environment variable name ([A-Za-z_][A-Za-z0-9_]*)");
             break;
         }
         val = getenv(s);
@@ -549,8 +552,8 @@ static void parse_field(pctx *c, const ctable *t, const cfield *f, const json_t 
 
 static bool secret_key(const char *k)
 {
-    static const char *const names[] = {"password", "passwd", "pass", "auth", "secret", "token",
-                                        NULL};
+    static const char *const names[] = {"password", "passwd", "pass", "auth",
+                                        "secret",   "token",  NULL};
     for (int i = 0; names[i] != NULL; i++)
         if (strcasecmp(names[i], k) == 0)
             return true;
@@ -568,7 +571,8 @@ static sy_err parse_object(const ctable *t, const json_t *obj, void *base, sy_er
         return SY_ECONFIG;
     }
     /* json_object_foreach wants a non-const json_t; nothing is modified */
-    json_object_foreach ((json_t *)obj, key, v) {
+    json_object_foreach((json_t *)obj, key, v)
+    {
         size_t i;
         for (i = 0; i < t->n; i++)
             if (strcmp(t->fields[i].key, key) == 0)
@@ -629,28 +633,29 @@ sy_err sy_store_config_parse_mem(const json_t *mem_store, sy_store_opts *out, sy
 
 static void doc_table(FILE *out, const ctable *t)
 {
-    fprintf(out, "\n### `%s`\n\n%s\n\n", t->path, t->intro);
-    fprintf(out, "| key | type | default | bounds | meaning |\n|---|---|---|---|---|\n");
+    (void)fprintf(out, "\n### `%s`\n\n%s\n\n", t->path, t->intro);
+    (void)fprintf(out, "| key | type | default | bounds | meaning |\n|---|---|---|---|---|\n");
     for (size_t i = 0; i < t->n; i++) {
         const cfield *f = &t->fields[i];
-        fprintf(out, "| `%s.%s` | %s | ", t->path, f->key, type_word(f->type));
+        (void)fprintf(out, "| `%s.%s` | %s | ", t->path, f->key, type_word(f->type));
         if (f->required)
-            fprintf(out, "**required**");
+            (void)fprintf(out, "**required**");
         else if (f->def_str != NULL)
-            fprintf(out, "`\"%s\"`", f->def_str);
+            (void)fprintf(out, "`\"%s\"`", f->def_str);
         else if (f->type == CT_ENV || f->type == CT_URL)
-            fprintf(out, "none");
+            (void)fprintf(out, "none");
         else
-            fprintf(out, "`%lld`", f->def);
-        fprintf(out, " | ");
+            (void)fprintf(out, "`%lld`", f->def);
+        (void)fprintf(out, " | ");
         if (f->bounds_doc != NULL)
-            fprintf(out, "%s", f->bounds_doc);
+            (void)fprintf(out, "%s", f->bounds_doc);
         else
-            fprintf(out, "%lld..%lld", f->min, f->max);
-        fprintf(out, " | %s |\n", f->doc);
+            (void)fprintf(out, "%lld..%lld", f->min, f->max);
+        (void)fprintf(out, " | %s |\n", f->doc);
     }
 }
 
+/* Output errors are not checked per call: ferror() once at the end. */
 sy_err sy_store_config_doc(FILE *out)
 {
     doc_table(out, &redis_table);
@@ -718,11 +723,11 @@ static sy_err check_str(const char *k, size_t max)
     return strnlen(k, max + 1) > max ? SY_ETOOBIG : SY_OK;
 }
 
-#define CHECK(expr)                                                                             \
-    do {                                                                                        \
-        sy_err rc_ = (expr);                                                                    \
-        if (rc_ != SY_OK)                                                                       \
-            return done(s, rc_);                                                                \
+#define CHECK(expr)                                                                                \
+    do {                                                                                           \
+        sy_err rc_ = (expr);                                                                       \
+        if (rc_ != SY_OK)                                                                          \
+            return done(s, rc_);                                                                   \
     } while (0)
 
 #define REQUIRE(cond) CHECK((cond) ? SY_OK : SY_EINVAL)
@@ -878,9 +883,8 @@ sy_err sy_store_xgroup_create(sy_store *s, const char *stream, const char *group
     return done(s, s->vt->xgroup_create(s, stream, group, start_id, created));
 }
 
-sy_err sy_store_xreadgroup(sy_store *s, const char *stream, const char *group,
-                           const char *consumer, const char *from, size_t count, long block_ms,
-                           sy_stream_entries *out)
+sy_err sy_store_xreadgroup(sy_store *s, const char *stream, const char *group, const char *consumer,
+                           const char *from, size_t count, long block_ms, sy_stream_entries *out)
 {
     CHECK(check_str(stream, SY_STORE_KEY_MAX));
     CHECK(check_str(group, SY_STORE_NAME_MAX));
@@ -902,17 +906,17 @@ sy_err sy_store_xack(sy_store *s, const char *stream, const char *group, const c
     return done(s, s->vt->xack(s, stream, group, ids, n, del, acked));
 }
 
-sy_err sy_store_xautoclaim(sy_store *s, const char *stream, const char *group,
-                           const char *consumer, int64_t min_idle_ms, const char *start,
-                           size_t count, sy_stream_entries *out, char next[SY_STREAM_ID_MAX])
+sy_err sy_store_xautoclaim(sy_store *s, const char *stream, const char *group, const char *consumer,
+                           int64_t min_idle_ms, const char *start, size_t count,
+                           sy_stream_entries *out, char next[SY_STREAM_ID_MAX])
 {
     CHECK(check_str(stream, SY_STORE_KEY_MAX));
     CHECK(check_str(group, SY_STORE_NAME_MAX));
     CHECK(check_str(consumer, SY_STORE_NAME_MAX));
     REQUIRE(min_idle_ms >= 0 && id_ok(start) && out != NULL && next != NULL && count >= 1 &&
             count <= SY_STORE_COUNT_MAX);
-    return done(s,
-                s->vt->xautoclaim(s, stream, group, consumer, min_idle_ms, start, count, out, next));
+    return done(
+        s, s->vt->xautoclaim(s, stream, group, consumer, min_idle_ms, start, count, out, next));
 }
 
 sy_err sy_store_xlen(sy_store *s, const char *stream, int64_t *len)
@@ -922,8 +926,7 @@ sy_err sy_store_xlen(sy_store *s, const char *stream, int64_t *len)
     return done(s, s->vt->xlen(s, stream, len));
 }
 
-sy_err sy_store_xpending(sy_store *s, const char *stream, const char *group,
-                         sy_stream_pending *out)
+sy_err sy_store_xpending(sy_store *s, const char *stream, const char *group, sy_stream_pending *out)
 {
     CHECK(check_str(stream, SY_STORE_KEY_MAX));
     CHECK(check_str(group, SY_STORE_NAME_MAX));
@@ -931,9 +934,9 @@ sy_err sy_store_xpending(sy_store *s, const char *stream, const char *group,
     return done(s, s->vt->xpending(s, stream, group, out));
 }
 
-sy_err sy_store_xpending_list(sy_store *s, const char *stream, const char *group,
-                              const char *start, const char *consumer, size_t count,
-                              sy_stream_pel_item *items, size_t *n)
+sy_err sy_store_xpending_list(sy_store *s, const char *stream, const char *group, const char *start,
+                              const char *consumer, size_t count, sy_stream_pel_item *items,
+                              size_t *n)
 {
     CHECK(check_str(stream, SY_STORE_KEY_MAX));
     CHECK(check_str(group, SY_STORE_NAME_MAX));

@@ -32,20 +32,18 @@ typedef struct sy_store_vt {
                    char id_out[SY_STREAM_ID_MAX]);
     sy_err (*xgroup_create)(sy_store *s, const char *stream, const char *group,
                             const char *start_id, bool *created);
-    sy_err (*xreadgroup)(sy_store *s, const char *stream, const char *group,
-                         const char *consumer, const char *from, size_t count, long block_ms,
-                         sy_stream_entries *out);
+    sy_err (*xreadgroup)(sy_store *s, const char *stream, const char *group, const char *consumer,
+                         const char *from, size_t count, long block_ms, sy_stream_entries *out);
     sy_err (*xack)(sy_store *s, const char *stream, const char *group, const char *const *ids,
                    size_t n, bool del, size_t *acked);
-    sy_err (*xautoclaim)(sy_store *s, const char *stream, const char *group,
-                         const char *consumer, int64_t min_idle_ms, const char *start,
-                         size_t count, sy_stream_entries *out, char next[SY_STREAM_ID_MAX]);
+    sy_err (*xautoclaim)(sy_store *s, const char *stream, const char *group, const char *consumer,
+                         int64_t min_idle_ms, const char *start, size_t count,
+                         sy_stream_entries *out, char next[SY_STREAM_ID_MAX]);
     sy_err (*xlen)(sy_store *s, const char *stream, int64_t *len);
-    sy_err (*xpending)(sy_store *s, const char *stream, const char *group,
-                       sy_stream_pending *out);
-    sy_err (*xpending_list)(sy_store *s, const char *stream, const char *group,
-                            const char *start, const char *consumer, size_t count,
-                            sy_stream_pel_item *items, size_t *n);
+    sy_err (*xpending)(sy_store *s, const char *stream, const char *group, sy_stream_pending *out);
+    sy_err (*xpending_list)(sy_store *s, const char *stream, const char *group, const char *start,
+                            const char *consumer, size_t count, sy_stream_pel_item *items,
+                            size_t *n);
 } sy_store_vt;
 
 /* The common head of both backends' structs (first member). */

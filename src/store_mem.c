@@ -63,7 +63,7 @@ static node *dict_find(const dict *d, const char *key, size_t klen, uint64_t h)
 static void dict_grow(dict *d)
 {
     size_t nb = d->nb ? d->nb * 2 : 16;
-    node **b = sy_store__calloc(nb, sizeof(*b));
+    node **b = sy_store__calloc(nb, sizeof(node *));
 
     if (b == NULL)
         return;
@@ -561,12 +561,12 @@ static sy_err mem_ttl(sy_store *s, const char *key, int64_t *ttl_ms)
 /* What one increment changed, so a failing batch can be rolled back (the embedded store is
  * all-or-nothing; Redis's MULTI/EXEC is not, see store.h). */
 typedef struct undo {
-    obj *owner;           /* the hash the op touched */
-    bool created_obj;     /* delete <owner> on undo */
+    obj *owner;            /* the hash the op touched */
+    bool created_obj;      /* delete <owner> on undo */
     hfield *created_field; /* remove from <owner> on undo */
-    hfield *field;        /* restore old_v */
+    hfield *field;         /* restore old_v */
     int64_t old_v;
-    bool expire_set;      /* restore old_expire */
+    bool expire_set; /* restore old_expire */
     int64_t old_expire;
 } undo;
 
@@ -869,8 +869,7 @@ static sy_err mem_cas(sy_store *s, const char *key, const sy_store_cas_req *req,
         if (o != NULL)
             obj_delete(m, o);
     } else {
-        rc = put_string(m, key, o, req->value, req->value_len,
-                        req->ttl_ms ? now + req->ttl_ms : 0);
+        rc = put_string(m, key, o, req->value, req->value_len, req->ttl_ms ? now + req->ttl_ms : 0);
     }
     if (rc == SY_OK)
         *swapped = true;
@@ -1234,8 +1233,8 @@ static sy_err mem_xreadgroup(sy_store *s, const char *stream, const char *group_
             break;
         sy_stream_entries_cleanup(&res);
         if (pthread_cond_timedwait(&m->xcond, &m->mu, &deadline) != 0) {
-            rc = read_once(m, stream, group_name, consumer_name, from, count,
-                           m->clock(m->clock_ud), &res);
+            rc = read_once(m, stream, group_name, consumer_name, from, count, m->clock(m->clock_ud),
+                           &res);
             break;
         }
         now = m->clock(m->clock_ud);
@@ -1312,9 +1311,9 @@ static sy_err mem_xack(sy_store *s, const char *stream, const char *gname, const
     return rc;
 }
 
-static sy_err mem_xautoclaim(sy_store *s, const char *stream, const char *gname,
-                             const char *cname, int64_t min_idle_ms, const char *start,
-                             size_t count, sy_stream_entries *out, char next[SY_STREAM_ID_MAX])
+static sy_err mem_xautoclaim(sy_store *s, const char *stream, const char *gname, const char *cname,
+                             int64_t min_idle_ms, const char *start, size_t count,
+                             sy_stream_entries *out, char next[SY_STREAM_ID_MAX])
 {
     mstore *m = M(s);
     int64_t now = lock(m);
@@ -1528,8 +1527,7 @@ sy_err sy_store_mem_new(const sy_store_opts *opts, sy_store **out)
         sy_store__free(m);
         return SY_EINTERNAL;
     }
-    if (pthread_condattr_init(&ca) != 0 ||
-        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) != 0 ||
+    if (pthread_condattr_init(&ca) != 0 || pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) != 0 ||
         pthread_cond_init(&m->xcond, &ca) != 0) {
         pthread_mutex_destroy(&m->mu);
         sy_store__free(m);

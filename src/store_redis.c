@@ -49,36 +49,35 @@
 
 /* KEYS[1]; ARGV: emission interval us, tolerance us, cost, force. Redis's clock: all instances
  * agree. Times in microseconds fit Lua's doubles exactly (store.c bounds them to 2^52). */
-static const char GCRA_LUA[] =
-    "local t = redis.call('TIME')\n"
-    "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
-    "local T = tonumber(ARGV[1])\n"
-    "local tau = tonumber(ARGV[2])\n"
-    "local cost = tonumber(ARGV[3])\n"
-    "local force = ARGV[4] == '1'\n"
-    "local tat = tonumber(redis.call('GET', KEYS[1]) or '') or now\n"
-    "if tat < now then tat = now end\n"
-    "local new = tat + cost * T\n"
-    "local remaining, retry, reset\n"
-    "local allowed = force or (new - now <= tau)\n"
-    "if allowed then\n"
-    "  if new < now then new = now end\n"
-    "  if new > now then\n"
-    "    redis.call('SET', KEYS[1], string.format('%.0f', new), 'PX',\n"
-    "               math.ceil((new - now) / 1000))\n"
-    "  else\n"
-    "    redis.call('DEL', KEYS[1])\n"
-    "  end\n"
-    "  remaining = math.floor((tau - (new - now)) / T)\n"
-    "  retry = 0\n"
-    "  reset = math.ceil((new - now) / 1000)\n"
-    "else\n"
-    "  remaining = math.floor((tau - (tat - now)) / T)\n"
-    "  retry = math.ceil((new - now - tau) / 1000)\n"
-    "  reset = math.ceil((tat - now) / 1000)\n"
-    "end\n"
-    "if remaining < 0 then remaining = 0 end\n"
-    "return {allowed and 1 or 0, remaining, retry, reset}\n";
+static const char GCRA_LUA[] = "local t = redis.call('TIME')\n"
+                               "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
+                               "local T = tonumber(ARGV[1])\n"
+                               "local tau = tonumber(ARGV[2])\n"
+                               "local cost = tonumber(ARGV[3])\n"
+                               "local force = ARGV[4] == '1'\n"
+                               "local tat = tonumber(redis.call('GET', KEYS[1]) or '') or now\n"
+                               "if tat < now then tat = now end\n"
+                               "local new = tat + cost * T\n"
+                               "local remaining, retry, reset\n"
+                               "local allowed = force or (new - now <= tau)\n"
+                               "if allowed then\n"
+                               "  if new < now then new = now end\n"
+                               "  if new > now then\n"
+                               "    redis.call('SET', KEYS[1], string.format('%.0f', new), 'PX',\n"
+                               "               math.ceil((new - now) / 1000))\n"
+                               "  else\n"
+                               "    redis.call('DEL', KEYS[1])\n"
+                               "  end\n"
+                               "  remaining = math.floor((tau - (new - now)) / T)\n"
+                               "  retry = 0\n"
+                               "  reset = math.ceil((new - now) / 1000)\n"
+                               "else\n"
+                               "  remaining = math.floor((tau - (tat - now)) / T)\n"
+                               "  retry = math.ceil((new - now - tau) / 1000)\n"
+                               "  reset = math.ceil((tat - now) / 1000)\n"
+                               "end\n"
+                               "if remaining < 0 then remaining = 0 end\n"
+                               "return {allowed and 1 or 0, remaining, retry, reset}\n";
 
 /* KEYS[1]; ARGV: mode (any|absent|equal), expected, del (0|1), value, ttl ms. */
 static const char CAS_LUA[] =
@@ -138,8 +137,8 @@ typedef struct rstore {
     int blocking, max_blocking; /* connections held by blocking stream reads */
     uint64_t epoch;
     atomic_bool healthy;
-    bool was_up;    /* for logging: the last logged state */
-    bool logged;    /* a state was logged at all */
+    bool was_up; /* for logging: the last logged state */
+    bool logged; /* a state was logged at all */
     bool ever_up;
     bool stop;
     uint64_t reconnects;
@@ -193,13 +192,13 @@ static void state_down(rstore *r, const char *why)
 
 typedef struct call {
     rstore *r;
-    rconn *slot;       /* NULL while setting up a new connection */
+    rconn *slot; /* NULL while setting up a new connection */
     redisContext *ctx;
-    int64_t deadline;  /* monotonic ms */
-    int pending;       /* replies not read yet */
-    sy_err fail;       /* connection-level failure: the connection must go */
+    int64_t deadline; /* monotonic ms */
+    int pending;      /* replies not read yet */
+    sy_err fail;      /* connection-level failure: the connection must go */
     char why[128];
-    bool held_block;   /* counted in r->blocking */
+    bool held_block; /* counted in r->blocking */
 } call;
 
 static sy_err call_fail(call *c, sy_err rc, const char *why)
@@ -246,7 +245,7 @@ static sy_err call_flush(call *c)
     while (c->fail == SY_OK && c->ctx->obuf != NULL && sdslen(c->ctx->obuf) > 0) {
         ssize_t n = send(c->ctx->fd, c->ctx->obuf, sdslen(c->ctx->obuf), MSG_NOSIGNAL);
         if (n > 0)
-            sdsrange(c->ctx->obuf, (ssize_t)n, -1);
+            sdsrange(c->ctx->obuf, (int)n, -1); /* n <= sdslen, an int in hiredis 0.14 */
         else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             (void)wait_fd(c, POLLOUT);
         else if (n < 0 && errno == EINTR)
@@ -260,6 +259,7 @@ static sy_err call_flush(call *c)
 /* The next reply (new, freeReplyObject) or a failure. */
 static sy_err call_reply(call *c, redisReply **out)
 {
+    *out = NULL;
     if (call_flush(c) != SY_OK)
         return c->fail;
     for (;;) {
@@ -332,8 +332,8 @@ static void call_end(call *c)
         r->connected--;
         k->busy = false;
         /* out of memory says nothing about Redis; a stale epoch was already accounted */
-        if (current && (c->fail == SY_ETIMEOUT || c->fail == SY_EUNAVAIL ||
-                        c->fail == SY_EINTERNAL))
+        if (current &&
+            (c->fail == SY_ETIMEOUT || c->fail == SY_EUNAVAIL || c->fail == SY_EINTERNAL))
             state_down(r, c->why);
         pthread_cond_signal(&r->mcv);
     }
@@ -360,7 +360,7 @@ static bool setup_cmd(call *c, int argc, const char **argv, char *why, size_t wh
 
     for (int i = 0; i < argc; i++)
         lens[i] = strlen(argv[i]);
-    if (call_cmd(c, argc, argv, lens) != SY_OK || call_reply(c, &rep) != SY_OK) {
+    if (call_cmd(c, argc, argv, lens) != SY_OK || call_reply(c, &rep) != SY_OK || rep == NULL) {
         (void)snprintf(why, whylen, "%s: %s", argv[0], c->why);
         return false;
     }
@@ -1141,9 +1141,8 @@ static void give_block_turn(rstore *r)
     pthread_mutex_unlock(&r->mu);
 }
 
-static sy_err r_xreadgroup(sy_store *s, const char *stream, const char *group,
-                           const char *consumer, const char *from, size_t count, long block_ms,
-                           sy_stream_entries *out)
+static sy_err r_xreadgroup(sy_store *s, const char *stream, const char *group, const char *consumer,
+                           const char *from, size_t count, long block_ms, sy_stream_entries *out)
 {
     rstore *r = R(s);
     char k[FULLKEY_MAX], cnt[24], blk[24];
@@ -1184,8 +1183,7 @@ static sy_err r_xreadgroup(sy_store *s, const char *stream, const char *group,
     if (rep->type == REDIS_REPLY_NIL) {
         rc = SY_OK;
     } else if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 1 &&
-               rep->element[0]->type == REDIS_REPLY_ARRAY &&
-               rep->element[0]->elements == 2) {
+               rep->element[0]->type == REDIS_REPLY_ARRAY && rep->element[0]->elements == 2) {
         rc = entries_from(rep->element[0]->element[1], s->max_value_bytes * SY_STREAM_FIELDS_MAX,
                           &res);
     } else {
@@ -1255,9 +1253,9 @@ out:
     return rc;
 }
 
-static sy_err r_xautoclaim(sy_store *s, const char *stream, const char *group,
-                           const char *consumer, int64_t min_idle_ms, const char *start,
-                           size_t count, sy_stream_entries *out, char next[SY_STREAM_ID_MAX])
+static sy_err r_xautoclaim(sy_store *s, const char *stream, const char *group, const char *consumer,
+                           int64_t min_idle_ms, const char *start, size_t count,
+                           sy_stream_entries *out, char next[SY_STREAM_ID_MAX])
 {
     rstore *r = R(s);
     char k[FULLKEY_MAX], idle[24], cnt[24], nx[SY_STREAM_ID_MAX];
@@ -1295,8 +1293,7 @@ static sy_err r_xlen(sy_store *s, const char *stream, int64_t *len)
     return key_int(R(s), "XLEN", stream, NULL, len);
 }
 
-static sy_err r_xpending(sy_store *s, const char *stream, const char *group,
-                         sy_stream_pending *out)
+static sy_err r_xpending(sy_store *s, const char *stream, const char *group, sy_stream_pending *out)
 {
     rstore *r = R(s);
     char k[FULLKEY_MAX];
@@ -1328,9 +1325,9 @@ static sy_err r_xpending(sy_store *s, const char *stream, const char *group,
     return rc;
 }
 
-static sy_err r_xpending_list(sy_store *s, const char *stream, const char *group,
-                              const char *start, const char *consumer, size_t count,
-                              sy_stream_pel_item *items, size_t *n)
+static sy_err r_xpending_list(sy_store *s, const char *stream, const char *group, const char *start,
+                              const char *consumer, size_t count, sy_stream_pel_item *items,
+                              size_t *n)
 {
     rstore *r = R(s);
     char k[FULLKEY_MAX], cnt[24];
@@ -1349,7 +1346,8 @@ static sy_err r_xpending_list(sy_store *s, const char *stream, const char *group
         for (size_t i = 0; i < rep->elements && rc == SY_OK; i++) {
             const redisReply *e = rep->element[i];
             if (e->type != REDIS_REPLY_ARRAY || e->elements != 4 ||
-                e->element[1]->type != REDIS_REPLY_STRING || e->element[1]->len > SY_STORE_NAME_MAX ||
+                e->element[1]->type != REDIS_REPLY_STRING ||
+                e->element[1]->len > SY_STORE_NAME_MAX ||
                 e->element[2]->type != REDIS_REPLY_INTEGER ||
                 e->element[3]->type != REDIS_REPLY_INTEGER) {
                 rc = SY_EINTERNAL;
@@ -1452,7 +1450,7 @@ static bool sha1_hex(const char *src, char out[41])
     if (EVP_Digest(src, strlen(src), md, &n, EVP_sha1(), NULL) != 1 || n != 20)
         return false;
     for (unsigned i = 0; i < n; i++)
-        (void)snprintf(out + 2 * i, 3, "%02x", md[i]);
+        (void)snprintf(out + (size_t)2 * i, 3, "%02x", md[i]);
     return true;
 }
 
@@ -1486,7 +1484,8 @@ sy_err sy_store_redis_new(const sy_store_opts *opts, sy_store **out)
     r->scripts[SC_ONCE].src = ONCE_LUA;
     if (!dup_opt(&r->url, o->url ? o->url : "redis") || !dup_opt(&r->host, o->host) ||
         !dup_opt(&r->unix_path, o->unix_path) || !dup_opt(&r->user, o->user) ||
-        !dup_opt(&r->password, o->password) || !dup_opt(&r->prefix, o->key_prefix ? o->key_prefix : ""))
+        !dup_opt(&r->password, o->password) ||
+        !dup_opt(&r->prefix, o->key_prefix ? o->key_prefix : ""))
         goto fail;
     r->prefix_len = strlen(r->prefix);
     if (r->host == NULL && r->unix_path == NULL) {

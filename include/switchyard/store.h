@@ -76,15 +76,15 @@
 #include "switchyard/buf.h"
 #include "switchyard/err.h"
 
-#define SY_STORE_KEY_MAX 512   /* bytes of a relative key */
-#define SY_STORE_FIELD_MAX 512 /* bytes of a hash field or stream field name */
-#define SY_STORE_NAME_MAX 128  /* bytes of a consumer group or consumer name */
-#define SY_STORE_PREFIX_MAX 64 /* bytes of key_prefix */
-#define SY_STORE_BATCH_MAX 4096 /* operations in one sy_store_hincrby_many */
-#define SY_STORE_COUNT_MAX 1000 /* entries per stream read, claim or pending list */
-#define SY_STREAM_FIELDS_MAX 64 /* fields per stream entry */
+#define SY_STORE_KEY_MAX 512        /* bytes of a relative key */
+#define SY_STORE_FIELD_MAX 512      /* bytes of a hash field or stream field name */
+#define SY_STORE_NAME_MAX 128       /* bytes of a consumer group or consumer name */
+#define SY_STORE_PREFIX_MAX 64      /* bytes of key_prefix */
+#define SY_STORE_BATCH_MAX 4096     /* operations in one sy_store_hincrby_many */
+#define SY_STORE_COUNT_MAX 1000     /* entries per stream read, claim or pending list */
+#define SY_STREAM_FIELDS_MAX 64     /* fields per stream entry */
 #define SY_STORE_BLOCK_MAX_MS 30000 /* longest blocking stream read */
-#define SY_STREAM_ID_MAX 48     /* "<ms>-<seq>" plus NUL */
+#define SY_STREAM_ID_MAX 48         /* "<ms>-<seq>" plus NUL */
 
 typedef struct sy_store sy_store;
 
@@ -328,12 +328,13 @@ sy_err sy_store_xgroup_create(sy_store *s, const char *stream, const char *group
  * the caller; replaced). <from> ">" delivers new entries (they enter the group's pending list,
  * delivery count 1); any other id re-reads this consumer's own pending entries after that id
  * (delivery count + 1). <block_ms> 0 returns at once; 1..SY_STORE_BLOCK_MAX_MS waits that long
- * for new entries (worker threads only; at most pool/2 blocking reads hold connections, others
- * wait for a turn within <block_ms> and then return empty). Empty is SY_OK with n = 0.
+ * for new entries (worker threads only; at most max(1, pool/2) blocking reads hold Redis
+ * connections, others wait for a turn within <block_ms> and then return empty; with pool 1 a
+ * blocking read holds the only connection, so give batch workers pool >= 2). Empty is SY_OK with
+ * n = 0.
  * SY_ENOTFOUND when the stream or group does not exist. */
-sy_err sy_store_xreadgroup(sy_store *s, const char *stream, const char *group,
-                           const char *consumer, const char *from, size_t count, long block_ms,
-                           sy_stream_entries *out);
+sy_err sy_store_xreadgroup(sy_store *s, const char *stream, const char *group, const char *consumer,
+                           const char *from, size_t count, long block_ms, sy_stream_entries *out);
 
 /* Acknowledges <n> (1..SY_STORE_COUNT_MAX) ids; with <del> also deletes them from the stream in
  * the same round trip. *acked (may be NULL) counts the ids that were pending. */
@@ -343,15 +344,15 @@ sy_err sy_store_xack(sy_store *s, const char *stream, const char *group, const c
 /* Transfers to <consumer> up to <count> pending entries idle for at least <min_idle_ms>, scanning
  * the pending list from <start> ("0-0" first). Claimed entries get delivery count + 1. <next> is
  * the cursor for the next call ("0-0" when the scan is complete). SY_ENOTFOUND without group. */
-sy_err sy_store_xautoclaim(sy_store *s, const char *stream, const char *group,
-                           const char *consumer, int64_t min_idle_ms, const char *start,
-                           size_t count, sy_stream_entries *out, char next[SY_STREAM_ID_MAX]);
+sy_err sy_store_xautoclaim(sy_store *s, const char *stream, const char *group, const char *consumer,
+                           int64_t min_idle_ms, const char *start, size_t count,
+                           sy_stream_entries *out, char next[SY_STREAM_ID_MAX]);
 
 /* Entries in the stream (0 when it does not exist). */
 sy_err sy_store_xlen(sy_store *s, const char *stream, int64_t *len);
 
 typedef struct sy_stream_pending {
-    int64_t count;                  /* entries delivered and not acknowledged */
+    int64_t count;                 /* entries delivered and not acknowledged */
     char min_id[SY_STREAM_ID_MAX]; /* "" when count == 0 */
     char max_id[SY_STREAM_ID_MAX];
     size_t consumers; /* consumers with pending entries */
@@ -370,9 +371,9 @@ typedef struct sy_stream_pel_item {
 
 /* Up to <count> pending entries with id >= <start> ("-" = from the first), of <consumer> only
  * when not NULL, into items[0..*n) (caller's array of at least <count>). SY_ENOTFOUND as above. */
-sy_err sy_store_xpending_list(sy_store *s, const char *stream, const char *group,
-                              const char *start, const char *consumer, size_t count,
-                              sy_stream_pel_item *items, size_t *n);
+sy_err sy_store_xpending_list(sy_store *s, const char *stream, const char *group, const char *start,
+                              const char *consumer, size_t count, sy_stream_pel_item *items,
+                              size_t *n);
 
 /* ---- tests --------------------------------------------------------------------------------- */
 

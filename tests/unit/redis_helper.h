@@ -25,7 +25,7 @@ typedef struct redis_srv {
     pid_t pid;
     int port;
     char dir[128];
-    char sock[160];     /* unix socket path, inside dir */
+    char sock[160];          /* unix socket path, inside dir */
     const char *requirepass; /* NULL = none */
 } redis_srv;
 
@@ -131,9 +131,10 @@ static bool rh_start(redis_srv *s)
     if (pid < 0)
         return false;
     if (pid == 0) {
-        const char *argv[20] = {bin,    "--port", port,     "--bind",         "127.0.0.1",
-                                "--save", "",     "--appendonly", "no", "--dir", s->dir,
-                                "--unixsocket", s->sock, "--loglevel", "warning"};
+        const char *argv[20] = {bin,         "--port",     port,     "--bind",
+                                "127.0.0.1", "--save",     "",       "--appendonly",
+                                "no",        "--dir",      s->dir,   "--unixsocket",
+                                s->sock,     "--loglevel", "warning"};
         int argc = 15;
         int devnull = open("/dev/null", O_WRONLY);
 

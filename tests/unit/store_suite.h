@@ -22,7 +22,7 @@
 #include "switchyard/store.h"
 
 typedef struct suite_env {
-    sy_store *(*make)(void); /* a new store, asserting on failure */
+    sy_store *(*make)(void);  /* a new store, asserting on failure */
     void (*pass)(int64_t ms); /* let <ms> of store time pass */
     void (*reset)(void);      /* wipe all data */
 } suite_env;
@@ -249,8 +249,7 @@ static void test_limits_and_arguments(void **state)
         sy_store_xreadgroup(s, "{t}:q", "g", "c", ">", 1, SY_STORE_BLOCK_MAX_MS + 1, &e),
         SY_EINVAL);
     assert_int_equal(sy_store_xack(s, "{t}:q", "g", bad, 1, false, NULL), SY_EINVAL);
-    assert_int_equal(sy_store_xautoclaim(s, "{t}:q", "g", "c", -1, "0-0", 1, &e, next),
-                     SY_EINVAL);
+    assert_int_equal(sy_store_xautoclaim(s, "{t}:q", "g", "c", -1, "0-0", 1, &e, next), SY_EINVAL);
     assert_int_equal(sy_store_xreadgroup(s, "{t}:q", "", "c", ">", 1, 0, &e), SY_EINVAL);
 
     sy_store_incr op = {"{t}:h", "f", 1, -1, 0};
@@ -375,8 +374,8 @@ static void test_hincrby_many(void **state)
     sy_store_kvs_init(&kv);
     assert_int_equal(sy_store_hgetall(s, "{s:d1}:odd", &kv), SY_OK);
     assert_int_equal(kv.n, 50);
-    assert_int_equal(hash_field_value(&kv, "f1"), 1 + 101 + 201 + 301 + 401 + 501 + 601 + 701 +
-                                                      801 + 901);
+    assert_int_equal(hash_field_value(&kv, "f1"),
+                     1 + 101 + 201 + 301 + 401 + 501 + 601 + 701 + 801 + 901);
     assert_int_equal(sy_store_ttl(s, "{s:d1}:even", &ttl), SY_OK);
     assert_true(ttl > 0);
     assert_int_equal(sy_store_ttl(s, "{s:d1}:odd", &ttl), SY_OK);
@@ -394,8 +393,8 @@ static void test_hincrby_many(void **state)
     assert_int_equal(sy_store_ttl(s, "{s:d1}:once:1", &ttl), SY_OK);
     assert_true(ttl > 0 && ttl <= 60000);
     assert_int_equal(sy_store_hgetall(s, "{s:d1}:odd", &kv), SY_OK);
-    assert_int_equal(hash_field_value(&kv, "f1"), 1 + 101 + 201 + 301 + 401 + 501 + 601 + 701 +
-                                                      801 + 901 + 1);
+    assert_int_equal(hash_field_value(&kv, "f1"),
+                     1 + 101 + 201 + 301 + 401 + 501 + 601 + 701 + 801 + 901 + 1);
 
     /* a batch with a bad op fails as a whole call */
     assert_int_equal(sy_store_set(s, "{s:d1}:str", "x", 1, 0, 0, NULL), SY_OK);
@@ -505,8 +504,12 @@ static void test_cas(void **state)
     sy_buf_reset(&cur);
 
     /* equal: binary values with NULs */
-    q = (sy_store_cas_req){.expect_mode = SY_CAS_EQUAL, .expect = "open", .expect_len = 4,
-                           .value = "half\0open", .value_len = 9, .ttl_ms = 5000};
+    q = (sy_store_cas_req){.expect_mode = SY_CAS_EQUAL,
+                           .expect = "open",
+                           .expect_len = 4,
+                           .value = "half\0open",
+                           .value_len = 9,
+                           .ttl_ms = 5000};
     assert_int_equal(sy_store_cas(s, "{cb:d1}:state", &q, &sw, NULL), SY_OK);
     assert_true(sw);
     assert_int_equal(sy_store_ttl(s, "{cb:d1}:state", &ttl), SY_OK);
@@ -522,8 +525,8 @@ static void test_cas(void **state)
     assert_false(sw);
 
     /* equal + delete */
-    q = (sy_store_cas_req){.expect_mode = SY_CAS_EQUAL, .expect = "half\0open", .expect_len = 9,
-                           .del = true};
+    q = (sy_store_cas_req){
+        .expect_mode = SY_CAS_EQUAL, .expect = "half\0open", .expect_len = 9, .del = true};
     assert_int_equal(sy_store_cas(s, "{cb:d1}:state", &q, &sw, NULL), SY_OK);
     assert_true(sw);
     assert_int_equal(get_str(s, "{cb:d1}:state", v, sizeof(v)), SY_ENOTFOUND);
@@ -568,16 +571,14 @@ static void test_stream_basics(void **state)
     assert_int_equal(sy_store_xlen(s, "{b}:q", &len), SY_OK);
     assert_int_equal(len, 0);
     /* no group yet */
-    assert_int_equal(sy_store_xreadgroup(s, "{b}:q", "g", "c1", ">", 10, 0, &e),
-                     SY_ENOTFOUND);
+    assert_int_equal(sy_store_xreadgroup(s, "{b}:q", "g", "c1", ">", 10, 0, &e), SY_ENOTFOUND);
     assert_int_equal(sy_store_xgroup_create(s, "{b}:q", "g", "$", &created), SY_OK);
     assert_true(created);
     assert_int_equal(sy_store_xgroup_create(s, "{b}:q", "g", "$", &created), SY_OK);
     assert_false(created);
     assert_int_equal(sy_store_xlen(s, "{b}:q", &len), SY_OK);
     assert_int_equal(len, 0); /* MKSTREAM: exists, empty */
-    assert_int_equal(sy_store_xreadgroup(s, "{b}:q", "nog", "c1", ">", 10, 0, &e),
-                     SY_ENOTFOUND);
+    assert_int_equal(sy_store_xreadgroup(s, "{b}:q", "nog", "c1", ">", 10, 0, &e), SY_ENOTFOUND);
     assert_int_equal(sy_store_xpending(s, "{b}:q", "nog", &p), SY_ENOTFOUND);
 
     add_entries(s, "{b}:q", 5, ids);
@@ -840,18 +841,18 @@ static void test_concurrency(void **state)
 
 /* Runs <call> with allocation n failing, n = 0, 1, ... until it succeeds; every failure must be
  * SY_ENOMEM and leave nothing behind (LeakSanitizer checks). Returns the count of failures. */
-#define ALLOC_LOOP(call)                                                                        \
-    do {                                                                                        \
-        long n_;                                                                                \
-        sy_err rc_ = SY_ENOMEM;                                                                 \
-        for (n_ = 0; n_ < 10000; n_++) {                                                        \
-            fail_after(n_);                                                                     \
-            rc_ = (call);                                                                       \
-            alloc_normal();                                                                     \
-            if (rc_ != SY_ENOMEM)                                                               \
-                break;                                                                          \
-        }                                                                                       \
-        assert_int_equal(rc_, SY_OK);                                                           \
+#define ALLOC_LOOP(call)                                                                           \
+    do {                                                                                           \
+        long n_;                                                                                   \
+        sy_err rc_ = SY_ENOMEM;                                                                    \
+        for (n_ = 0; n_ < 10000; n_++) {                                                           \
+            fail_after(n_);                                                                        \
+            rc_ = (call);                                                                          \
+            alloc_normal();                                                                        \
+            if (rc_ != SY_ENOMEM)                                                                  \
+                break;                                                                             \
+        }                                                                                          \
+        assert_int_equal(rc_, SY_OK);                                                              \
     } while (0)
 
 static void test_alloc_failures(void **state)
@@ -874,8 +875,8 @@ static void test_alloc_failures(void **state)
     assert_int_equal(kv.n, 20);
     assert_int_equal(hash_field_value(&kv, "f7"), 7);
 
-    sy_store_incr ops[3] = {{"{t}:h", "a", 1, 0, 0}, {"{t}:h2", "b", 2, 1000, 0},
-                            {"{t}:h", "a", 1, 0, 0}};
+    sy_store_incr ops[3] = {
+        {"{t}:h", "a", 1, 0, 0}, {"{t}:h2", "b", 2, 1000, 0}, {"{t}:h", "a", 1, 0, 0}};
     ALLOC_LOOP(sy_store_hincrby_many(s, ops, 3, "{t}:once", 10000, NULL));
     assert_int_equal(ops[2].result, 2); /* applied exactly once */
 
@@ -903,13 +904,75 @@ static void test_alloc_failures(void **state)
     sy_buf_cleanup(&cur);
 }
 
+/* ---- latency (printed, not asserted; SY_STORE_BENCH=1 for longer runs) ------------------- */
+
+typedef struct bench_arg {
+    sy_store *s;
+    int iters;
+} bench_arg;
+
+static void *bench_get_main(void *p)
+{
+    bench_arg *a = p;
+    sy_buf b;
+
+    for (int i = 0; i < a->iters; i++) {
+        sy_buf_init(&b, 1024);
+        assert_int_equal(sy_store_get(a->s, "{bench}:k", &b), SY_OK);
+        sy_buf_cleanup(&b);
+    }
+    return NULL;
+}
+
+static void suite_bench(sy_store *s, const char *name)
+{
+    int iters = getenv("SY_STORE_BENCH") ? 20000 : 2000;
+    char val[256];
+    int64_t t0;
+    sy_store_incr ops[100];
+    bench_arg a = {s, iters};
+    enum { T = 4 };
+    pthread_t th[T];
+
+    memset(val, 'x', sizeof(val));
+    t0 = mono_ms();
+    for (int i = 0; i < iters; i++)
+        assert_int_equal(sy_store_set(s, "{bench}:k", val, sizeof(val), 60000, 0, NULL), SY_OK);
+    double set_us = (double)(mono_ms() - t0) * 1000.0 / iters;
+    t0 = mono_ms();
+    bench_get_main(&a);
+    double get_us = (double)(mono_ms() - t0) * 1000.0 / iters;
+    for (int i = 0; i < 100; i++)
+        ops[i] = (sy_store_incr){"{bench}:h", i % 2 ? "requests" : "tokens", 1, 0, 0};
+    int batches = iters / 10;
+    t0 = mono_ms();
+    for (int i = 0; i < batches; i++)
+        assert_int_equal(sy_store_hincrby_many(s, ops, 100, NULL, 0, NULL), SY_OK);
+    double batch_us = (double)(mono_ms() - t0) * 1000.0 / batches;
+    sy_store_gcra_req q = {.rate = 1000000, .period_ms = 1000, .burst = 1000000, .cost = 1};
+    sy_store_gcra_res r;
+    t0 = mono_ms();
+    for (int i = 0; i < iters; i++)
+        assert_int_equal(sy_store_gcra(s, "{bench}:g", &q, &r), SY_OK);
+    double gcra_us = (double)(mono_ms() - t0) * 1000.0 / iters;
+    t0 = mono_ms();
+    for (int i = 0; i < T; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, bench_get_main, &a), 0);
+    for (int i = 0; i < T; i++)
+        pthread_join(th[i], NULL);
+    double par = (double)T * iters * 1000.0 / (double)(mono_ms() - t0 + 1);
+    printf("[ BENCH    ] %s: SET %.1f us, GET %.1f us, HINCRBY x100 in one call %.1f us "
+           "(%.0f incr/s), GCRA %.1f us, GET from %d threads %.0f/s\n",
+           name, set_us, get_us, batch_us, 100e6 / batch_us, gcra_us, T, par);
+}
+
 #define SUITE_TEST(f) cmocka_unit_test_setup_teardown(f, suite_setup, suite_teardown)
 
-#define STORE_SUITE_TESTS                                                                       \
-    SUITE_TEST(test_strings), SUITE_TEST(test_limits_and_arguments), SUITE_TEST(test_ttl),      \
-        SUITE_TEST(test_wrong_type), SUITE_TEST(test_hincrby), SUITE_TEST(test_hincrby_many),   \
-        SUITE_TEST(test_gcra), SUITE_TEST(test_cas), SUITE_TEST(test_stream_basics),           \
-        SUITE_TEST(test_stream_autoclaim), SUITE_TEST(test_stream_blocking_read),              \
+#define STORE_SUITE_TESTS                                                                          \
+    SUITE_TEST(test_strings), SUITE_TEST(test_limits_and_arguments), SUITE_TEST(test_ttl),         \
+        SUITE_TEST(test_wrong_type), SUITE_TEST(test_hincrby), SUITE_TEST(test_hincrby_many),      \
+        SUITE_TEST(test_gcra), SUITE_TEST(test_cas), SUITE_TEST(test_stream_basics),               \
+        SUITE_TEST(test_stream_autoclaim), SUITE_TEST(test_stream_blocking_read),                  \
         SUITE_TEST(test_concurrency), SUITE_TEST(test_alloc_failures)
 
 #endif

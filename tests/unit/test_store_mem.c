@@ -155,10 +155,11 @@ static void test_mem_batch_rollback(void **state)
 
     assert_int_equal(sy_store_hincrby(s, "h", "f", 10, NULL), SY_OK);
     assert_int_equal(sy_store_set(s, "str", "x", 1, 0, 0, NULL), SY_OK);
-    sy_store_incr ops[5] = {
-        {"h", "f", 5, 60000, 0}, {"h", "g", 1, 0, 0}, {"new", "f", 1, 0, 0},
-        {"h", "f", INT64_MAX, 0, 0}, /* overflows */
-        {"str", "f", 1, 0, 0}};
+    sy_store_incr ops[5] = {{"h", "f", 5, 60000, 0},
+                            {"h", "g", 1, 0, 0},
+                            {"new", "f", 1, 0, 0},
+                            {"h", "f", INT64_MAX, 0, 0}, /* overflows */
+                            {"str", "f", 1, 0, 0}};
     assert_int_equal(sy_store_hincrby_many(s, ops, 5, NULL, 0, NULL), SY_EINVAL);
     sy_store_kvs_init(&kv);
     assert_int_equal(sy_store_hgetall(s, "h", &kv), SY_OK);
@@ -214,6 +215,14 @@ static void test_mem_stream_compaction(void **state)
     assert_string_equal(e.items[0].id, id);
     mem_pass(100000);
     sy_stream_entries_cleanup(&e);
+    /* every byte charged to a stream (entries, groups, consumers, pending) comes back */
+    assert_int_equal(sy_store_hincrby(s, "h", "f", 1, NULL), SY_OK);
+    assert_int_equal(sy_store_del(s, "q", NULL), SY_OK);
+    assert_int_equal(sy_store_del(s, "h", NULL), SY_OK);
+    sy_store_stats st;
+    sy_store_stats_get(s, &st);
+    assert_int_equal(st.keys, 0);
+    assert_int_equal(st.bytes, 0);
 }
 
 /* Every stateful call, allocation by allocation: a failure changes nothing, so the successful
@@ -250,8 +259,10 @@ static void test_mem_alloc_failures_stateful(void **state)
     assert_int_equal(n, 4);
     assert_int_equal(items[0].deliveries, 2);
 
-    sy_store_incr ops[4] = {{"{t}:h1", "a", 1, 0, 0}, {"{t}:h2", "b", 2, 500, 0},
-                            {"{t}:h1", "c", 3, 0, 0}, {"{t}:h1", "a", 4, 0, 0}};
+    sy_store_incr ops[4] = {{"{t}:h1", "a", 1, 0, 0},
+                            {"{t}:h2", "b", 2, 500, 0},
+                            {"{t}:h1", "c", 3, 0, 0},
+                            {"{t}:h1", "a", 4, 0, 0}};
     ALLOC_LOOP(sy_store_hincrby_many(s, ops, 4, NULL, 0, NULL));
     assert_int_equal(ops[3].result, 5);
     sy_store_gcra_req g = {.rate = 10, .period_ms = 1000, .burst = 5, .cost = 2};
@@ -513,8 +524,7 @@ static void test_sid(void **state)
     sy_stream_entries_init(&e);
     /* ids are validated before reaching a backend */
     assert_int_equal(sy_store_xgroup_create(s, "q", "g", "18446744073709551615-1", NULL), SY_OK);
-    assert_int_equal(sy_store_xgroup_create(s, "q", "h", "18446744073709551616", NULL),
-                     SY_EINVAL);
+    assert_int_equal(sy_store_xgroup_create(s, "q", "h", "18446744073709551616", NULL), SY_EINVAL);
     assert_int_equal(sy_store_xgroup_create(s, "q", "h", "-1", NULL), SY_EINVAL);
     assert_int_equal(sy_store_xgroup_create(s, "q", "h", "1-", NULL), SY_EINVAL);
     assert_int_equal(sy_store_xgroup_create(s, "q", "h", "", NULL), SY_EINVAL);
@@ -523,6 +533,11 @@ static void test_sid(void **state)
     assert_null(e.items);
     sy_stream_entries_cleanup(&e);
     sy_store_free(s);
+}
+
+static void test_mem_latency(void **state)
+{
+    suite_bench(*state, "embedded");
 }
 
 int main(void)
@@ -540,6 +555,7 @@ int main(void)
         cmocka_unit_test(test_config_alloc_failures),
         cmocka_unit_test(test_config_doc),
         cmocka_unit_test(test_sid),
+        SUITE_TEST(test_mem_latency),
     };
 
     g_env.make = make_mem;

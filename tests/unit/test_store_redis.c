@@ -250,8 +250,8 @@ static int64_t calls_fail_within(sy_store *s, int calls)
 
     for (int i = 0; i < calls; i++) {
         int64_t t0 = rh_mono_ms();
-        sy_err rc = i % 2 ? sy_store_set(s, "{o}", "x", 1, 0, 0, NULL)
-                          : get_str(s, "{o}", v, sizeof(v));
+        sy_err rc =
+            i % 2 ? sy_store_set(s, "{o}", "x", 1, 0, 0, NULL) : get_str(s, "{o}", v, sizeof(v));
         int64_t dt = rh_mono_ms() - t0;
         assert_true(rc == SY_ETIMEOUT || rc == SY_EUNAVAIL);
         if (dt > worst)
@@ -414,50 +414,9 @@ static void test_redis_pool_and_blocking(void **state)
     sy_store_free(s);
 }
 
-/* ---- latency (printed, not asserted) -------------------------------------------------------- */
-
-static void bench(sy_store *s, const char *name)
-{
-    int iters = getenv("SY_STORE_BENCH") ? 20000 : 1000;
-    char val[256];
-    sy_buf b;
-    int64_t t0;
-    sy_store_incr ops[100];
-
-    memset(val, 'x', sizeof(val));
-    t0 = rh_mono_ms();
-    for (int i = 0; i < iters; i++)
-        assert_int_equal(sy_store_set(s, "{bench}:k", val, sizeof(val), 60000, 0, NULL), SY_OK);
-    double set_us = (double)(rh_mono_ms() - t0) * 1000.0 / iters;
-    t0 = rh_mono_ms();
-    for (int i = 0; i < iters; i++) {
-        sy_buf_init(&b, 1024);
-        assert_int_equal(sy_store_get(s, "{bench}:k", &b), SY_OK);
-        sy_buf_cleanup(&b);
-    }
-    double get_us = (double)(rh_mono_ms() - t0) * 1000.0 / iters;
-    for (int i = 0; i < 100; i++)
-        ops[i] = (sy_store_incr){"{bench}:h", i % 2 ? "requests" : "tokens", 1, 0, 0};
-    int batches = iters / 10;
-    t0 = rh_mono_ms();
-    for (int i = 0; i < batches; i++)
-        assert_int_equal(sy_store_hincrby_many(s, ops, 100, NULL, 0, NULL), SY_OK);
-    double batch_us = (double)(rh_mono_ms() - t0) * 1000.0 / batches;
-    sy_store_gcra_req q = {.rate = 1000000, .period_ms = 1000, .burst = 1000000, .cost = 1};
-    sy_store_gcra_res r;
-    t0 = rh_mono_ms();
-    for (int i = 0; i < iters; i++)
-        assert_int_equal(sy_store_gcra(s, "{bench}:g", &q, &r), SY_OK);
-    double gcra_us = (double)(rh_mono_ms() - t0) * 1000.0 / iters;
-    printf("[ BENCH    ] %s: SET %.1f us (%.0f/s), GET %.1f us (%.0f/s), HINCRBY x100 pipeline "
-           "%.1f us (%.0f incr/s), GCRA %.1f us\n",
-           name, set_us, 1e6 / set_us, get_us, 1e6 / get_us, batch_us, 100e6 / batch_us,
-           gcra_us);
-}
-
 static void test_redis_latency(void **state)
 {
-    bench(*state, "redis (tcp, 1 thread)");
+    suite_bench(*state, "redis tcp");
 }
 
 int main(void)
