@@ -153,6 +153,30 @@ static void test_redis_unix_socket(void **state)
     sy_store_free(s);
 }
 
+static void test_redis_new_alloc_failures(void **state)
+{
+    char json[128];
+    json_t *j;
+    sy_store_opts o;
+    sy_errlist errs;
+    sy_store *s = NULL;
+
+    (void)state;
+    snprintf(json, sizeof(json), "{\"url\": \"redis://u@127.0.0.1:%d\", \"pool\": 2}",
+             g_srv.port);
+    j = json_loads(json, 0, NULL);
+    sy_store_opts_init(&o);
+    sy_errlist_init(&errs);
+    assert_int_equal(sy_store_config_parse(j, &o, &errs), SY_OK);
+    ALLOC_LOOP(sy_store_new(&o, &s));
+    assert_true(sy_store_healthy(s));
+    assert_int_equal(sy_store_set(s, "{n}", "v", 1, 0, 0, NULL), SY_OK);
+    sy_store_free(s);
+    sy_store_opts_cleanup(&o);
+    sy_errlist_cleanup(&errs);
+    json_decref(j);
+}
+
 /* Runs <fn> with stderr captured into a new string (caller frees). */
 static char *capture_stderr(void (*fn)(void *), void *arg)
 {
@@ -426,6 +450,7 @@ int main(void)
         SUITE_TEST(test_redis_prefix_and_db),
         SUITE_TEST(test_redis_noscript_fallback),
         cmocka_unit_test(test_redis_unix_socket),
+        cmocka_unit_test(test_redis_new_alloc_failures),
         cmocka_unit_test(test_redis_auth),
         cmocka_unit_test(test_redis_outage_kill_restart),
         cmocka_unit_test(test_redis_outage_hang),
