@@ -57,7 +57,7 @@
  * ---- Threading -----------------------------------------------------------------------------
  * A sy_store is safe to use from any number of threads at once; sy_store_new/sy_store_free are
  * not concurrent with other calls. Results are owned by the caller (cleanup functions below).
- * The process must not die of SIGPIPE: the Redis backend writes with MSG_NOSIGNAL itself.
+ * The Redis backend never raises SIGPIPE: it sends with MSG_NOSIGNAL instead of hiredis's write.
  *
  * ---- Configuration (documented choice) ------------------------------------------------------
  * "redis": null | {"url", "password_env", "timeout_ms", "pool", "key_prefix", "max_value_bytes"}

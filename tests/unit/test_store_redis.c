@@ -162,8 +162,7 @@ static void test_redis_new_alloc_failures(void **state)
     sy_store *s = NULL;
 
     (void)state;
-    snprintf(json, sizeof(json), "{\"url\": \"redis://u@127.0.0.1:%d\", \"pool\": 2}",
-             g_srv.port);
+    snprintf(json, sizeof(json), "{\"url\": \"redis://u@127.0.0.1:%d\", \"pool\": 2}", g_srv.port);
     j = json_loads(json, 0, NULL);
     sy_store_opts_init(&o);
     sy_errlist_init(&errs);
