@@ -254,7 +254,14 @@ typedef struct token {
 typedef struct scan {
     sy_cls_emit_fn emit;
     void *ctx;
+    const float *weights; /* plain scoring: sum weights here instead of calling emit */
+    uint32_t mask;
+    double wsum[SY_CLS_NKINDS];
+    uint32_t salt; /* non-zero: multiple-choice question, n-grams hash into their own space */
+    bool mc;
+    size_t mc_lines;
     size_t budget; /* bytes still scanned */
+    size_t pre_budget;
     size_t total;  /* bytes of the turn, scanned or not */
     /* char 4-grams over the normalised text, runs of spaces collapsed */
     uint32_t packed;
@@ -272,14 +279,13 @@ typedef struct scan {
     bool first_pending; /* the first word (after "please") is not classified yet */
     /* byte context */
     unsigned char b1, b2; /* previous two bytes */
-    bool line_start;
-    uint64_t tail; /* last 8 normalised non-space bytes */
+    uint64_t tail; /* last 8 normalised non-space bytes (from the pre-pass) */
     size_t run_backticks;
     /* counts */
     size_t count[SY_CLS_NKINDS];
     size_t scanned, words, word_bytes, long_words, upper, letters, digits, non_ascii, cjk, cyr,
         syntax, mathops, latex, numbers, decimals, money, qmarks, fences, backticks, newlines,
-        sentences, code_words, constraints, step, prove, why, mc;
+        sentences, code_words, constraints, step, prove, why;
     bool wh_start, imperative;
 } scan;
 
@@ -290,10 +296,10 @@ static void scan_init(scan *s, sy_cls_emit_fn emit, void *ctx)
     s->emit = emit;
     s->ctx = ctx;
     s->budget = SY_CLS_SCAN_MAX;
+    s->pre_budget = SY_CLS_SCAN_MAX;
     s->packed = ' ';
     s->nch = 1;
     s->prev_space = true;
-    s->line_start = true;
     s->first_pending = true;
 }
 
@@ -301,12 +307,20 @@ static inline void put(scan *s, sy_cls_kind kind, uint32_t h, const char *a, siz
                        const char *b, size_t blen)
 {
     s->count[kind]++;
-    if (s->emit != NULL)
+    if (s->salt != 0)
+        h = fmix32(h ^ s->salt);
+    /* plain scoring: add the weight, no call and no branch on it (most buckets are zero) */
+    if (s->weights != NULL)
+        s->wsum[kind] += s->weights[h & s->mask];
+    else if (s->emit != NULL)
         s->emit(s->ctx, kind, h, a, alen, b, blen);
 }
 
 static inline void char_gram(scan *s, unsigned char nc)
 {
+#ifdef SY_CLS_NOCHAR
+    return;
+#endif
     bool sp = nc == ' ';
     if (sp && s->prev_space)
         return;
@@ -420,6 +434,43 @@ static bool mc_at(const unsigned char *p, size_t n, size_t i, bool line_start)
     return i + 2 >= n || (byte_class[p[i + 2]] & C_SPACE);
 }
 
+/* The pre-pass: multiple-choice option lines and the last non-space bytes, needed before the
+ * n-grams are hashed (a multiple-choice question hashes into its own space). Only line starts
+ * and '(' are visited. */
+static void prepass_text(scan *s, const char *text, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)text;
+    size_t n = len < s->pre_budget ? len : s->pre_budget;
+
+    s->pre_budget -= n;
+    for (size_t i = 0; i < n;) {
+        while (i < n && (p[i] == ' ' || p[i] == '\t'))
+            i++;
+        if (i < n && mc_at(p, n, i, true))
+            s->mc_lines++;
+        const unsigned char *nl = memchr(p + i, '\n', n - i);
+        size_t end = nl != NULL ? (size_t)(nl - p) : n;
+        for (const unsigned char *q = memchr(p + i, '(', end - i); q != NULL;
+             q = memchr(q + 1, '(', end - (size_t)(q + 1 - p))) {
+            size_t j = (size_t)(q - p);
+            if (j > i && mc_at(p, n, j, false))
+                s->mc_lines++;
+            if (j + 1 >= end)
+                break;
+        }
+        i = end + 1;
+    }
+    uint64_t tail = 0;
+    unsigned got = 0;
+    for (size_t i = n; i > 0 && got < 8; i--) {
+        if (byte_class[p[i - 1]] & C_SPACE)
+            continue;
+        tail |= (uint64_t)norm_byte(p[i - 1]) << (8 * got++);
+    }
+    if (got > 0)
+        s->tail = tail;
+}
+
 static void scan_feed(scan *s, const char *text, size_t len)
 {
     const unsigned char *p = (const unsigned char *)text;
@@ -475,10 +526,8 @@ static void scan_feed(scan *s, const char *text, size_t len)
             if (s->wp != NULL)
                 word_done(s);
             if (k & C_SPACE) {
-                if (c == '\n') {
+                if (c == '\n')
                     s->newlines++;
-                    s->line_start = true;
-                }
                 goto next;
             }
             token_done(s, text + i, 1, (FNV_OFFSET ^ c) * FNV_PRIME);
@@ -527,13 +576,6 @@ static void scan_feed(scan *s, const char *text, size_t len)
                 (i + 1 >= n || (byte_class[p[i + 1]] & C_SPACE)))
                 s->sentences++;
         }
-        if (!(k & C_SPACE)) {
-            if (s->line_start || c == '(')
-                if (mc_at(p, n, i, s->line_start))
-                    s->mc++;
-            s->line_start = false;
-            s->tail = (s->tail << 8) | nc;
-        }
     next:
         s->b2 = s->b1;
         s->b1 = c;
@@ -546,7 +588,6 @@ static void scan_break(scan *s)
     if (s->wp != NULL)
         word_done(s);
     char_gram(s, ' ');
-    s->line_start = true;
     s->b1 = s->b2 = '\n';
 }
 
@@ -611,8 +652,7 @@ static void scan_finish(scan *s, size_t turns, size_t system_bytes, sy_cls_featu
     d[SY_CLS_D_step_by_step] = s->step > 0;
     d[SY_CLS_D_prove] = s->prove > 0;
     d[SY_CLS_D_explain_why] = s->why > 0;
-    d[SY_CLS_D_mc_options] = cap1((double)s->mc / 4.0);
-    /* "answer:" packed as the last 7 bytes */
+    d[SY_CLS_D_mc_options] = cap1((double)s->mc_lines / 4.0);
     d[SY_CLS_D_answer_cue] = (s->tail & 0xffffffffffffffull) == 0x616e737765723aull;
     d[SY_CLS_D_non_ascii] = (double)s->non_ascii / sc;
     d[SY_CLS_D_cjk] = cap1((double)s->cjk / sc);
@@ -624,7 +664,7 @@ static void scan_finish(scan *s, size_t turns, size_t system_bytes, sy_cls_featu
     d[SY_CLS_D_sentences_log] = lg((double)s->sentences, 6);
     /* Length and counts mean different things in a multiple-choice question (long options)
      * and in an open question (more steps): open ones get their own copies. */
-    if (s->mc < 2 && d[SY_CLS_D_answer_cue] == 0) {
+    if (!s->mc) {
         d[SY_CLS_D_open] = 1;
         d[SY_CLS_D_open_tokens] = d[SY_CLS_D_tokens_log];
         d[SY_CLS_D_open_words] = d[SY_CLS_D_words_log];
@@ -656,10 +696,15 @@ static size_t content_bytes(const json_t *content)
     return n;
 }
 
-static void feed_content(scan *s, const json_t *content)
+/* Runs the pre-pass (<pre>) or the scan over a content: a string, or the text parts of an
+ * array, one after the other as separate lines. */
+static void walk_content(scan *s, const json_t *content, bool pre)
 {
     if (json_is_string(content)) {
-        scan_feed(s, json_string_value(content), json_string_length(content));
+        if (pre)
+            prepass_text(s, json_string_value(content), json_string_length(content));
+        else
+            scan_feed(s, json_string_value(content), json_string_length(content));
         return;
     }
     if (!json_is_array(content))
@@ -671,6 +716,10 @@ static void feed_content(scan *s, const json_t *content)
         const json_t *t = json_object_get(part, "text");
         if (!json_is_string(t))
             continue;
+        if (pre) {
+            prepass_text(s, json_string_value(t), json_string_length(t));
+            continue;
+        }
         if (!first)
             scan_break(s);
         first = false;
@@ -678,16 +727,34 @@ static void feed_content(scan *s, const json_t *content)
     }
 }
 
-sy_err sy_classifier_features(const json_t *request, sy_cls_features *out, sy_cls_emit_fn emit,
-                              void *ctx)
+#define MC_SALT 0x3c6ef372u
+
+/* The whole extraction of one user turn: pre-pass, then the scan. */
+static void extract(scan *s, const json_t *content, const char *text, size_t len, size_t turns,
+                    size_t system, sy_cls_features *out)
 {
-    scan s;
+    if (content != NULL)
+        walk_content(s, content, true);
+    else
+        prepass_text(s, text, len);
+    /* "answer:" is the last 7 normalised bytes */
+    s->mc = s->mc_lines >= 2 || (s->tail & 0xffffffffffffffull) == 0x616e737765723aull;
+    s->salt = s->mc ? MC_SALT : 0;
+    if (content != NULL)
+        walk_content(s, content, false);
+    else
+        scan_feed(s, text, len);
+    scan_finish(s, turns, system, out);
+}
+
+/* Extracts <request> with the initialised scan <s>. */
+static sy_err features(const json_t *request, scan *s, sy_cls_features *out)
+{
     size_t turns = 0, system = 0;
-    const json_t *msgs, *prompt;
+    const json_t *msgs, *prompt, *first = NULL;
 
     if (!json_is_object(request))
         return SY_EINVAL;
-    scan_init(&s, emit, ctx);
     msgs = json_object_get(request, "messages");
     prompt = json_object_get(request, "prompt");
     if (json_is_array(msgs)) {
@@ -700,22 +767,33 @@ sy_err sy_classifier_features(const json_t *request, sy_cls_features *out, sy_cl
                 continue;
             if (strcmp(role, "user") == 0) {
                 if (turns++ == 0)
-                    feed_content(&s, content);
+                    first = content;
             } else if (strcmp(role, "system") == 0 || strcmp(role, "developer") == 0) {
                 system += content_bytes(content);
             }
         }
     } else if (json_is_string(prompt)) {
         turns = 1;
-        scan_feed(&s, json_string_value(prompt), json_string_length(prompt));
+        first = prompt;
     } else if (json_is_array(prompt) && json_is_string(json_array_get(prompt, 0))) {
         turns = 1;
-        feed_content(&s, json_array_get(prompt, 0));
+        first = json_array_get(prompt, 0);
     } else {
         return SY_EINVAL;
     }
-    scan_finish(&s, turns, system, out);
+    if (first != NULL)
+        extract(s, first, NULL, 0, turns, system, out);
+    else
+        extract(s, NULL, "", 0, turns, system, out);
     return SY_OK;
+}
+
+sy_err sy_classifier_features(const json_t *request, sy_cls_features *out, sy_cls_emit_fn emit,
+                              void *ctx)
+{
+    scan s;
+    scan_init(&s, emit, ctx);
+    return features(request, &s, out);
 }
 
 void sy_classifier_features_text(const char *text, size_t len, sy_cls_features *out,
@@ -723,8 +801,7 @@ void sy_classifier_features_text(const char *text, size_t len, sy_cls_features *
 {
     scan s;
     scan_init(&s, emit, ctx);
-    scan_feed(&s, text, len);
-    scan_finish(&s, 1, 0, out);
+    extract(&s, NULL, text, len, 1, 0, out);
 }
 
 /* ---- names ------------------------------------------------------------------------------- */
@@ -1104,14 +1181,23 @@ sy_err sy_classifier_score(const sy_classifier *c, const json_t *request, double
     sy_cls_features f;
     sy_err rc;
 
+    scan s;
+
     if (top != NULL && ntop > 0) {
         memset(slot, 0, sizeof(slot));
         sc.slot = slot;
         sc.tab = tab;
+        scan_init(&s, score_emit, &sc);
+    } else {
+        scan_init(&s, NULL, NULL);
+        s.weights = c->hashed;
+        s.mask = c->mask;
     }
-    rc = sy_classifier_features(request, &f, score_emit, &sc);
+    rc = features(request, &s, &f);
     if (rc != SY_OK)
         return rc;
+    if (sc.slot == NULL)
+        memcpy(sc.sum, s.wsum, sizeof(sc.sum));
     double z = sy_classifier_logit(c, &f, sc.sum);
     *score = 1.0 / (1.0 + exp(-z));
     if (sc.slot == NULL)

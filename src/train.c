@@ -38,7 +38,8 @@ typedef struct opts {
     double holdout;
     int epochs;
     double l2;
-    double l2_hashed; /* < 0: same as l2 */
+    double l2_hashed; /* n-gram weights of open questions */
+    double l2_mc;     /* n-gram weights only multiple-choice rows use */
     unsigned hash_bits;
     label_kind label;
     double prune;
@@ -80,6 +81,7 @@ typedef struct trainer {
     bool tmp_oom;
     /* compact parameter space: bias, dense, then every bucket seen in the data */
     int32_t *remap;   /* 2^bits -> compact index or -1 */
+    double *l2;       /* per parameter */
     uint32_t *bucket; /* compact hashed index -> bucket */
     size_t nbuckets;
     size_t nparams;
@@ -124,22 +126,26 @@ static double softplus(double z)
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: switchyard train --data A.jsonl[,B.jsonl] --out FILE [--seed N]\n"
-            "         [--holdout F] [--epochs N] [--l2 X] [--hash-bits B]\n"
-            "         [--label gain|needs_strong|gain_weighted] [--set-weight SET=W,...]\n"
-            "         [--prune X] [--threshold-share S | --threshold T] [--eval-dir DIR]\n"
-            "         [--folds K] [--quiet]\n"
-            "  --seed N            held-out split key (default 1)\n"
+            "usage: switchyard train --data A.jsonl[,B.jsonl] --out FILE [options]\n"
+            "  --seed N            key of the held-out split and the folds (default 1)\n"
             "  --holdout F         share of rows held out by id hash (default 0.2)\n"
-            "  --epochs N          L-BFGS iterations, each one full pass (default 300)\n"
-            "  --l2 X              L2 penalty (default 3e-4)\n"
-            "  --label L           training target (default gain)\n"
-            "  --set-weight S=W    multiply the weight of rows of set S (default 1)\n"
-            "  --prune X           drop hashed weights with |w| < X (default 1e-4)\n"
-            "  --threshold-share S threshold sending share S of training rows to the flagship\n"
-            "                      (default 0.5); --threshold T fixes it instead\n"
-            "  --eval-dir DIR      write held-out rows and scores per set (route_eval format)\n"
-            "  --folds K           also K-fold cross-validate over all rows into DIR\n");
+            "  --epochs N          most L-BFGS iterations, each a full pass (default 300)\n"
+            "  --l2 X              L2 penalty of the dense weights (default 1e-4)\n"
+            "  --l2-hashed X       ... of n-gram weights of open questions (default 1e-2)\n"
+            "  --l2-mc X           ... of n-gram weights of multiple-choice questions (3e-3)\n"
+            "  --hash-bits B       2^B n-gram buckets (default 18)\n"
+            "  --label L           gain (default) | needs_strong | gain_weighted\n"
+            "  --aux A             rows with \"scores\": blend share A of (strong - mean of all\n"
+            "                      graded models) into the gain (default 0)\n"
+            "  --set-weight S=W,.. multiply the weight of the rows of set S (default 1)\n"
+            "  --prune X           drop n-gram weights with |w| < X (default 1e-3)\n"
+            "  --threshold-share S threshold sending share S of the open (not multiple-\n"
+            "                      choice) training rows to the flagship (default 0.5);\n"
+            "                      --threshold T fixes it instead\n"
+            "  --eval-dir DIR      write held-out rows and their scores per set, in\n"
+            "                      route_eval.py format (holdout-SET.jsonl, .scores.jsonl)\n"
+            "  --folds K           also K-fold cross-validate on the training rows (cv-SET.*)\n"
+            "  --quiet             only the reports\n");
 }
 
 static bool parse_double(const char *s, double *out)
@@ -166,11 +172,12 @@ static int parse_opts(int argc, char **argv, opts *o)
     o->seed = 1;
     o->holdout = 0.2;
     o->epochs = 300;
-    o->l2 = 3e-4;
-    o->l2_hashed = -1;
+    o->l2 = 1e-4;
+    o->l2_hashed = 1e-2;
+    o->l2_mc = 3e-3;
     o->hash_bits = 18;
     o->label = LABEL_GAIN;
-    o->prune = 1e-4;
+    o->prune = 1e-3;
     o->threshold_share = 0.5;
     o->threshold = -1;
     o->folds = 0;
@@ -210,6 +217,8 @@ static int parse_opts(int argc, char **argv, opts *o)
             o->l2 = d;
         else if (strcmp(a, "--l2-hashed") == 0 && parse_double(v, &d) && d >= 0)
             o->l2_hashed = d;
+        else if (strcmp(a, "--l2-mc") == 0 && parse_double(v, &d) && d >= 0)
+            o->l2_mc = d;
         else if (strcmp(a, "--hash-bits") == 0 && parse_ull(v, &u) && u >= SY_CLS_HASH_BITS_MIN &&
                  u <= SY_CLS_HASH_BITS_MAX)
             o->hash_bits = (unsigned)u;
@@ -574,6 +583,21 @@ static int remap(trainer *t)
         for (size_t k = 0; k < t->rows[i].nnz; k++)
             t->rows[i].idx[k] = (uint32_t)t->remap[t->rows[i].idx[k]];
     t->nparams = 1 + SY_CLS_NDENSE + t->nbuckets;
+    /* the penalty of each parameter: dense, hashed, or hashed and seen only in multiple-choice
+     * rows (their n-grams hash into their own space, see classifier.c) */
+    t->l2 = malloc(t->nparams * sizeof(*t->l2));
+    if (t->l2 == NULL)
+        return 1;
+    double l2h = t->o.l2_hashed, l2mc = t->o.l2_mc;
+    for (size_t j = 0; j < t->nparams; j++)
+        t->l2[j] = j == 0 ? 0 : j <= SY_CLS_NDENSE ? t->o.l2 : -1;
+    for (size_t i = 0; i < t->nrows; i++) {
+        const row *r = &t->rows[i];
+        bool open = r->dense[SY_CLS_D_open] != 0;
+        for (size_t k = 0; k < r->nnz; k++)
+            if (open || t->l2[r->idx[k]] < 0)
+                t->l2[r->idx[k]] = open ? l2h : l2mc;
+    }
     return 0;
 }
 
@@ -592,12 +616,12 @@ static double row_logit(const row *r, const double *x)
 /* A training subset: rows where in(row) holds. */
 typedef struct subset {
     const trainer *t;
-    int fold; /* -1: all non-holdout rows; else rows of other folds */
+    int fold; /* -1: all non-holdout rows; else the non-holdout rows of other folds */
 } subset;
 
 static bool in_subset(const subset *s, const row *r)
 {
-    return s->fold < 0 ? !r->holdout : r->fold != s->fold;
+    return !r->holdout && (s->fold < 0 || r->fold != s->fold);
 }
 
 /* Objective: weighted mean log loss plus l2/2 |w|^2 (bias excluded). Gradient into <g>. */
@@ -629,11 +653,9 @@ static double objective(const subset *s, const double *x, double *g)
         for (size_t k = 0; k < r->nnz; k++)
             g[r->idx[k]] += d * r->val[k];
     }
-    double l2h = t->o.l2_hashed >= 0 ? t->o.l2_hashed : t->o.l2;
     for (size_t j = 1; j < n; j++) {
-        double l2 = j <= SY_CLS_NDENSE ? t->o.l2 : l2h;
-        loss += 0.5 * l2 * x[j] * x[j];
-        g[j] += l2 * x[j];
+        loss += 0.5 * t->l2[j] * x[j] * x[j];
+        g[j] += t->l2[j] * x[j];
     }
     return loss;
 }
@@ -914,16 +936,20 @@ static int cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* The threshold that sends <share> of the training rows to the flagship. */
+/* The threshold that sends <share> of the training rows to the flagship. Chat traffic is
+ * mostly open questions, so when there are enough open (not multiple-choice) training rows
+ * the quantile is taken over those. */
 static double share_threshold(const trainer *t, const double *sc, double share)
 {
     double *v = malloc(t->nrows * sizeof(*v));
-    size_t n = 0;
+    size_t n = 0, nopen = 0;
     double thr = 0.5;
     if (v == NULL)
         return thr;
     for (size_t i = 0; i < t->nrows; i++)
-        if (!t->rows[i].holdout)
+        nopen += !t->rows[i].holdout && t->rows[i].dense[SY_CLS_D_open] != 0;
+    for (size_t i = 0; i < t->nrows; i++)
+        if (!t->rows[i].holdout && (nopen < 20 || t->rows[i].dense[SY_CLS_D_open] != 0))
             v[n++] = sc[i];
     if (n > 0) {
         qsort(v, n, sizeof(*v), cmp_double);
@@ -1115,9 +1141,10 @@ static int cross_validate(trainer *t, double *x, double *sc)
                 sc[i] = sigmoid(row_logit(&t->rows[i], x));
     }
     for (size_t i = 0; i < t->nrows; i++)
-        all[i] = true;
-    char title[64];
-    (void)snprintf(title, sizeof(title), "%d-fold cross-validation (out-of-fold scores):",
+        all[i] = !t->rows[i].holdout;
+    char title[96];
+    (void)snprintf(title, sizeof(title),
+                   "%d-fold cross-validation over the training rows (out-of-fold scores):",
                    t->o.folds);
     if (report(t, title, all, sc, 0.5) != 0 || write_eval(t, "cv", all, sc) != 0)
         goto out;
@@ -1142,6 +1169,7 @@ static void trainer_cleanup(trainer *t)
     free(t->tmp_k);
     free(t->remap);
     free(t->bucket);
+    free(t->l2);
 }
 
 int sy_train_main(int argc, char **argv)

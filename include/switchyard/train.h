@@ -8,9 +8,11 @@
 #include <stdint.h>
 
 /* switchyard train --data A.jsonl[,B.jsonl] --out FILE [--seed N] [--holdout F] [--epochs N]
- *                  [--l2 X] [--hash-bits B] [--label gain|needs_strong|gain_weighted]
- *                  [--set-weight SET=W,...] [--prune X] [--threshold-share S | --threshold T]
- *                  [--eval-dir DIR] [--folds K] [--quiet]
+ *                  [--l2 X] [--l2-hashed X] [--l2-mc X] [--hash-bits B]
+ *                  [--label gain|needs_strong|gain_weighted] [--aux A] [--set-weight SET=W,...]
+ *                  [--prune X] [--threshold-share S | --threshold T] [--eval-dir DIR]
+ *                  [--folds K] [--quiet]
+ * (--help lists what each does.)
  * <argv>[0] is "train". Returns a process exit status: 0 on success, 1 on a data or I/O error,
  * 2 on a usage error. Prints the report on stdout and errors on stderr. Deterministic: the same
  * data and flags write the same weights file byte for byte. */
