@@ -303,6 +303,17 @@ static const field deployment_fields[] = {
      .def_bool = true,
      .doc = "ask the upstream for usage in streams (`stream_options.include_usage`); turn off "
             "for servers that reject it"},
+    {.key = "default_max_tokens", .type = FT_INT, .itype = FI_INT,
+     .off = offsetof(sy_deployment, default_max_tokens), .def_int = 4096, .min = 1,
+     .max = 1000000,
+     .doc = "provider `anthropic`: `max_tokens` sent when the client gives neither "
+            "`max_tokens` nor `max_completion_tokens` (the Messages API requires one)"},
+    {.key = "auto_cache_control", .type = FT_BOOL,
+     .off = offsetof(sy_deployment, auto_cache_control), .def_bool = false,
+     .doc = "provider `anthropic`: when a request has no cache breakpoint of its own and its "
+            "stable prefix (tools, system, turns before the last) is about 1024 tokens or more, "
+            "mark that prefix with `cache_control` so repeated conversations read Anthropic's "
+            "prompt cache"},
     {.key = "price", .type = FT_OBJECT, .off = offsetof(sy_deployment, price),
      .flags = FL_OPTIONAL, .sub = &price_table, .set_off = offsetof(sy_price, set),
      .doc = "explicit price, see below"},

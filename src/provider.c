@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "switchyard/provider_anthropic.h"
+
 static sy_err openai_url(const sy_deployment *d, sy_endpoint ep, char *url, size_t n)
 {
     int k = snprintf(url, n, "%s%s", d->base_url, sy_openai_path(ep));
@@ -60,7 +62,7 @@ const sy_provider_ops *sy_provider_get(sy_provider p)
     case SY_PROVIDER_OPENAI:
         return &sy_provider_openai;
     case SY_PROVIDER_ANTHROPIC:
-        return NULL; /* provider_anthropic.c registers here when it lands */
+        return &sy_provider_anthropic;
     }
     return NULL;
 }

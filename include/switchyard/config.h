@@ -44,6 +44,8 @@ typedef struct sy_deployment {
     bool stream_usage; /* ask the upstream for stream usage (stream_options.include_usage) */
     sy_price price;
     size_t index; /* position in config->deployments */
+    int default_max_tokens;  /* anthropic: max_tokens when the client gives none */
+    bool auto_cache_control; /* anthropic: cache breakpoints on long stable prefixes */
 } sy_deployment;
 
 /* An alias: one model name standing for an ordered list of deployments (fallback order). */

@@ -68,6 +68,10 @@ typedef struct directives {
     long dim;
     long words; /* -1 = the greeting */
     long tool_calls;
+    long cache_read;  /* Anthropic usage.cache_read_input_tokens */
+    long cache_write; /* Anthropic usage.cache_creation_input_tokens */
+    long error_after; /* Anthropic streams: an error event after N content chunks; -1 = never */
+    bool thinking;    /* Anthropic: a thinking block before the answer */
 } directives;
 
 static void directives_init(directives *d)
@@ -81,6 +85,7 @@ static void directives_init(directives *d)
     d->dim = 8;
     d->words = -1;
     d->tool_calls = 1;
+    d->error_after = -1;
 }
 
 static bool span_eq(const char *s, size_t n, const char *lit)
@@ -156,6 +161,17 @@ static void directive_set(directives *d, const char *k, size_t kn, const char *v
     } else if (span_eq(k, kn, "tool_calls")) {
         if (parse_num(v, vn, 1, MAX_TOOL_CALLS, &n))
             d->tool_calls = n;
+    } else if (span_eq(k, kn, "cache_read")) {
+        if (parse_num(v, vn, 0, 1000000000L, &n))
+            d->cache_read = n;
+    } else if (span_eq(k, kn, "cache_write")) {
+        if (parse_num(v, vn, 0, 1000000000L, &n))
+            d->cache_write = n;
+    } else if (span_eq(k, kn, "error_after")) {
+        if (parse_num(v, vn, 0, 1000000000L, &n))
+            d->error_after = n;
+    } else if (span_eq(k, kn, "thinking")) {
+        parse_bool(v, vn, &d->thinking);
     } else if (span_eq(k, kn, "shape")) {
         d->shape_set = true;
         if (span_eq(v, vn, "openai"))
@@ -349,6 +365,18 @@ static int chat_greeting(fbuf *g, const json_t *root)
     }
     rc = greeting(g, t.p ? t.p : "", t.len);
 out:
+    fbuf_cleanup(&t);
+    return rc;
+}
+
+/* Anthropic: the last user message's text, tool results included (anthropic.c). */
+static int messages_greeting(fbuf *g, const json_t *root)
+{
+    fbuf t;
+    int rc;
+
+    fbuf_init(&t);
+    rc = fake_anth_user_text(&t, root) == 0 ? greeting(g, t.p ? t.p : "", t.len) : -1;
     fbuf_cleanup(&t);
     return rc;
 }
@@ -701,20 +729,28 @@ out:
     return rc;
 }
 
-/* Anthropic Messages: one text block, or tool_use blocks. */
+/* Anthropic Messages: one text block (cut at the first stop sequence it contains), or tool_use
+ * blocks; a thinking block first with thinking=1. Once the last user turn carries tool
+ * results, the answer is text, as a model's would be. */
 static int messages_reply(fake_reply *r, const directives *d, const json_t *root,
                           size_t body_len)
 {
-    const char *tname = tool_name(root);
+    const char *tname = fake_anth_after_tools(root) ? NULL : tool_name(root);
+    const char *stop_seq = NULL;
     json_t *content = json_array(), *j;
-    fbuf text;
+    fbuf text, usage;
     char id[64], tid[96];
     long completion, i;
     int rc = -1;
 
     fbuf_init(&text);
+    fbuf_init(&usage);
     next_id(id, sizeof(id), "msg_");
     if (content == NULL)
+        goto out;
+    if (d->thinking &&
+        json_array_append_new(content, json_pack("{s:s,s:s,s:s}", "type", "thinking", "thinking",
+                                                 "Let me think.", "signature", "fakesig")) != 0)
         goto out;
     if (tname != NULL) {
         for (i = 0; i < d->tool_calls; i++) {
@@ -727,26 +763,32 @@ static int messages_reply(fake_reply *r, const directives *d, const json_t *root
         }
         completion = d->tool_calls * (TOOL_FRAGMENTS + 1);
     } else {
-        if ((d->words >= 0 ? words_text(&text, d->words) : chat_greeting(&text, root)) != 0 ||
-            json_array_append_new(content, json_pack("{s:s,s:s%}", "type", "text", "text",
+        size_t at = 0;
+        if ((d->words >= 0 ? words_text(&text, d->words) : messages_greeting(&text, root)) != 0)
+            goto out;
+        if ((stop_seq = fake_anth_stop(text.p ? text.p : "", text.len, root, &at)) != NULL)
+            text.len = at;
+        if (json_array_append_new(content, json_pack("{s:s,s:s%}", "type", "text", "text",
                                                      text.p ? text.p : "", text.len)) != 0)
             goto out;
         completion = d->words >= 0 ? d->words : d->chunks;
     }
-    j = json_pack("{s:s,s:s,s:s,s:s,s:o,s:s,s:n}", "id", id, "type", "message", "role",
+    j = json_pack("{s:s,s:s,s:s,s:s,s:o,s:s,s:s?}", "id", id, "type", "message", "role",
                   "assistant", "model", model_of(root), "content", content, "stop_reason",
-                  tname ? "tool_use" : "end_turn", "stop_sequence");
+                  tname ? "tool_use" : stop_seq ? "stop_sequence" : "end_turn", "stop_sequence",
+                  stop_seq);
     content = NULL;
     if (j == NULL)
         goto out;
-    if (d->usage && set_new(j, "usage", json_pack("{s:I,s:I}", "input_tokens",
-                                                  (json_int_t)prompt_tokens(body_len),
-                                                  "output_tokens", (json_int_t)completion)) != 0)
+    if (d->usage && (fake_anth_usage(&usage, prompt_tokens(body_len), completion, d->cache_read,
+                                     d->cache_write) != 0 ||
+                     set_new(j, "usage", json_loadb(usage.p, usage.len, 0, NULL)) != 0))
         goto out;
     rc = dump_take(&r->body, j);
 out:
     json_decref(content);
     fbuf_cleanup(&text);
+    fbuf_cleanup(&usage);
     return rc;
 }
 
@@ -944,6 +986,10 @@ struct fake_stream {
     char id[64];
     char *model_json; /* the model as a quoted JSON string */
     char *tool_json;  /* the tool name as a quoted JSON string */
+    long cache_read, cache_write; /* Anthropic usage */
+    long error_after;             /* Anthropic: error event after N content chunks, -1 = never */
+    bool thinking;                /* Anthropic: a thinking block at index 0 */
+    char *stop_json;              /* Anthropic: the stop sequence hit (quoted JSON), or NULL */
     char *text;       /* the greeting, split into the content pieces */
     size_t text_len;
     size_t text_chars; /* characters (code points) in text */
@@ -955,6 +1001,7 @@ void fake_stream_free(fake_stream *s)
         return;
     free(s->model_json);
     free(s->tool_json);
+    free(s->stop_json);
     free(s->text);
     free(s);
 }
@@ -982,7 +1029,9 @@ static fake_stream *stream_new(endpoint ep, const directives *d, const json_t *r
     fake_stream *s = calloc(1, sizeof(*s));
     const json_t *opts = json_object_get(root, "stream_options");
     const char *model = model_of(root);
-    const char *tname = ep == EP_COMPLETIONS ? NULL : tool_name(root);
+    const char *tname = ep == EP_COMPLETIONS                            ? NULL
+                        : ep == EP_MESSAGES && fake_anth_after_tools(root) ? NULL
+                                                                            : tool_name(root);
     fbuf g;
 
     fbuf_init(&g);
@@ -995,6 +1044,10 @@ static fake_stream *stream_new(endpoint ep, const directives *d, const json_t *r
     s->malformed = d->malformed;
     s->interval_ms = (unsigned)d->interval_ms;
     s->drop_after = d->drop_after;
+    s->cache_read = d->cache_read;
+    s->cache_write = d->cache_write;
+    s->error_after = ep == EP_MESSAGES ? d->error_after : -1;
+    s->thinking = ep == EP_MESSAGES && d->thinking;
     s->prompt_tokens = prompt_tokens(body_len);
     s->created = (long long)time(NULL);
     next_id(s->id, sizeof(s->id),
@@ -1008,8 +1061,19 @@ static fake_stream *stream_new(endpoint ep, const directives *d, const json_t *r
             goto fail;
     } else {
         s->n_content = d->chunks;
-        if ((ep == EP_COMPLETIONS ? completion_greeting(&g, root) : chat_greeting(&g, root)) != 0)
+        if ((ep == EP_COMPLETIONS ? completion_greeting(&g, root)
+             : ep == EP_MESSAGES  ? messages_greeting(&g, root)
+                                  : chat_greeting(&g, root)) != 0)
             goto fail;
+        if (ep == EP_MESSAGES) {
+            size_t at = 0;
+            const char *hit = fake_anth_stop(g.p ? g.p : "", g.len, root, &at);
+            if (hit != NULL) {
+                g.len = at;
+                if ((s->stop_json = json_str_dup(hit, strlen(hit))) == NULL)
+                    goto fail;
+            }
+        }
         s->text = g.p;
         s->text_len = g.len;
         g.p = NULL; /* the stream owns it now */
@@ -1153,9 +1217,26 @@ static int anth_block_stop(fake_stream *s, fbuf *o, long index)
     return anth_simple(s, o, "content_block_stop", j);
 }
 
+/* Index of the first answer block: a thinking block, when asked, comes first. */
+static long anth_base(const fake_stream *s)
+{
+    return s->thinking ? 1 : 0;
+}
+
+/* The error event a stream ends with (error_after=N): Anthropic's overloaded_error. */
+static int anth_error(fake_stream *s, fbuf *o)
+{
+    if (anth_simple(s, o, "error",
+                    "{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\","
+                    "\"message\":\"Overloaded\"}}") != 0)
+        return -1;
+    return s->chunked ? fbuf_puts(o, "0\r\n\r\n") : 0;
+}
+
 static int anth_start(fake_stream *s, fbuf *o)
 {
     size_t start;
+    char j[160];
 
     if (ev_open_named(s, o, &start, "message_start") != 0 ||
         fbuf_printf(o,
@@ -1163,16 +1244,30 @@ static int anth_start(fake_stream *s, fbuf *o)
                     "\"message\",\"role\":\"assistant\",\"model\":%s,\"content\":[],"
                     "\"stop_reason\":null,\"stop_sequence\":null",
                     s->id, s->model_json) != 0 ||
-        (s->usage && fbuf_printf(o, ",\"usage\":{\"input_tokens\":%ld,\"output_tokens\":1}",
-                                 s->prompt_tokens) != 0) ||
+        (s->usage && (fbuf_puts(o, ",\"usage\":") != 0 ||
+                      fake_anth_usage(o, s->prompt_tokens, 1, s->cache_read, s->cache_write))) ||
         fbuf_puts(o, "}}") != 0 || ev_close(s, o, start) != 0)
         return -1;
     if (anth_simple(s, o, "ping", "{\"type\":\"ping\"}") != 0)
         return -1;
+    if (s->thinking &&
+        (anth_simple(s, o, "content_block_start",
+                     "{\"type\":\"content_block_start\",\"index\":0,\"content_block\":{"
+                     "\"type\":\"thinking\",\"thinking\":\"\",\"signature\":\"\"}}") != 0 ||
+         anth_simple(s, o, "content_block_delta",
+                     "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":"
+                     "\"thinking_delta\",\"thinking\":\"Let me think.\"}}") != 0 ||
+         anth_simple(s, o, "content_block_delta",
+                     "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":"
+                     "\"signature_delta\",\"signature\":\"fakesig\"}}") != 0 ||
+         anth_block_stop(s, o, 0) != 0))
+        return -1;
+    snprintf(j, sizeof(j),
+             "{\"type\":\"content_block_start\",\"index\":%ld,"
+             "\"content_block\":{\"type\":\"text\",\"text\":\"\"}}",
+             anth_base(s));
     if (s->n_calls == 0)
-        return anth_simple(s, o, "content_block_start",
-                           "{\"type\":\"content_block_start\",\"index\":0,"
-                           "\"content_block\":{\"type\":\"text\",\"text\":\"\"}}");
+        return anth_simple(s, o, "content_block_start", j);
     return 0;
 }
 
@@ -1184,15 +1279,16 @@ static int anth_content(fake_stream *s, fbuf *o, long i)
         static const char *const frag[TOOL_FRAGMENTS] = {"{\"location\":", "\"Paris\",",
                                                          "\"unit\":", "\"c\"}"};
         long call = i / (TOOL_FRAGMENTS + 1), part = i % (TOOL_FRAGMENTS + 1);
+        long index = anth_base(s) + call;
         if (part == 0) {
-            if (call > 0 && anth_block_stop(s, o, call - 1) != 0)
+            if (call > 0 && anth_block_stop(s, o, index - 1) != 0)
                 return -1;
             if (ev_open_named(s, o, &start, "content_block_start") != 0 ||
                 fbuf_printf(o,
                             "{\"type\":\"content_block_start\",\"index\":%ld,"
                             "\"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_%s_%ld\","
                             "\"name\":%s,\"input\":{}}}",
-                            call, s->id + 4, call, s->tool_json) != 0)
+                            index, s->id + 4, call, s->tool_json) != 0)
                 return -1;
         } else {
             const char *f = frag[part - 1];
@@ -1200,7 +1296,7 @@ static int anth_content(fake_stream *s, fbuf *o, long i)
                 fbuf_printf(o,
                             "{\"type\":\"content_block_delta\",\"index\":%ld,\"delta\":{"
                             "\"type\":\"input_json_delta\",\"partial_json\":",
-                            call) != 0 ||
+                            index) != 0 ||
                 fbuf_json_str(o, f, strlen(f)) != 0 || fbuf_puts(o, "}}") != 0)
                 return -1;
         }
@@ -1209,8 +1305,9 @@ static int anth_content(fake_stream *s, fbuf *o, long i)
         size_t pn;
         piece(s, i, &p, &pn);
         if (ev_open_named(s, o, &start, "content_block_delta") != 0 ||
-            fbuf_puts(o, "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{"
-                         "\"type\":\"text_delta\",\"text\":") != 0 ||
+            fbuf_printf(o, "{\"type\":\"content_block_delta\",\"index\":%ld,\"delta\":{"
+                           "\"type\":\"text_delta\",\"text\":",
+                        anth_base(s)) != 0 ||
             fbuf_json_str(o, p, pn) != 0 || fbuf_puts(o, "}}") != 0)
             return -1;
     }
@@ -1221,15 +1318,20 @@ static int anth_tail(fake_stream *s, fbuf *o)
 {
     size_t start;
 
-    if (anth_block_stop(s, o, s->n_calls > 0 ? s->n_calls - 1 : 0) != 0)
+    if (anth_block_stop(s, o, anth_base(s) + (s->n_calls > 0 ? s->n_calls - 1 : 0)) != 0)
         return -1;
+    /* usage in message_delta is cumulative: the whole message's counters */
     if (ev_open_named(s, o, &start, "message_delta") != 0 ||
         fbuf_printf(o,
                     "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"%s\","
-                    "\"stop_sequence\":null}",
-                    s->n_calls ? "tool_use" : "end_turn") != 0 ||
-        (s->usage &&
-         fbuf_printf(o, ",\"usage\":{\"output_tokens\":%ld}", s->n_content) != 0) ||
+                    "\"stop_sequence\":%s}",
+                    s->n_calls      ? "tool_use"
+                    : s->stop_json ? "stop_sequence"
+                                   : "end_turn",
+                    s->stop_json ? s->stop_json : "null") != 0 ||
+        (s->usage && (fbuf_puts(o, ",\"usage\":") != 0 ||
+                      fake_anth_usage(o, s->prompt_tokens, s->n_content, s->cache_read,
+                                      s->cache_write) != 0)) ||
         fbuf_puts(o, "}") != 0 || ev_close(s, o, start) != 0)
         return -1;
     if (anth_simple(s, o, "message_stop", "{\"type\":\"message_stop\"}") != 0)
@@ -1339,6 +1441,8 @@ fake_step fake_stream_start(fake_stream *s, fbuf *o, bool chunked)
     }
     if (s->ep == EP_MESSAGES && anth_start(s, o) != 0)
         return FAKE_STEP_FAIL;
+    if (s->error_after == 0)
+        return anth_error(s, o) == 0 ? FAKE_STEP_END : FAKE_STEP_FAIL;
     if (s->ep == EP_CHAT) {
         const char *role = s->shp == SHAPE_OLLAMA ? "{\"content\":\"\"}"
                            : s->shp == SHAPE_VLLM ? "{\"role\":\"assistant\",\"content\":\"\"}"
@@ -1364,6 +1468,8 @@ fake_step fake_stream_next(fake_stream *s, fbuf *o)
     s->sent++;
     if (s->drop_after >= 0 && s->sent >= s->drop_after)
         return FAKE_STEP_DROP;
+    if (s->error_after >= 0 && s->sent >= s->error_after && s->sent < s->n_content)
+        return anth_error(s, o) == 0 ? FAKE_STEP_END : FAKE_STEP_FAIL;
     if (s->sent == s->n_content)
         return emit_tail(s, o) == 0 ? FAKE_STEP_END : FAKE_STEP_FAIL;
     return FAKE_STEP_MORE;
@@ -1404,7 +1510,9 @@ int fake_handle(const fake_request *rq, fake_reply *r)
     directives d;
     endpoint ep;
     json_t *root = NULL;
-    int rc = -1;
+    int rc = -1, astatus;
+    const char *atype;
+    char amsg[128];
 
     while (plen < rq->target_len && path[plen] != '?' && path[plen] != '#')
         plen++;
@@ -1459,6 +1567,9 @@ int fake_handle(const fake_request *rq, fake_reply *r)
         rc = error_reply(r, d.shp, 404, "fake_upstream: unknown path", NULL, NULL, NULL);
     } else if ((ep == EP_MODELS || ep == EP_MODEL) ? !get : !post) {
         rc = error_reply(r, d.shp, 405, "fake_upstream: method not allowed", NULL, NULL, NULL);
+    } else if (ep == EP_MESSAGES && (astatus = fake_anth_check(rq, root, &atype, amsg,
+                                                                sizeof(amsg))) != 0) {
+        rc = error_reply(r, d.shp, astatus, amsg, NULL, NULL, NULL);
     } else if (d.malformed && !stream) {
         rc = fbuf_puts(&r->body, "{\"id\":\"fake-malformed\",\"choices\":[{\"message\":");
     } else if (ep == EP_MODELS || ep == EP_MODEL) {

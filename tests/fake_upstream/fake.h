@@ -103,6 +103,30 @@ fake_step fake_stream_next(fake_stream *s, fbuf *out);
 unsigned fake_stream_interval_ms(const fake_stream *s);
 void fake_stream_free(fake_stream *s);
 
+/* ------------------------------------------------------------------ Anthropic ------------- */
+
+/* Helpers of the /messages endpoint (anthropic.c; pure). <root> is the parsed request body. */
+struct json_t;
+
+/* Checks a Messages request the way the real API does on what a translating proxy can get
+ * wrong: an x-api-key (or Authorization) header, the anthropic-version header, model,
+ * max_tokens, user/assistant roles only, and no temperature/top_p/top_k under 2026-10-21 or
+ * later. Returns 0 when fine, else the HTTP status with <msg> (the error type in *type).
+ * <root> NULL checks the headers only. */
+int fake_anth_check(const fake_request *rq, const struct json_t *root, const char **type,
+                    char *msg, size_t msglen);
+/* True when the last user message carries tool_result blocks: the fake then answers with text,
+ * as a model does once it has its tool results. */
+bool fake_anth_after_tools(const struct json_t *root);
+/* Appends the text of the last user message (string content, text blocks, and the content of
+ * tool_result blocks). */
+int fake_anth_user_text(fbuf *t, const struct json_t *root);
+/* The earliest of the request's stop_sequences found in <text>[0..n): returns it (borrowed)
+ * with its offset in *at, or NULL. */
+const char *fake_anth_stop(const char *text, size_t n, const struct json_t *root, size_t *at);
+/* Appends a Messages usage object with the cache fields. */
+int fake_anth_usage(fbuf *o, long input, long output, long cache_read, long cache_write);
+
 /* ------------------------------------------------------------------ stats ------------------ */
 
 #define FAKE_STATS(X)                                                                            \
