@@ -922,6 +922,18 @@ static void seterr(char *err, size_t errlen, const char *fmt, ...)
     va_end(ap);
 }
 
+/* Zeroed memory from jansson's allocator: the weights are loaded along with a JSON document,
+ * and tests inject allocation failures through json_set_alloc_funcs for both at once. */
+static void *cls_alloc(size_t n)
+{
+    json_malloc_t get;
+    json_get_alloc_funcs(&get, NULL);
+    void *p = get(n);
+    if (p != NULL)
+        memset(p, 0, n);
+    return p;
+}
+
 static bool finite_number(const json_t *v, double *out)
 {
     if (!json_is_number(v))
@@ -971,12 +983,12 @@ sy_err sy_classifier_parse(const json_t *root, sy_classifier **out, char *err, s
         goto out;
     }
     rc = SY_ENOMEM;
-    c = calloc(1, sizeof(*c));
+    c = cls_alloc(sizeof(*c));
     if (c == NULL)
         goto out;
     c->hash_bits = (unsigned)json_integer_value(v);
     c->mask = (uint32_t)((1u << c->hash_bits) - 1);
-    c->hashed = calloc((size_t)1 << c->hash_bits, sizeof(float));
+    c->hashed = cls_alloc(((size_t)1 << c->hash_bits) * sizeof(float));
     if (c->hashed == NULL)
         goto out;
     rc = SY_ECONFIG;
@@ -1059,10 +1071,13 @@ out:
 
 void sy_classifier_free(sy_classifier *c)
 {
+    json_free_t release;
+
     if (c == NULL)
         return;
-    free(c->hashed);
-    free(c);
+    json_get_alloc_funcs(NULL, &release);
+    release(c->hashed);
+    release(c);
 }
 
 double sy_classifier_threshold(const sy_classifier *c)

@@ -12,6 +12,7 @@
 #include "switchyard/config.h"
 #include "switchyard/log.h"
 #include "switchyard/server.h"
+#include "switchyard/train.h"
 
 static void usage(FILE *f)
 {
@@ -126,6 +127,8 @@ int main(int argc, char **argv)
     const char *listen = NULL;
     int i = 1;
 
+    if (argc > 1 && strcmp(argv[1], "train") == 0) /* its own flags */
+        return sy_train_main(argc - 1, argv + 1);
     if (argc > 1 && argv[1][0] != '-')
         cmd = argv[i++];
     for (; i < argc; i++) {
