@@ -212,6 +212,21 @@ static int check_embeddings(check *c, const json_t *b, bool *b64)
     return 0;
 }
 
+/* The tenant for affinity: a digest of the bearer token, so two API keys never share a
+ * conversation's memory (and the token itself is never stored). */
+static const char *tenant_of(const char *authorization, char *buf, size_t n)
+{
+    if (authorization == NULL)
+        return NULL;
+    uint64_t h = 14695981039346656037ull;
+    for (const unsigned char *p = (const unsigned char *)authorization; *p; p++) {
+        h ^= *p;
+        h *= 1099511628211ull;
+    }
+    snprintf(buf, n, "k:%016llx", (unsigned long long)h);
+    return buf;
+}
+
 void sy_api_relay(const sy_api_in *in, sy_endpoint ep, sy_reply *out)
 {
     char msg[300];
@@ -256,12 +271,28 @@ void sy_api_relay(const sy_api_in *in, sy_endpoint ep, sy_reply *out)
         goto out;
     }
     sy_pick pick;
-    if (sy_router_pick(in->cfg, json_string_value(model), body, &pick) != SY_OK) {
+    char tenant[24];
+    sy_route_ctx rctx = {.get_header = in->get_header, .hctx = in->hctx,
+                         .tenant = tenant_of(in->authorization, tenant, sizeof(tenant))};
+    rc = sy_router_pick(in->cfg, json_string_value(model), body, &rctx, &pick);
+    if (rc == SY_ENOMODEL) {
         snprintf(msg, sizeof(msg),
                  "The model '%.200s' does not exist or is not served by this proxy (see GET "
                  "/v1/models).",
                  json_string_value(model));
         sy_api_error(out, SY_ENOMODEL, msg, "model");
+        goto out;
+    }
+    if (rc == SY_EUNAVAIL) {
+        size_t k = (size_t)snprintf(msg, sizeof(msg),
+                                    "No deployment of route '%s' can take this request now "
+                                    "(circuit breaker open or at max_inflight):",
+                                    pick.route ? pick.route : "?");
+        for (size_t i = 0; i < pick.ntargets && k < sizeof(msg); i++)
+            k += (size_t)snprintf(msg + k, sizeof(msg) - k, "%s %s", i ? "," : "",
+                                  pick.targets[i]->name);
+        sy_api_error(out, SY_EUNAVAIL, msg, NULL);
+        snprintf(out->retry_after, sizeof(out->retry_after), "1");
         goto out;
     }
     if (in->shutting_down) {

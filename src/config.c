@@ -11,6 +11,9 @@
  * as jansson's. Error messages never echo a string value that could be a secret. */
 #include "switchyard/config.h"
 
+#include "switchyard/health.h"
+#include "switchyard/routes.h"
+
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -219,6 +222,13 @@ static const field upstream_fields[] = {
      .off = offsetof(sy_config, retry_max_ms), .def_int = 5000, .min = 0, .max = 3600000,
      .doc = "cap on one backoff (and on an honoured `Retry-After`); must be >= "
             "`retry_base_ms`"},
+    {.key = "breaker_failures", .type = FT_INT, .itype = FI_INT,
+     .off = offsetof(sy_config, breaker_failures), .def_int = 5, .min = 1, .max = 1000,
+     .doc = "consecutive failed attempts (connect, timeout, 429, 5xx) that open a "
+            "deployment's circuit breaker"},
+    {.key = "breaker_cooldown_ms", .type = FT_INT, .itype = FI_LONG,
+     .off = offsetof(sy_config, breaker_cooldown_ms), .def_int = 10000, .min = 1,
+     .max = 3600000, .doc = "how long an open breaker skips the deployment before one probe"},
     {.key = "max_response_bytes", .type = FT_INT, .itype = FI_SIZE,
      .off = offsetof(sy_config, max_response_bytes), .def_int = 67108864, .min = 1024,
      .max = 1073741824, .doc = "cap on a buffered (non-stream) upstream response body"},
@@ -1211,6 +1221,7 @@ static void config_free(sy_config *cfg)
         xfree(cfg->aliases[i].targets);
     }
     xfree(cfg->aliases);
+    sy_routes_free(cfg->routes);
     xfree(cfg);
 }
 
@@ -1265,6 +1276,13 @@ static sy_err build(const json_t *root, const char *dir, const char *path, sy_co
     }
     if (c.nerr > 0)
         goto out;
+    for (size_t i = 0; i < cfg->ndeployments; i++) {
+        /* runtime state is keyed by name, so it survives reloads */
+        if ((cfg->deployments[i].health = sy_health_get(cfg->deployments[i].name)) == NULL) {
+            rc = SY_ENOMEM;
+            goto out;
+        }
+    }
     *out = cfg;
     cfg = NULL; /* the caller owns it now */
     rc = SY_OK;
@@ -1344,7 +1362,18 @@ sy_err sy_config_load(const char *path, sy_config **out, sy_errlist *errs, sy_er
         sy_errlist_add(errs, "%s: out of memory", path);
         goto out;
     }
-    rc = build(root, dir, path, out, errs, warns);
+    sy_config *cfg = NULL;
+    rc = build(root, dir, path, &cfg, errs, warns);
+    if (rc == SY_OK) {
+        /* Routes name deployments, so they are checked against this config; a broken route
+         * file fails the whole load (a reload then changes nothing). */
+        rc = sy_routes_load(cfg->routes_dir, cfg, &cfg->routes, errs);
+        if (rc == SY_OK) {
+            *out = cfg;
+            cfg = NULL;
+        }
+        sy_config_unref(cfg);
+    }
 out:
     xfree(dir);
     json_decref(root);

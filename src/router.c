@@ -1,9 +1,15 @@
-/* router: model -> ordered deployments. Aliases first (they name an explicit fallback order),
- * then a deployment name, then every deployment serving that upstream model name in config
- * order. Route tables and the classifier (a later issue) plug in here. */
+/* router: route selection, rules, classifier threshold, tier strategies, affinity and the
+ * availability filter. Weighted choice uses a per-thread xorshift generator: no locks. */
 #include "switchyard/router.h"
 
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+#include "switchyard/affinity.h"
+#include "switchyard/health.h"
+#include "switchyard/request.h"
+#include "switchyard/routes.h"
 
 static void add(sy_pick *p, const sy_deployment *d)
 {
@@ -14,13 +20,8 @@ static void add(sy_pick *p, const sy_deployment *d)
         p->targets[p->ntargets++] = d;
 }
 
-sy_err sy_router_pick(const sy_config *cfg, const char *model, const json_t *body, sy_pick *out)
+static sy_err by_name(const sy_config *cfg, const char *model, sy_pick *out)
 {
-    (void)body;
-    memset(out, 0, sizeof(*out));
-    out->score = -1;
-    if (model == NULL)
-        return SY_ENOMODEL;
     const sy_alias *a = sy_config_alias(cfg, model);
     if (a != NULL) {
         for (size_t i = 0; i < a->ntargets; i++)
@@ -41,4 +42,180 @@ sy_err sy_router_pick(const sy_config *cfg, const char *model, const json_t *bod
         return SY_ENOMODEL;
     out->route = out->targets[0]->model;
     return SY_OK;
+}
+
+static uint64_t rnd(void)
+{
+    static __thread uint64_t s;
+    if (s == 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        s = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec ^ (uint64_t)(uintptr_t)&s;
+        s |= 1;
+    }
+    s ^= s << 13;
+    s ^= s >> 7;
+    s ^= s << 17;
+    return s;
+}
+
+static int64_t inflight_of(const sy_deployment *d)
+{
+    return d->health != NULL ? __atomic_load_n(&d->health->inflight, __ATOMIC_RELAXED) : 0;
+}
+
+static int64_t latency_of(const sy_deployment *d)
+{
+    return d->health != NULL ? __atomic_load_n(&d->health->ewma_us, __ATOMIC_RELAXED) : 0;
+}
+
+/* Appends a tier's deployments in its strategy's order. */
+static void add_tier(sy_pick *p, const sy_config *cfg, const sy_tier *t)
+{
+    const sy_deployment *ds[SY_ROUTER_MAX_TARGETS];
+    double w[SY_ROUTER_MAX_TARGETS];
+    size_t n = t->ntargets < SY_ROUTER_MAX_TARGETS ? t->ntargets : SY_ROUTER_MAX_TARGETS;
+
+    for (size_t i = 0; i < n; i++) {
+        ds[i] = &cfg->deployments[t->targets[i]];
+        w[i] = t->weights != NULL ? t->weights[i] : 1.0;
+    }
+    switch (t->strategy) {
+    case SY_STRAT_ORDERED:
+        break;
+    case SY_STRAT_WEIGHTED:
+        /* draw without replacement, proportionally to weight */
+        for (size_t i = 0; i + 1 < n; i++) {
+            double total = 0;
+            for (size_t k = i; k < n; k++)
+                total += w[k];
+            if (total <= 0)
+                break;
+            double x = (double)(rnd() >> 11) / 9007199254740992.0 * total;
+            size_t pick = n - 1;
+            for (size_t k = i; k < n; k++) {
+                if (x < w[k]) {
+                    pick = k;
+                    break;
+                }
+                x -= w[k];
+            }
+            const sy_deployment *td = ds[i];
+            double tw = w[i];
+            ds[i] = ds[pick];
+            w[i] = w[pick];
+            ds[pick] = td;
+            w[pick] = tw;
+        }
+        break;
+    case SY_STRAT_LEAST_INFLIGHT:
+    case SY_STRAT_LOWEST_LATENCY:
+        /* insertion sort: stable, and tiers are short */
+        for (size_t i = 1; i < n; i++) {
+            const sy_deployment *d = ds[i];
+            int64_t key = t->strategy == SY_STRAT_LEAST_INFLIGHT ? inflight_of(d) : latency_of(d);
+            size_t k = i;
+            while (k > 0) {
+                int64_t kk = t->strategy == SY_STRAT_LEAST_INFLIGHT ? inflight_of(ds[k - 1])
+                                                                    : latency_of(ds[k - 1]);
+                if (kk <= key)
+                    break;
+                ds[k] = ds[k - 1];
+                k--;
+            }
+            ds[k] = d;
+        }
+        break;
+    }
+    for (size_t i = 0; i < n; i++)
+        add(p, ds[i]);
+}
+
+/* Moves unavailable deployments after the available ones, keeping each group's order. */
+static void partition_available(sy_pick *p)
+{
+    const sy_deployment *ok[SY_ROUTER_MAX_TARGETS], *no[SY_ROUTER_MAX_TARGETS];
+    size_t nok = 0, nno = 0;
+    int64_t now = sy_now_us();
+    for (size_t i = 0; i < p->ntargets; i++) {
+        const sy_deployment *d = p->targets[i];
+        if (sy_health_available(d->health, d->max_inflight, now))
+            ok[nok++] = d;
+        else
+            no[nno++] = d;
+    }
+    memcpy(p->targets, ok, nok * sizeof(ok[0]));
+    memcpy(p->targets + nok, no, nno * sizeof(no[0]));
+    p->navailable = nok;
+}
+
+sy_err sy_router_pick(const sy_config *cfg, const char *model, const json_t *body,
+                      const sy_route_ctx *rc, sy_pick *out)
+{
+    sy_route_ctx none = {0};
+    if (rc == NULL)
+        rc = &none;
+    memset(out, 0, sizeof(*out));
+    out->score = -1;
+    out->threshold = -1;
+    if (model == NULL)
+        return SY_ENOMODEL;
+
+    const sy_route *r = sy_routes_match(cfg->routes, model, rc->get_header, rc->hctx);
+    if (r == NULL || r->by_model_name) {
+        sy_err e = by_name(cfg, model, out);
+        if (e != SY_OK)
+            return e;
+        if (r != NULL) {
+            out->route = r->name;
+            out->route_def = r;
+        }
+    } else {
+        out->route = r->name;
+        out->route_def = r;
+        long tier = -1;
+        for (size_t i = 0; i < r->nrules && tier < 0; i++) {
+            if (sy_rule_matches(&r->rules[i], body, rc->get_header, rc->hctx)) {
+                tier = (long)r->rules[i].tier;
+                out->rule = r->rules[i].label;
+            }
+        }
+        if (tier < 0 && r->clf != NULL) {
+            double score;
+            if (sy_classifier_score(r->clf, body, &score, rc->top, rc->ntop) == SY_OK) {
+                double thr = r->target_share > 0 ? sy_routes_adaptive_threshold(r, score)
+                                                 : r->threshold;
+                out->score = score;
+                out->threshold = thr;
+                tier = score >= thr ? (long)r->ntiers - 1 : 0;
+            }
+        }
+        if (tier < 0)
+            tier = 0;
+        out->tier = r->tiers[tier].name;
+        add_tier(out, cfg, &r->tiers[tier]);
+        /* fallback across tiers: harder tiers first, then easier ones */
+        for (size_t i = (size_t)tier + 1; i < r->ntiers; i++)
+            add_tier(out, cfg, &r->tiers[i]);
+        for (long i = tier - 1; i >= 0; i--)
+            add_tier(out, cfg, &r->tiers[i]);
+    }
+
+    if (r != NULL && r->affinity) {
+        char name[128];
+        out->affinity_key = sy_affinity_key(rc->tenant, body);
+        if (sy_affinity_get(out->affinity_key, name, sizeof(name), sy_now_us())) {
+            for (size_t i = 1; i < out->ntargets; i++) {
+                if (strcmp(out->targets[i]->name, name) == 0) {
+                    const sy_deployment *d = out->targets[i];
+                    memmove(out->targets + 1, out->targets, i * sizeof(out->targets[0]));
+                    out->targets[0] = d;
+                    break;
+                }
+            }
+            out->affinity_hit = strcmp(out->targets[0]->name, name) == 0;
+        }
+    }
+    partition_available(out);
+    return out->navailable > 0 ? SY_OK : SY_EUNAVAIL;
 }

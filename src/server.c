@@ -57,9 +57,17 @@ static void add_headers(struct MHD_Response *r, const sy_request *req, const cha
         MHD_add_response_header(r, "x-switchyard-route", req->pick.route);
     if (req->dep != NULL)
         MHD_add_response_header(r, "x-switchyard-deployment", req->dep->name);
-    char n[16];
+    char n[32];
     snprintf(n, sizeof(n), "%d", req->attempts);
     MHD_add_response_header(r, "x-switchyard-attempts", n);
+    if (req->pick.tier != NULL)
+        MHD_add_response_header(r, "x-switchyard-tier", req->pick.tier);
+    if (req->pick.score >= 0) {
+        snprintf(n, sizeof(n), "%.4f", req->pick.score);
+        MHD_add_response_header(r, "x-switchyard-score", n);
+    }
+    if (req->pick.rule != NULL)
+        MHD_add_response_header(r, "x-switchyard-rule", req->pick.rule);
 }
 
 static enum MHD_Result queue_buffer(struct MHD_Connection *conn, conn_ctx *ctx, int status,
@@ -209,6 +217,11 @@ static enum MHD_Result relay(struct MHD_Connection *conn, conn_ctx *ctx, sy_requ
     return MHD_YES;
 }
 
+static const char *get_header(void *hctx, const char *name)
+{
+    return MHD_lookup_connection_value(hctx, MHD_HEADER_KIND, name);
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version,
                                   const char *upload_data, size_t *upload_data_size,
@@ -267,6 +280,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         .too_big = ctx->too_big,
         .authorization =
             MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION),
+        .get_header = get_header,
+        .hctx = conn,
         .inflight = __atomic_load_n(&s->inflight, __ATOMIC_RELAXED),
         .uptime_s = (sy_now_us() - s->started_us) / 1000000,
         .shutting_down = closing,
@@ -279,7 +294,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return relay(conn, ctx, rep.req);
     if (rep.body == NULL)
         return queue_error(conn, ctx, SY_ENOMEM, NULL);
-    return queue_buffer(conn, ctx, rep.status, rep.body, rep.len, NULL, rep.allow, NULL);
+    return queue_buffer(conn, ctx, rep.status, rep.body, rep.len, NULL, rep.allow,
+                        rep.retry_after);
 }
 
 static void access_log(const sy_server *s, conn_ctx *ctx, enum MHD_RequestTerminationCode toe)

@@ -16,9 +16,12 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "switchyard/affinity.h"
+#include "switchyard/health.h"
 #include "switchyard/json_util.h"
 #include "switchyard/log.h"
 #include "switchyard/provider.h"
+#include "switchyard/routes.h"
 #include "switchyard/sse.h"
 
 #define SWEEP_US 50000
@@ -48,7 +51,8 @@ typedef struct sy_xfer {
     sy_buf tmp;
     sy_sse_parser sse;
     sy_stream_fix fix;
-    int64_t t_start, t_last;
+    int64_t t_start, t_last, t_first;
+    bool began; /* counted in the deployment's health */
     char errbuf[CURL_ERROR_SIZE];
     struct sy_xfer *prev, *next;
 } sy_xfer;
@@ -198,7 +202,9 @@ static void attempt_failed(sy_upstream *u, sy_request *req, const sy_deployment 
                            const char *retry_after)
 {
     const sy_config *cfg = req->cfg;
-    if (retryable && req->attempts < cfg->max_attempts && !req->cancelled) {
+    const sy_route *r = req->pick.route_def;
+    int max_attempts = r != NULL && r->max_attempts > 0 ? r->max_attempts : cfg->max_attempts;
+    if (retryable && req->attempts < max_attempts && !req->cancelled) {
         size_t next = (req->target + 1) % req->pick.ntargets;
         int64_t delay = backoff_us(cfg, req->attempts);
         if (req->pick.targets[next] == dep) {
@@ -315,6 +321,50 @@ static void done_json_ok(sy_upstream *u, sy_xfer *x, sy_request *req)
     finish(u, req);
 }
 
+/* How an attempt failed, for the route's fallback policy. */
+typedef enum fail_kind { FK_CONNECT, FK_TIMEOUT, FK_STATUS, FK_OTHER } fail_kind;
+
+static bool fallback_allows(const sy_request *req, fail_kind kind, int status)
+{
+    const sy_route *r = req->pick.route_def;
+    switch (kind) {
+    case FK_CONNECT:
+        return r == NULL || (r->fallback_on & SY_FALLBACK_CONNECT);
+    case FK_TIMEOUT:
+        return r == NULL || (r->fallback_on & SY_FALLBACK_TIMEOUT);
+    case FK_STATUS:
+        if (r == NULL)
+            return status_retryable(status);
+        for (size_t i = 0; i < r->nstatuses; i++)
+            if (r->statuses[i] == status)
+                return true;
+        return false;
+    case FK_OTHER:
+        return false;
+    }
+    return false;
+}
+
+/* Reports the attempt's outcome to the deployment's health (breaker, latency EWMA). Client
+ * errors (4xx but 429) are the request's fault, not the deployment's. */
+static void health_end(const sy_request *req, sy_xfer *x, bool ok)
+{
+    if (!x->began)
+        return;
+    x->began = false;
+    const sy_config *cfg = req->cfg;
+    int64_t now = sy_now_us();
+    sy_health_end(x->dep->health, ok, x->got_first_byte ? x->t_first - x->t_start : 0,
+                  cfg->breaker_failures, (int64_t)cfg->breaker_cooldown_ms * 1000, now);
+}
+
+static void health_abandon(sy_xfer *x)
+{
+    if (x->began)
+        sy_health_abandon(x->dep->health);
+    x->began = false;
+}
+
 static void on_done(sy_upstream *u, sy_xfer *x, CURLcode res)
 {
     sy_request *req = x->req;
@@ -329,11 +379,22 @@ static void on_done(sy_upstream *u, sy_xfer *x, CURLcode res)
     cancelled = req->cancelled;
     pthread_mutex_unlock(&req->mu);
     if (cancelled) {
+        /* The usage seen so far is billed by the spend module; the deployment did nothing
+         * wrong, so its health only forgets the attempt. */
+        health_abandon(x);
         xfer_free(u, x);
         finish(u, req);
         return;
     }
 
+    if (x->abort_rc == SY_OK && res == CURLE_OK && x->status / 100 == 2 &&
+        (!x->is_sse || x->committed)) {
+        health_end(req, x, true);
+        const sy_route *r = req->pick.route_def;
+        if (r != NULL && r->affinity && req->pick.affinity_key != 0)
+            sy_affinity_put(req->pick.affinity_key, dep->name, (int64_t)r->affinity_ttl_s * 1000000,
+                            sy_now_us());
+    }
     if (x->abort_rc == SY_OK && res == CURLE_OK && x->status / 100 == 2) {
         if (x->is_sse) {
             if (x->committed) {
@@ -354,7 +415,7 @@ static void on_done(sy_upstream *u, sy_xfer *x, CURLcode res)
     }
 
     /* Failures. */
-    bool retryable = false;
+    fail_kind kind = FK_OTHER;
     int status;
     char *body = NULL;
     size_t len = 0;
@@ -364,14 +425,18 @@ static void on_done(sy_upstream *u, sy_xfer *x, CURLcode res)
     if (x->abort_rc != SY_OK) {
         if (x->abort_msg[0] != '\0')
             snprintf(msg, sizeof(msg), "%s", x->abort_msg);
-        retryable = x->abort_rc == SY_ETIMEOUT || res == CURLE_GOT_NOTHING;
+        kind = x->abort_rc == SY_ETIMEOUT ? FK_TIMEOUT
+               : res == CURLE_GOT_NOTHING ? FK_CONNECT
+                                          : FK_OTHER;
         status = sy_err_status(x->abort_rc);
         body = sy_err_body(x->abort_rc, msg, NULL, &len);
     } else if (res != CURLE_OK) {
         sy_err e = SY_EUPSTREAM;
         const char *what = x->errbuf[0] ? x->errbuf : curl_easy_strerror(res);
+        kind = FK_CONNECT; /* refused, reset, dropped before an answer */
         if (res == CURLE_OPERATION_TIMEDOUT) {
             e = SY_ETIMEOUT;
+            kind = FK_TIMEOUT;
             snprintf(msg, sizeof(msg), "deployment '%s' timed out: %s", dep->name, what);
         } else if (res == CURLE_COULDNT_CONNECT || res == CURLE_COULDNT_RESOLVE_HOST ||
                    res == CURLE_COULDNT_RESOLVE_PROXY) {
@@ -385,12 +450,11 @@ static void on_done(sy_upstream *u, sy_xfer *x, CURLcode res)
         } else {
             snprintf(msg, sizeof(msg), "deployment '%s' failed: %s", dep->name, what);
         }
-        retryable = true;
         status = sy_err_status(e);
         body = sy_err_body(e, msg, NULL, &len);
     } else {
         status = (int)x->status;
-        retryable = status_retryable(x->status);
+        kind = FK_STATUS;
         if (status == 401 || status == 403) {
             /* The status is kept (clients and SDKs key on it), but the message is ours: these
              * are the proxy's credentials, not the client's, and upstream texts may quote a
@@ -413,6 +477,8 @@ static void on_done(sy_upstream *u, sy_xfer *x, CURLcode res)
     }
     sy_log(SY_LOG_WARN, &req->log, "attempt=%d failed: status=%d curl=%d",
            req->attempts, status, (int)res);
+    health_end(req, x, kind == FK_STATUS && !status_retryable(status) && status < 500);
+    bool retryable = fallback_allows(req, kind, status);
     bool committed = x->committed;
     xfer_free(u, x);
     if (committed) {
@@ -475,6 +541,7 @@ static size_t write_cb(char *p, size_t size, size_t n, void *ud)
 
     if (!x->got_first_byte) {
         x->got_first_byte = true;
+        x->t_first = sy_now_us();
         curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &x->status);
         x->is_sse = x->status / 100 == 2 && req->stream &&
                     strncasecmp(x->ctype, "text/event-stream", 17) == 0;
@@ -644,6 +711,10 @@ static void begin_attempt(sy_upstream *u, sy_request *req)
         x->resp.max = req->cfg->max_response_bytes;
     if (rc == SY_OK && curl_multi_add_handle(u->multi, x->easy) != CURLM_OK)
         rc = SY_EINTERNAL;
+    if (rc == SY_OK) {
+        sy_health_begin(x->dep->health, x->t_start);
+        x->began = true;
+    }
     if (rc != SY_OK) {
         const sy_deployment *d = x->dep;
         xfer_free(u, x);
@@ -768,6 +839,7 @@ static void abort_everything(sy_upstream *u)
         sy_request *req = x->req;
         bool committed = x->committed;
         const sy_deployment *d = x->dep;
+        health_abandon(x);
         xfer_free(u, x);
         size_t len;
         char *body = sy_err_body(SY_ESHUTDOWN, "switchyard is shutting down", NULL, &len);

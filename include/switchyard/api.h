@@ -20,6 +20,9 @@ typedef struct sy_api_in {
     size_t len;
     bool too_big;               /* the body passed server.max_body_bytes */
     const char *authorization;  /* the Authorization header, or NULL */
+    /* any request header by lower-case name, or NULL (may be NULL itself) */
+    const char *(*get_header)(void *hctx, const char *name);
+    void *hctx;
     int inflight;               /* for /healthz */
     int64_t uptime_s;
     bool shutting_down;
@@ -30,6 +33,7 @@ typedef struct sy_reply {
     char *body; /* owned JSON body (NULL with req) */
     size_t len;
     const char *allow; /* Allow header for 405, static */
+    char retry_after[16]; /* Retry-After header value, "" when none */
     sy_request *req;   /* when non-NULL: relay it (the caller owns this reference) */
     char model[96];    /* the request's model, for the access log */
 } sy_reply;

@@ -44,6 +44,7 @@ typedef struct sy_deployment {
     bool stream_usage; /* ask the upstream for stream usage (stream_options.include_usage) */
     sy_price price;
     size_t index; /* position in config->deployments */
+    struct sy_dep_health *health; /* runtime state shared across reloads (health.h) */
     int default_max_tokens;  /* anthropic: max_tokens when the client gives none */
     bool auto_cache_control; /* anthropic: cache breakpoints on long stable prefixes */
 } sy_deployment;
@@ -92,11 +93,14 @@ typedef struct sy_config {
     long retry_base_ms;         /* 100 */
     long retry_max_ms;          /* 5000 */
     size_t max_response_bytes;  /* cap on a buffered (non-stream) upstream body, 64 MiB */
+    int breaker_failures;       /* 5: consecutive failures that open a deployment's breaker */
+    long breaker_cooldown_ms;   /* 10000: how long it stays open before a probe */
 
     sy_deployment *deployments;
     size_t ndeployments;
     sy_alias *aliases; /* from "aliases": {"name": ["dep", ...]} */
     size_t naliases;
+    struct sy_routes *routes; /* the route files, loaded by sy_config_load; NULL = none */
 
     /* private */
     int refs;

@@ -1,26 +1,52 @@
-/* router: turns a request's model (and later key, headers, content) into an ordered list of
- * deployments to try. This is the seam where route tables and the classifier plug in; today it
- * resolves a model by alias, deployment name, or upstream model name. Pure: no I/O. */
+/* router: turns a request into an ordered list of deployments to try. Order of decisions
+ * (DESIGN §5): the first route matching the model (and header); its rules (first match forces a
+ * tier); else the classifier's score against the threshold (score >= threshold -> the harder,
+ * last tier); then the tier's strategy orders its deployments, the other tiers follow as
+ * fallback, a conversation's remembered deployment goes first, and deployments whose breaker is
+ * open or that are at max_inflight go last. A model no route claims resolves by alias,
+ * deployment name or upstream model name. No I/O; reads runtime state through atomics. */
 #ifndef SY_ROUTER_H
 #define SY_ROUTER_H
 
 #include <jansson.h>
+#include <stdint.h>
 
+#include "switchyard/classifier.h"
 #include "switchyard/config.h"
 #include "switchyard/err.h"
 
-#define SY_ROUTER_MAX_TARGETS 8
+#define SY_ROUTER_MAX_TARGETS 16
+
+struct sy_route;
 
 typedef struct sy_pick {
     const sy_deployment *targets[SY_ROUTER_MAX_TARGETS]; /* borrowed from the config */
     size_t ntargets;
-    const char *route; /* borrowed; the route's name */
-    const char *tier;  /* borrowed; may be NULL */
-    double score;      /* classifier score, or -1 when none ran */
+    size_t navailable;         /* targets[0..navailable) passed the breaker/in-flight check */
+    const char *route;         /* borrowed; the route's name */
+    const struct sy_route *route_def; /* borrowed; NULL when no route table claimed the model */
+    const char *tier;          /* borrowed; NULL when the route has no tiers */
+    const char *rule;          /* borrowed; the rule that forced the tier, or NULL */
+    double score;              /* classifier score, or -1 when none ran */
+    double threshold;          /* the threshold the score was compared with, or -1 */
+    uint64_t affinity_key;     /* 0 when the route keeps no affinity */
+    bool affinity_hit;         /* the first target came from the conversation's memory */
 } sy_pick;
 
-/* <body> is the parsed request (borrowed). Returns SY_OK, or SY_ENOMODEL when nothing matches.
- * Targets whose deployment is disabled are kept (the caller reports why they cannot serve). */
-sy_err sy_router_pick(const sy_config *cfg, const char *model, const json_t *body, sy_pick *out);
+typedef struct sy_route_ctx {
+    /* the request header <name> (lower-case), or NULL; may be NULL itself */
+    const char *(*get_header)(void *hctx, const char *name);
+    void *hctx;
+    const char *tenant;        /* the API key's id or team, for affinity; may be NULL */
+    sy_feature_contrib *top;   /* when not NULL, the classifier's top features */
+    size_t ntop;
+} sy_route_ctx;
+
+/* <body> is the parsed request (borrowed); <rc> may be NULL. Returns SY_OK; SY_ENOMODEL when
+ * nothing serves <model>; SY_EUNAVAIL when every target's breaker is open or at max_inflight
+ * (*out is still filled, so the caller can say which). Disabled deployments are kept (the
+ * caller reports the variable to set). */
+sy_err sy_router_pick(const sy_config *cfg, const char *model, const json_t *body,
+                      const sy_route_ctx *rc, sy_pick *out);
 
 #endif

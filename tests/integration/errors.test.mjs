@@ -35,7 +35,8 @@ before(async () => {
   deadPort = await closedPort();
   proxy = await startProxy(makeConfig({
     server: { max_body_bytes: MAX_BODY, max_json_depth: MAX_DEPTH },
-    upstream: { retry_base_ms: 10, retry_max_ms: 200 },
+    // fault modes are exercised one after another on one deployment: keep its breaker shut
+    upstream: { retry_base_ms: 10, retry_max_ms: 200, breaker_failures: 1000 },
     deployments: [
       fakeDeployment(fake, 'ok', { model: 'fake-small' }),
       fakeDeployment(fake, 'faulty', { model: 'fake-faulty' }),

@@ -25,7 +25,7 @@ before(async () => {
   fake = await startFake();
   const dead = await closedPort();
   proxy = await startProxy(makeConfig({
-    upstream: { retry_base_ms: 20, retry_max_ms: 3000, max_attempts: 3 },
+    upstream: { retry_base_ms: 20, retry_max_ms: 3000, max_attempts: 3, breaker_failures: 1000 },
     deployments: [
       fakeDeployment(fake, 'good', { model: 'fake-good' }),
       fakeDeployment(fake, 'bad503', { model: 'fake-503', directives: { status: 503 } }),

@@ -39,27 +39,27 @@ static void test_pick(void **state)
     sy_config *cfg = load(cfg_text);
     sy_pick p;
 
-    assert_int_equal(sy_router_pick(cfg, "fast", NULL, &p), SY_OK);
+    assert_int_equal(sy_router_pick(cfg, "fast", NULL, NULL, &p), SY_OK);
     assert_int_equal(p.ntargets, 2);
     assert_string_equal(p.targets[0]->name, "b");
     assert_string_equal(p.targets[1]->name, "a");
     assert_string_equal(p.route, "fast");
 
-    assert_int_equal(sy_router_pick(cfg, "a", NULL, &p), SY_OK);
+    assert_int_equal(sy_router_pick(cfg, "a", NULL, NULL, &p), SY_OK);
     assert_int_equal(p.ntargets, 1);
     assert_string_equal(p.targets[0]->name, "a");
 
     /* an upstream model name served by two deployments: both, in config order */
-    assert_int_equal(sy_router_pick(cfg, "shared", NULL, &p), SY_OK);
+    assert_int_equal(sy_router_pick(cfg, "shared", NULL, NULL, &p), SY_OK);
     assert_int_equal(p.ntargets, 2);
     assert_string_equal(p.targets[0]->name, "a");
     assert_string_equal(p.targets[1]->name, "b");
 
-    assert_int_equal(sy_router_pick(cfg, "meta-llama/Llama-3.1-8B", NULL, &p), SY_OK);
+    assert_int_equal(sy_router_pick(cfg, "meta-llama/Llama-3.1-8B", NULL, NULL, &p), SY_OK);
     assert_string_equal(p.targets[0]->model, "llama");
 
-    assert_int_equal(sy_router_pick(cfg, "nope", NULL, &p), SY_ENOMODEL);
-    assert_int_equal(sy_router_pick(cfg, NULL, NULL, &p), SY_ENOMODEL);
+    assert_int_equal(sy_router_pick(cfg, "nope", NULL, NULL, &p), SY_ENOMODEL);
+    assert_int_equal(sy_router_pick(cfg, NULL, NULL, NULL, &p), SY_ENOMODEL);
     sy_config_unref(cfg);
 }
 
