@@ -349,8 +349,9 @@ static const field top_fields[] = {
      .def_str = "conf/prices.json", .check = check_path, .bounds_doc = PATH_DOC,
      .doc = "price list file for deployments without an explicit `price`"},
     {.key = "routes", .type = FT_STR, .off = offsetof(sy_config, routes_dir),
-     .def_str = "routes/", .check = check_path, .bounds_doc = PATH_DOC,
-     .doc = "directory of routing rule files and classifier weights"},
+     .check = check_path, .bounds_doc = PATH_DOC,
+     .doc = "directory of routing rule files (`*.json` with a `routes` array) and classifier "
+            "weights; unset: no route tables, every model resolves by alias or deployment name"},
     {.key = "auth", .type = FT_OBJECT, .sub = &auth_table, .doc = "see below"},
     {.key = "server", .type = FT_OBJECT, .sub = &server_table, .doc = "see below"},
     /* upstream comes before deployments: their timeouts default to its values */
@@ -1367,7 +1368,8 @@ sy_err sy_config_load(const char *path, sy_config **out, sy_errlist *errs, sy_er
     if (rc == SY_OK) {
         /* Routes name deployments, so they are checked against this config; a broken route
          * file fails the whole load (a reload then changes nothing). */
-        rc = sy_routes_load(cfg->routes_dir, cfg, &cfg->routes, errs);
+        rc = cfg->routes_dir != NULL ? sy_routes_load(cfg->routes_dir, cfg, &cfg->routes, errs)
+                                     : SY_OK;
         if (rc == SY_OK) {
             *out = cfg;
             cfg = NULL;

@@ -689,6 +689,10 @@ sy_err sy_routes_load(const char *dir, const sy_config *cfg, sy_routes **out, sy
                  dir[0] && dir[strlen(dir) - 1] == '/' ? "" : "/", names[i]);
         json_t *doc = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
         if (doc == NULL) {
+            if (json_error_code(&je) == json_error_out_of_memory) {
+                sy_errlist_add(errs, "%s: out of memory", path);
+                goto out;
+            }
             sy_errlist_add(errs, "%s:%d:%d: %s", path, je.line, je.column, je.text);
             bad = true;
             continue;
