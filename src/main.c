@@ -110,8 +110,20 @@ static int cmd_serve(const char *path, const char *listen)
             continue;
         if (sig == SIGTERM || sig == SIGINT)
             break;
-        if (sig == SIGHUP)
-            sy_log(SY_LOG_INFO, NULL, "SIGHUP: config reload arrives with the routing issue");
+        if (sig == SIGHUP) {
+            sy_errlist rerrs, rwarns;
+            sy_errlist_init(&rerrs);
+            sy_errlist_init(&rwarns);
+            sy_err rrc = sy_server_reload(srv, &rerrs, &rwarns);
+            for (size_t i = 0; i < rwarns.n; i++)
+                sy_log(SY_LOG_WARN, NULL, "reload: %s", rwarns.items[i]);
+            for (size_t i = 0; i < rerrs.n; i++)
+                sy_log(SY_LOG_ERROR, NULL, "reload: %s", rerrs.items[i]);
+            sy_log(rrc == SY_OK ? SY_LOG_INFO : SY_LOG_ERROR, NULL, "SIGHUP: %s",
+                   rrc == SY_OK ? "config reloaded" : "reload failed, nothing changed");
+            sy_errlist_cleanup(&rerrs);
+            sy_errlist_cleanup(&rwarns);
+        }
     }
     sy_log(SY_LOG_INFO, NULL, "signal %d: draining (up to %ld ms)", sig, cfg->shutdown_grace_ms);
     sy_server_stop(srv, cfg->shutdown_grace_ms);

@@ -17,11 +17,15 @@
 #include "switchyard/api.h"
 #include "switchyard/bridge.h"
 #include "switchyard/log.h"
+#include "switchyard/json_util.h"
+#include "switchyard/routes.h"
 #include "switchyard/upstream.h"
 
 struct sy_server {
     struct MHD_Daemon *mhd;
-    sy_config *cfg;
+    sy_config *cfg; /* current snapshot; swapped by reloads under cfg_mu */
+    pthread_mutex_t cfg_mu;
+    int admin_jobs; /* atomic: reload threads running */
     sy_bridge *bridge;
     sy_upstream *up;
     char address[80];
@@ -33,8 +37,12 @@ struct sy_server {
     bool closing;
 };
 
+typedef struct admin_job admin_job;
+
 typedef struct conn_ctx {
     sy_server *srv;
+    sy_config *cfg; /* the snapshot this request was accepted under (a reference) */
+    admin_job *admin;
     sy_buf body;
     bool too_big;
     bool handled;
@@ -46,6 +54,14 @@ typedef struct conn_ctx {
     char path[160];
     char model[96];
 } conn_ctx;
+
+static sy_config *server_config(sy_server *s)
+{
+    pthread_mutex_lock(&s->cfg_mu);
+    sy_config *c = sy_config_ref(s->cfg);
+    pthread_mutex_unlock(&s->cfg_mu);
+    return c;
+}
 
 static void add_headers(struct MHD_Response *r, const sy_request *req, const char *ctype)
 {
@@ -217,6 +233,118 @@ static enum MHD_Result relay(struct MHD_Connection *conn, conn_ctx *ctx, sy_requ
     return MHD_YES;
 }
 
+/* POST /admin/reload runs on its own short-lived thread (it reads files, which the MHD thread
+ * must not), with the connection suspended until the thread answers. */
+struct admin_job {
+    sy_server *srv;
+    struct MHD_Connection *conn;
+    int status;
+    char *body;
+    size_t len;
+};
+
+static void *reload_thread(void *arg)
+{
+    admin_job *job = arg;
+    sy_errlist errs, warns;
+    sy_errlist_init(&errs);
+    sy_errlist_init(&warns);
+    sy_err rc = sy_server_reload(job->srv, &errs, &warns);
+    json_t *w = json_array();
+    for (size_t i = 0; i < warns.n; i++)
+        json_array_append_new(w, json_string(warns.items[i]));
+    if (rc == SY_OK) {
+        sy_config *c = server_config(job->srv);
+        json_t *j = json_pack("{s:s,s:s?,s:I,s:I,s:o}", "status", "reloaded", "config",
+                              c->config_path, "deployments", (json_int_t)c->ndeployments,
+                              "routes", (json_int_t)(c->routes ? c->routes->n : 0), "warnings", w);
+        job->body = j != NULL ? sy_json_dump(j, &job->len) : NULL;
+        json_decref(j);
+        sy_config_unref(c);
+        job->status = 200;
+        sy_log(SY_LOG_INFO, NULL, "reload: config, routes and weights swapped");
+    } else {
+        json_decref(w);
+        sy_buf msg;
+        sy_buf_init(&msg, 16384);
+        sy_buf_appends(&msg, "reload failed, nothing changed:");
+        for (size_t i = 0; i < errs.n; i++) {
+            sy_buf_appends(&msg, i ? "; " : " ");
+            sy_buf_appends(&msg, errs.items[i]);
+            sy_log(SY_LOG_ERROR, NULL, "reload: %s", errs.items[i]);
+        }
+        /* The request was fine, the files are not: 400 with a code saying which. */
+        job->status = rc == SY_ENOMEM ? 503 : 400;
+        job->body = rc == SY_ENOMEM ? sy_err_body(SY_ENOMEM, NULL, NULL, &job->len)
+                                    : sy_err_body_raw("invalid_request_error", "config_invalid",
+                                                      NULL, msg.data, &job->len);
+        sy_buf_cleanup(&msg);
+    }
+    sy_errlist_cleanup(&errs);
+    sy_errlist_cleanup(&warns);
+    sy_server *srv = job->srv;
+    MHD_resume_connection(job->conn);
+    __atomic_sub_fetch(&srv->admin_jobs, 1, __ATOMIC_ACQ_REL);
+    return NULL;
+}
+
+static enum MHD_Result admin_reload(struct MHD_Connection *conn, conn_ctx *ctx,
+                                    const char *method)
+{
+    sy_server *s = ctx->srv;
+    const sy_config *cfg = ctx->cfg;
+    if (strcmp(method, "POST") != 0) {
+        size_t len;
+        char *b = sy_err_body(SY_EMETHOD, "use POST /admin/reload", NULL, &len);
+        return b ? queue_buffer(conn, ctx, 405, b, len, NULL, "POST", NULL) : MHD_NO;
+    }
+    const char *auth =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    if (!sy_api_master_ok(cfg, auth)) {
+        char msg[200];
+        snprintf(msg, sizeof(msg),
+                 cfg->master_key == NULL
+                     ? "admin endpoints need a master key: set %s and restart switchyard"
+                     : "admin endpoints need 'Authorization: Bearer <master key>' (%s)",
+                 cfg->master_key_env ? cfg->master_key_env : "auth.master_key_env");
+        return queue_error(conn, ctx, SY_EAUTH, msg);
+    }
+    admin_job *job = calloc(1, sizeof(*job));
+    if (job == NULL)
+        return queue_error(conn, ctx, SY_ENOMEM, NULL);
+    job->srv = s;
+    job->conn = conn;
+    ctx->admin = job;
+    pthread_attr_t attr;
+    pthread_t t;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    __atomic_add_fetch(&s->admin_jobs, 1, __ATOMIC_ACQ_REL);
+    MHD_suspend_connection(conn);
+    if (pthread_create(&t, &attr, reload_thread, job) != 0) {
+        __atomic_sub_fetch(&s->admin_jobs, 1, __ATOMIC_ACQ_REL);
+        job->status = 503;
+        job->body = sy_err_body(SY_ENOMEM, "cannot start the reload thread", NULL, &job->len);
+        MHD_resume_connection(conn);
+    }
+    pthread_attr_destroy(&attr);
+    return MHD_YES;
+}
+
+static enum MHD_Result admin_resumed(struct MHD_Connection *conn, conn_ctx *ctx)
+{
+    admin_job *job = ctx->admin;
+    if (job->body == NULL && job->status == 0) {
+        MHD_suspend_connection(conn); /* woken before the thread answered */
+        return MHD_YES;
+    }
+    char *b = job->body;
+    job->body = NULL;
+    if (b == NULL)
+        return queue_error(conn, ctx, SY_ENOMEM, NULL);
+    return queue_buffer(conn, ctx, job->status, b, job->len, NULL, NULL, NULL);
+}
+
 static const char *get_header(void *hctx, const char *name)
 {
     return MHD_lookup_connection_value(hctx, MHD_HEADER_KIND, name);
@@ -236,17 +364,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (ctx == NULL)
             return MHD_NO;
         ctx->srv = s;
+        ctx->cfg = server_config(s);
         ctx->t0_us = sy_now_us();
         snprintf(ctx->method, sizeof(ctx->method), "%s", method);
         snprintf(ctx->path, sizeof(ctx->path), "%s", url);
-        sy_buf_init(&ctx->body, s->cfg->max_body_bytes);
+        sy_buf_init(&ctx->body, ctx->cfg->max_body_bytes);
         *con_cls = ctx;
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                      MHD_HTTP_HEADER_CONTENT_LENGTH);
-        if (cl != NULL && strtoull(cl, NULL, 10) > s->cfg->max_body_bytes) {
+        if (cl != NULL && strtoull(cl, NULL, 10) > ctx->cfg->max_body_bytes) {
             char msg[160];
             snprintf(msg, sizeof(msg), "Request body is larger than the limit of %zu bytes.",
-                     s->cfg->max_body_bytes);
+                     ctx->cfg->max_body_bytes);
             ctx->handled = true;
             return queue_error(conn, ctx, SY_ETOOBIG, msg);
         }
@@ -263,16 +392,20 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     }
     if (ctx->req != NULL)
         return on_resumed(conn, ctx);
+    if (ctx->admin != NULL)
+        return admin_resumed(conn, ctx);
     if (ctx->handled)
         return MHD_YES;
     ctx->handled = true;
+    if (strcmp(url, "/admin/reload") == 0)
+        return admin_reload(conn, ctx, method);
 
     bool closing;
     pthread_mutex_lock(&s->relay_mu);
     closing = s->closing;
     pthread_mutex_unlock(&s->relay_mu);
     sy_api_in in = {
-        .cfg = s->cfg,
+        .cfg = ctx->cfg,
         .method = method,
         .path = url,
         .body = ctx->body.data != NULL ? ctx->body.data : "",
@@ -300,7 +433,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 
 static void access_log(const sy_server *s, conn_ctx *ctx, enum MHD_RequestTerminationCode toe)
 {
-    if (!s->cfg->access_log || sy_log_min_level > SY_LOG_INFO)
+    (void)s;
+    if (!ctx->cfg->access_log || sy_log_min_level > SY_LOG_INFO)
         return;
     sy_request *req = ctx->req;
     int64_t now = sy_now_us();
@@ -360,6 +494,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         sy_request_unref(req);
     }
     sy_buf_cleanup(&ctx->body);
+    sy_config_unref(ctx->cfg);
+    free(ctx->admin);
     free(ctx);
     *con_cls = NULL;
 }
@@ -392,6 +528,7 @@ sy_err sy_server_start(sy_config *cfg, const char *listen, sy_server **out, char
     if (s == NULL)
         return SY_ENOMEM;
     pthread_mutex_init(&s->relay_mu, NULL);
+    pthread_mutex_init(&s->cfg_mu, NULL);
     s->cfg = sy_config_ref(cfg);
     s->started_us = sy_now_us();
     if (listen != NULL) {
@@ -451,6 +588,7 @@ fail:
     sy_bridge_free(s->bridge);
     sy_config_unref(s->cfg);
     pthread_mutex_destroy(&s->relay_mu);
+    pthread_mutex_destroy(&s->cfg_mu);
     free(s);
     return rc;
 }
@@ -483,6 +621,10 @@ void sy_server_stop(sy_server *s, long grace_ms)
     pthread_mutex_lock(&s->relay_mu);
     s->closing = true;
     pthread_mutex_unlock(&s->relay_mu);
+    /* a reload thread resumes its connection when done: let it, before the daemon stops */
+    struct timespec ts = {0, 5 * 1000 * 1000};
+    for (int i = 0; i < 2000 && __atomic_load_n(&s->admin_jobs, __ATOMIC_ACQUIRE) > 0; i++)
+        nanosleep(&ts, NULL);
     /* Joins the thread; whatever it still had ends with an error and is resumed, so no
      * connection is left suspended when the daemon stops. */
     sy_upstream_stop(s->up);
@@ -490,5 +632,40 @@ void sy_server_stop(sy_server *s, long grace_ms)
     sy_bridge_free(s->bridge);
     sy_config_unref(s->cfg);
     pthread_mutex_destroy(&s->relay_mu);
+    pthread_mutex_destroy(&s->cfg_mu);
     free(s);
+}
+
+sy_config *sy_server_config(sy_server *s) { return server_config(s); }
+
+sy_err sy_server_reload(sy_server *s, sy_errlist *errs, sy_errlist *warns)
+{
+    sy_config *cur = server_config(s);
+    sy_config *next = NULL;
+    sy_err rc = SY_ECONFIG;
+
+    if (cur->config_path == NULL) {
+        sy_errlist_add(errs, "the running config was not loaded from a file");
+        goto out;
+    }
+    rc = sy_config_load(cur->config_path, &next, errs, warns);
+    if (rc != SY_OK)
+        goto out; /* a broken file changes nothing */
+    if (strcmp(next->listen_host, cur->listen_host) != 0 || next->listen_port != cur->listen_port ||
+        next->threads != cur->threads || next->conn_limit != cur->conn_limit)
+        sy_errlist_add(warns, "listen, server.threads and server.conn_limit apply at the next "
+                              "restart, not on reload");
+    int lvl = sy_log_parse_level(next->log_level != NULL ? next->log_level : "info");
+    if (lvl >= 0)
+        sy_log_set_level((sy_log_level)lvl);
+    pthread_mutex_lock(&s->cfg_mu);
+    sy_config *old = s->cfg;
+    s->cfg = next; /* in-flight requests keep their own reference to the old snapshot */
+    pthread_mutex_unlock(&s->cfg_mu);
+    sy_config_unref(old);
+    next = NULL;
+out:
+    sy_config_unref(next);
+    sy_config_unref(cur);
+    return rc;
 }

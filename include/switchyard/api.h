@@ -41,6 +41,9 @@ typedef struct sy_reply {
 /* Always fills <out> (status and body, or req). */
 void sy_api_handle(const sy_api_in *in, sy_reply *out);
 
+/* Whether <authorization> carries the master key (constant time). False when none is set. */
+bool sy_api_master_ok(const sy_config *cfg, const char *authorization);
+
 /* Helpers shared by the endpoint files. */
 void sy_api_error(sy_reply *out, sy_err e, const char *message, const char *param);
 void sy_api_json(sy_reply *out, int status, json_t *j); /* takes <j> */

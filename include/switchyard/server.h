@@ -15,6 +15,13 @@ typedef struct sy_server sy_server;
  * not NULL. On failure writes one line into <err>. */
 sy_err sy_server_start(sy_config *cfg, const char *listen, sy_server **out, char *err,
                        size_t errlen);
+/* Reloads the config file the server was started with (routes and classifier weights too) and
+ * swaps it in; in-flight requests finish on the old snapshot. A file that fails validation
+ * changes nothing: SY_ECONFIG with every problem in <errs>. Not for the MHD or curl threads (it
+ * reads files). */
+sy_err sy_server_reload(sy_server *s, sy_errlist *errs, sy_errlist *warns);
+/* A new reference to the current config snapshot. */
+sy_config *sy_server_config(sy_server *s);
 /* The bound address, e.g. "127.0.0.1:43121" (borrowed). */
 const char *sy_server_address(const sy_server *s);
 /* Graceful stop: stop accepting, let in-flight requests finish up to <grace_ms>, abort the rest
