@@ -9,9 +9,9 @@
 #include "switchyard/classifier.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,7 +47,7 @@ static inline uint32_t bigram_hash(uint32_t a, uint32_t b)
 /* ---- byte classes and the lexicon, built once ------------------------------------------ */
 
 enum {
-    C_WORD = 1 << 0,  /* part of a word: ASCII alnum or any non-ASCII byte */
+    C_WORD = 1 << 0, /* part of a word: ASCII alnum or any non-ASCII byte */
     C_DIGIT = 1 << 1,
     C_UPPER = 1 << 2,
     C_SPACE = 1 << 3,
@@ -94,6 +94,7 @@ typedef struct lex_entry {
     unsigned phrase;
 } lex_entry;
 
+/* clang-format off */
 static const lex_entry lexicon[] = {
     /* question words (first word) */
     {"what", L_WH, 0}, {"why", L_WH | L_WHY, 0}, {"how", L_WH, 0}, {"which", L_WH, 0},
@@ -151,6 +152,7 @@ static const lex_entry lexicon[] = {
     {"than", 0, P_THAN}, {"not", 0, P_NOT}, {"in", 0, P_IN}, {"detail", 0, P_DETAIL},
     {"sure", 0, P_SURE}, {"your", 0, P_YOUR}, {"work", 0, P_WORK},
 };
+/* clang-format on */
 
 #define LEX_SLOTS 512 /* power of two, > 2x the lexicon */
 #define LEX_WORD_MAX 15
@@ -262,7 +264,7 @@ typedef struct scan {
     size_t mc_lines;
     size_t budget; /* bytes still scanned */
     size_t pre_budget;
-    size_t total;  /* bytes of the turn, scanned or not */
+    size_t total; /* bytes of the turn, scanned or not */
     /* char 4-grams over the normalised text, runs of spaces collapsed */
     uint32_t packed;
     unsigned nch;
@@ -279,7 +281,7 @@ typedef struct scan {
     bool first_pending; /* the first word (after "please") is not classified yet */
     /* byte context */
     unsigned char b1, b2; /* previous two bytes */
-    uint64_t tail; /* last 8 normalised non-space bytes (from the pre-pass) */
+    uint64_t tail;        /* last 8 normalised non-space bytes (from the pre-pass) */
     size_t run_backticks;
     /* counts */
     size_t count[SY_CLS_NKINDS];
@@ -658,8 +660,7 @@ static void scan_finish(scan *s, size_t turns, size_t system_bytes, sy_cls_featu
     d[SY_CLS_D_cjk] = cap1((double)s->cjk / sc);
     d[SY_CLS_D_cyrillic] = cap1((double)s->cyr / sc);
     d[SY_CLS_D_upper_share] = ascii_letters > 0 ? (double)s->upper / ascii_letters : 0;
-    d[SY_CLS_D_word_len] =
-        s->words > 0 ? cap1((double)s->word_bytes / (double)s->words / 10.0) : 0;
+    d[SY_CLS_D_word_len] = s->words > 0 ? cap1((double)s->word_bytes / (double)s->words / 10.0) : 0;
     d[SY_CLS_D_long_words] = s->words > 0 ? (double)s->long_words / (double)s->words : 0;
     d[SY_CLS_D_sentences_log] = lg((double)s->sentences, 6);
     /* Length and counts mean different things in a multiple-choice question (long options)
@@ -687,7 +688,7 @@ static size_t content_bytes(const json_t *content)
     if (json_is_array(content)) {
         size_t i;
         const json_t *part;
-        json_array_foreach(content, i, part) {
+        json_array_foreach (content, i, part) {
             const json_t *t = json_object_get(part, "text");
             if (json_is_string(t))
                 n += json_string_length(t);
@@ -712,7 +713,7 @@ static void walk_content(scan *s, const json_t *content, bool pre)
     size_t i;
     const json_t *part;
     bool first = true;
-    json_array_foreach(content, i, part) {
+    json_array_foreach (content, i, part) {
         const json_t *t = json_object_get(part, "text");
         if (!json_is_string(t))
             continue;
@@ -760,7 +761,7 @@ static sy_err features(const json_t *request, scan *s, sy_cls_features *out)
     if (json_is_array(msgs)) {
         size_t i;
         const json_t *m;
-        json_array_foreach(msgs, i, m) {
+        json_array_foreach (msgs, i, m) {
             const char *role = json_string_value(json_object_get(m, "role"));
             const json_t *content = json_object_get(m, "content");
             if (role == NULL)
@@ -1006,7 +1007,7 @@ sy_err sy_classifier_parse(const json_t *root, sy_classifier **out, char *err, s
         seterr(err, errlen, "$.dense: missing or not an object");
         goto out;
     }
-    json_object_foreach((json_t *)dense, key, val) {
+    json_object_foreach ((json_t *)dense, key, val) {
         int i = sy_classifier_dense_index(key);
         if (i < 0) {
             seterr(err, errlen, "$.dense.%s: unknown feature", key);
@@ -1022,14 +1023,13 @@ sy_err sy_classifier_parse(const json_t *root, sy_classifier **out, char *err, s
         seterr(err, errlen, "$.hashed: missing or not an object");
         goto out;
     }
-    json_object_foreach((json_t *)hashed, key, val) {
+    json_object_foreach ((json_t *)hashed, key, val) {
         char *end;
         double w;
         errno = 0;
         unsigned long b = strtoul(key, &end, 10);
         if (key[0] < '0' || key[0] > '9' || *end != '\0' || errno != 0 || b > c->mask) {
-            seterr(err, errlen, "$.hashed.%s: not a bucket number below 2^%u", key,
-                   c->hash_bits);
+            seterr(err, errlen, "$.hashed.%s: not a bucket number below 2^%u", key, c->hash_bits);
             goto out;
         }
         if (!finite_number(val, &w)) {
@@ -1166,8 +1166,8 @@ static void score_emit(void *ctx, sy_cls_kind kind, uint32_t hash, const char *a
 
 typedef struct cand {
     double contrib;
-    int dense;          /* dense index, or -1 */
-    const track *t;     /* when dense < 0 */
+    int dense;      /* dense index, or -1 */
+    const track *t; /* when dense < 0 */
 } cand;
 
 static void top_insert(cand *best, size_t ntop, size_t *nbest, cand x)

@@ -52,11 +52,11 @@ typedef struct opts {
 
 typedef struct row {
     char *id;
-    int set; /* index into trainer.sets */
+    int set;    /* index into trainer.sets */
     char *line; /* the raw data line, for --eval-dir */
     double strong, weak;
     double mean_all; /* mean grade of every graded model ("scores"), NAN when absent */
-    double length; /* bytes of the first turn: route_eval's "length" baseline */
+    double length;   /* bytes of the first turn: route_eval's "length" baseline */
     int needs;
     double target, weight;
     float dense[SY_CLS_NDENSE];
@@ -376,8 +376,7 @@ static int read_line_row(trainer *t, const char *file, size_t lineno, const char
     if (!json_is_string(id) || !json_is_string(turn) ||
         !json_is_number(json_object_get(j, "strong")) ||
         !json_is_number(json_object_get(j, "weak"))) {
-        fprintf(stderr, "train: %s:%zu: a row needs id, turns[0], strong and weak\n", file,
-                lineno);
+        fprintf(stderr, "train: %s:%zu: a row needs id, turns[0], strong and weak\n", file, lineno);
         goto out;
     }
     strong = json_number_value(json_object_get(j, "strong"));
@@ -406,7 +405,7 @@ static int read_line_row(trainer *t, const char *file, size_t lineno, const char
         const char *k;
         double sum = 0;
         size_t cnt = 0;
-        json_object_foreach((json_t *)scores, k, sv) {
+        json_object_foreach ((json_t *)scores, k, sv) {
             if (json_is_number(sv)) {
                 sum += json_number_value(sv);
                 cnt++;
@@ -869,14 +868,14 @@ static void compute_metrics(scored *v, size_t n, double thr, metrics *m)
 
 static void print_metrics_header(const char *title)
 {
-    printf("%s\n  %-8s %6s %8s %6s %6s %6s %6s %7s %7s %8s\n", title, "set", "n", "logloss",
-           "auc", "acc", "share", "apgr", "cpt50", "cpt80", "len-apgr");
+    printf("%s\n  %-8s %6s %8s %6s %6s %6s %6s %7s %7s %8s\n", title, "set", "n", "logloss", "auc",
+           "acc", "share", "apgr", "cpt50", "cpt80", "len-apgr");
 }
 
 static void print_metrics(const char *name, const metrics *m)
 {
-    printf("  %-8s %6zu %8.4f %6.4f %6.4f %6.3f %6.4f %7.4f %7.4f %8.4f\n", name, m->n,
-           m->logloss, m->auc, m->acc, m->share, m->apgr, m->cpt50, m->cpt80, m->len_apgr);
+    printf("  %-8s %6zu %8.4f %6.4f %6.4f %6.3f %6.4f %7.4f %7.4f %8.4f\n", name, m->n, m->logloss,
+           m->auc, m->acc, m->share, m->apgr, m->cpt50, m->cpt80, m->len_apgr);
 }
 
 /* Fills <v> with the rows of set <set> (or every set when set == nsets) where pick[i] holds,
@@ -972,8 +971,8 @@ static const char *base_name(const char *p)
 }
 
 /* Writes the weights file (to <out>.tmp, then renamed, so a reader never sees half a file). */
-static int write_weights(const trainer *t, const double *x, double thr, int iters,
-                         size_t ntrain, size_t nheld, size_t *kept)
+static int write_weights(const trainer *t, const double *x, double thr, int iters, size_t ntrain,
+                         size_t nheld, size_t *kept)
 {
     size_t plen = strlen(t->o.out) + 5;
     char *tmp = malloc(plen);
@@ -1023,7 +1022,7 @@ static int write_weights(const trainer *t, const double *x, double thr, int iter
             continue;
         fprintf(f, "%s\"%u\":%.5g", *kept ? "," : "", t->bucket[k], w);
         if (++*kept % 8 == 0)
-            fputc('\n', f);
+            (void)fputc('\n', f); /* errors: ferror() below */
     }
     fprintf(f, "}}\n");
     if (ferror(f) != 0 || fclose(f) != 0) {
@@ -1052,8 +1051,7 @@ static int write_eval(const trainer *t, const char *prefix, const bool *pick, co
     for (size_t s = 0; s < t->nsets; s++) {
         char pd[4096], ps[4096];
         (void)snprintf(pd, sizeof(pd), "%s/%s-%s.jsonl", t->o.eval_dir, prefix, t->sets[s]);
-        (void)snprintf(ps, sizeof(ps), "%s/%s-%s.scores.jsonl", t->o.eval_dir, prefix,
-                       t->sets[s]);
+        (void)snprintf(ps, sizeof(ps), "%s/%s-%s.scores.jsonl", t->o.eval_dir, prefix, t->sets[s]);
         FILE *fd = fopen(pd, "w"), *fs = fopen(ps, "w");
         bool bad = fd == NULL || fs == NULL;
         for (size_t i = 0; !bad && i < t->nrows; i++) {
@@ -1095,9 +1093,10 @@ static int score_with_file(const trainer *t, const double *mem_sc, double *sc)
             continue;
         json_error_t jerr;
         json_t *j = json_loads(r->line, 0, &jerr);
-        json_t *req = j != NULL ? json_pack("{s:[{s:s,s:O}]}", "messages", "role", "user",
-                                            "content", json_array_get(json_object_get(j, "turns"), 0))
-                                : NULL;
+        json_t *req = j != NULL
+                          ? json_pack("{s:[{s:s,s:O}]}", "messages", "role", "user", "content",
+                                      json_array_get(json_object_get(j, "turns"), 0))
+                          : NULL;
         sy_err e = req != NULL ? sy_classifier_score(c, req, &sc[i], NULL, 0) : SY_ENOMEM;
         json_decref(req);
         json_decref(j);
@@ -1143,9 +1142,9 @@ static int cross_validate(trainer *t, double *x, double *sc)
     for (size_t i = 0; i < t->nrows; i++)
         all[i] = !t->rows[i].holdout;
     char title[96];
-    (void)snprintf(title, sizeof(title),
-                   "%d-fold cross-validation over the training rows (out-of-fold scores):",
-                   t->o.folds);
+    (void)snprintf(
+        title, sizeof(title),
+        "%d-fold cross-validation over the training rows (out-of-fold scores):", t->o.folds);
     if (report(t, title, all, sc, 0.5) != 0 || write_eval(t, "cv", all, sc) != 0)
         goto out;
     rc = 0;
@@ -1190,8 +1189,8 @@ int sy_train_main(int argc, char **argv)
     if (remap(&t) != 0)
         goto oom;
     x = malloc(t.nparams * sizeof(*x));
-    sc = malloc(t.nrows * sizeof(*sc));
-    fsc = malloc(t.nrows * sizeof(*fsc));
+    sc = calloc(t.nrows, sizeof(*sc));
+    fsc = calloc(t.nrows, sizeof(*fsc));
     held = malloc(t.nrows * sizeof(*held));
     train = malloc(t.nrows * sizeof(*train));
     if (x == NULL || sc == NULL || fsc == NULL || held == NULL || train == NULL)

@@ -28,6 +28,7 @@
 
 /* The dense features: X(name, what it measures). Values are scaled to roughly [0,1].
  * The order is the index (SY_CLS_D_<name>); names are what weights files and explanations use. */
+/* clang-format off */
 #define SY_CLS_DENSE_MAP(X)                                                                   \
     X(tokens_log, "log2(1 + bytes/4) / 13 over the whole first user turn")                   \
     X(words_log, "log2(1 + words) / 12")                                                      \
@@ -73,6 +74,7 @@
     X(open_words, "words_log of an open question")                                            \
     X(open_numbers, "numbers_log of an open question")                                        \
     X(open_sentences, "sentences_log of an open question")
+/* clang-format on */
 
 typedef enum sy_cls_dense {
 #define SY_CLS_DENSE_ENUM(name, doc) SY_CLS_D_##name,
