@@ -12,16 +12,21 @@
 #include "switchyard/config.h"
 #include "switchyard/log.h"
 #include "switchyard/server.h"
+#include "switchyard/route_cli.h"
 #include "switchyard/train.h"
 
 static void usage(FILE *f)
 {
     fprintf(f, "usage: switchyard [serve] [--config FILE] [--listen HOST:PORT]\n"
                "       switchyard check --config FILE\n"
+               "       switchyard route --config FILE [--route NAME] [--calibrate SHARE] < requests.jsonl\n"
+               "       switchyard train --data A.jsonl[,B.jsonl] --out FILE [--seed N]\n"
                "       switchyard version\n"
                "\n"
                "serve    run the proxy (default command; default config conf/switchyard.json)\n"
-               "check    validate the config and list every problem (exit 1 when invalid)\n"
+               "check    validate the config, routes and weights; list every problem (exit 1)\n"
+               "route    print the routing decision for each request on stdin, offline\n"
+               "train    fit classifier weights from labelled JSONL\n"
                "version  print the version\n");
 }
 
@@ -141,6 +146,8 @@ int main(int argc, char **argv)
 
     if (argc > 1 && strcmp(argv[1], "train") == 0) /* its own flags */
         return sy_train_main(argc - 1, argv + 1);
+    if (argc > 1 && strcmp(argv[1], "route") == 0)
+        return sy_route_main(argc - 1, argv + 1, stdin, stdout);
     if (argc > 1 && argv[1][0] != '-')
         cmd = argv[i++];
     for (; i < argc; i++) {

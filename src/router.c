@@ -131,22 +131,29 @@ static void add_tier(sy_pick *p, const sy_config *cfg, const sy_tier *t)
         add(p, ds[i]);
 }
 
-/* Moves unavailable deployments after the available ones, keeping each group's order. */
-static void partition_available(sy_pick *p)
+/* Moves deployments that cannot take the request now (disabled, breaker open, at max_inflight)
+ * after the others, keeping each group's order. Returns whether any enabled deployment was
+ * held back by its health (as opposed to every one being disabled, which the relay explains
+ * by naming the variable to set). */
+static bool partition_available(sy_pick *p)
 {
     const sy_deployment *ok[SY_ROUTER_MAX_TARGETS], *no[SY_ROUTER_MAX_TARGETS];
     size_t nok = 0, nno = 0;
+    bool held = false;
     int64_t now = sy_now_us();
     for (size_t i = 0; i < p->ntargets; i++) {
         const sy_deployment *d = p->targets[i];
-        if (sy_health_available(d->health, d->max_inflight, now))
+        bool healthy = sy_health_available(d->health, d->max_inflight, now);
+        if (!d->disabled && healthy)
             ok[nok++] = d;
         else
             no[nno++] = d;
+        held = held || (!d->disabled && !healthy);
     }
     memcpy(p->targets, ok, nok * sizeof(ok[0]));
     memcpy(p->targets + nok, no, nno * sizeof(no[0]));
     p->navailable = nok;
+    return held;
 }
 
 sy_err sy_router_pick(const sy_config *cfg, const char *model, const json_t *body,
@@ -161,7 +168,16 @@ sy_err sy_router_pick(const sy_config *cfg, const char *model, const json_t *bod
     if (model == NULL)
         return SY_ENOMODEL;
 
-    const sy_route *r = sy_routes_match(cfg->routes, model, rc->get_header, rc->hctx);
+    const sy_route *r = NULL;
+    if (rc->force_route != NULL) {
+        for (size_t i = 0; cfg->routes != NULL && i < cfg->routes->n && r == NULL; i++)
+            if (strcmp(cfg->routes->routes[i].name, rc->force_route) == 0)
+                r = &cfg->routes->routes[i];
+        if (r == NULL)
+            return SY_ENOTFOUND;
+    } else {
+        r = sy_routes_match(cfg->routes, model, rc->get_header, rc->hctx);
+    }
     if (r == NULL || r->by_model_name) {
         sy_err e = by_name(cfg, model, out);
         if (e != SY_OK)
@@ -216,6 +232,6 @@ sy_err sy_router_pick(const sy_config *cfg, const char *model, const json_t *bod
             out->affinity_hit = strcmp(out->targets[0]->name, name) == 0;
         }
     }
-    partition_available(out);
-    return out->navailable > 0 ? SY_OK : SY_EUNAVAIL;
+    bool held = partition_available(out);
+    return out->navailable > 0 || !held ? SY_OK : SY_EUNAVAIL;
 }

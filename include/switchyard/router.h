@@ -40,6 +40,7 @@ typedef struct sy_route_ctx {
     const char *tenant;        /* the API key's id or team, for affinity; may be NULL */
     sy_feature_contrib *top;   /* when not NULL, the classifier's top features */
     size_t ntop;
+    const char *force_route;   /* use this route by name, whatever the model (offline tools) */
 } sy_route_ctx;
 
 /* <body> is the parsed request (borrowed); <rc> may be NULL. Returns SY_OK; SY_ENOMODEL when
