@@ -1129,7 +1129,7 @@ static sy_err on_message_start(sy_stream_fix *f, anth_stream *s, sy_endpoint ep,
                                sy_buf *out)
 {
     const json_t *m = json_object_get(ev, "message");
-    char id[96];
+    char id[sizeof(f->id)];
     if (s->started)
         return SY_EUPSTREAM; /* one message per stream */
     s->started = true;
