@@ -64,6 +64,7 @@ typedef struct sy_config {
     char *routes_dir;
     char *prices_path;
     json_t *redis; /* the raw "redis" value (null or object), owned; used by the store module */
+    json_t *mem_store; /* the raw "mem_store" value (null or object), owned; store module too */
     char *config_path;
     char *config_dir; /* the config file's directory, for reference only: relative data_dir,
                          prices and routes resolve against the process working directory */

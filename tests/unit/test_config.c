@@ -219,7 +219,7 @@ static void test_defaults(void **state)
 }
 
 static const char full_doc[] =
-    "{\"listen\":\"[::1]:0\",\"redis\":{\"url\":\"redis://127.0.0.1:6379\",\"db\":2},"
+    "{\"listen\":\"[::1]:0\",\"redis\":{\"url\":\"redis://127.0.0.1:6379\",\"pool\":2},"
     "\"data_dir\":\"/var/lib/sy\",\"prices\":\"p.json\",\"routes\":\"r/\","
     "\"auth\":{\"master_key_env\":\"SY_TEST_MASTER\",\"require_keys\":true},"
     "\"server\":{\"max_body_bytes\":1024,\"max_json_depth\":8,\"max_messages\":10,"
@@ -500,6 +500,8 @@ static void test_secrets(void **state)
                   "environment variable instead",
                   "redis.sentinel[0].Token: literal secrets are not allowed in config files; name "
                   "an environment variable instead",
+                  "redis.host: unknown key 'host'", "redis.sentinel: unknown key 'sentinel'",
+                  "redis.url: required",
                   "deployments[0].api_key: literal secrets are not allowed in config files; use "
                   "api_key_env",
                   "deployments[0].price.key: literal secrets are not allowed in config files; "
