@@ -143,7 +143,7 @@ static void parse_tier(pctx *c, const json_t *t, const char *path, sy_tier *out)
 static long tier_index(const sy_route *r, const char *name)
 {
     for (size_t i = 0; i < r->ntiers; i++)
-        if (strcmp(r->tiers[i].name, name) == 0)
+        if (r->tiers[i].name != NULL && strcmp(r->tiers[i].name, name) == 0)
             return (long)i;
     return -1;
 }
@@ -432,8 +432,10 @@ static void parse_route(pctx *c, sy_routes *t, const json_t *j, const char *path
                 break;
             snprintf(p, sizeof(p), "%s.tiers[%zu]", path, i);
             parse_tier(c, v, p, &r->tiers[r->ntiers]);
-            for (size_t k = 0; k < r->ntiers; k++)
-                if (strcmp(r->tiers[k].name, r->tiers[r->ntiers].name) == 0)
+            /* a tier that is not an object has no name (its error is already reported) */
+            for (size_t k = 0; k < r->ntiers && r->tiers[r->ntiers].name != NULL; k++)
+                if (r->tiers[k].name != NULL &&
+                    strcmp(r->tiers[k].name, r->tiers[r->ntiers].name) == 0)
                     perr(c, p, "duplicate tier name '%.60s'", r->tiers[k].name);
             r->ntiers++;
         }
