@@ -26,6 +26,8 @@ typedef struct sy_api_in {
     int inflight;               /* for /healthz */
     int64_t uptime_s;
     bool shutting_down;
+    struct sy_spend *spend;     /* GET /v1/spend, /metrics; NULL = spend not recorded (503) */
+    struct sy_metrics *metrics; /* GET /metrics; NULL = 503 */
 } sy_api_in;
 
 typedef struct sy_reply {
@@ -36,6 +38,7 @@ typedef struct sy_reply {
     char retry_after[16]; /* Retry-After header value, "" when none */
     sy_request *req;   /* when non-NULL: relay it (the caller owns this reference) */
     char model[96];    /* the request's model, for the access log */
+    const char *content_type; /* static; NULL = application/json */
 } sy_reply;
 
 /* Always fills <out> (status and body, or req). */
@@ -52,5 +55,9 @@ void sy_api_json(sy_reply *out, int status, json_t *j); /* takes <j> */
 void sy_api_models(const sy_api_in *in, const char *id, sy_reply *out);
 void sy_api_health(const sy_api_in *in, sy_reply *out);
 void sy_api_relay(const sy_api_in *in, sy_endpoint ep, sy_reply *out);
+/* api_spend.c: GET /v1/spend (JSON), GET /metrics (Prometheus text), GET /dashboard (HTML). */
+void sy_api_spend(const sy_api_in *in, sy_reply *out);
+void sy_api_metrics(const sy_api_in *in, sy_reply *out);
+void sy_api_dashboard(const sy_api_in *in, sy_reply *out);
 
 #endif
