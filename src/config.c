@@ -12,6 +12,7 @@
 #include "switchyard/config.h"
 
 #include "switchyard/health.h"
+#include "switchyard/prices.h"
 #include "switchyard/routes.h"
 #include "switchyard/store.h"
 
@@ -264,8 +265,10 @@ static const field price_fields[] = {
 
 static const table price_table = {
     "deployments[].price", "`deployments[].price`",
-    "An explicit price. A price of 0 is allowed (local models), silence is not: a "
-    "deployment without one must be priced by the prices file (a later check).",
+    "An explicit price, USD per million tokens. A price of 0 is allowed (local models), "
+    "silence is not: a deployment without one takes the entry of the prices file (`prices`) "
+    "for its `model` (exact name, else the longest family prefix), and `check` fails on a "
+    "deployment priced by neither.",
     "api_key_env", price_fields, sizeof(price_fields) / sizeof(price_fields[0])};
 
 static const field deployment_fields[] = {
@@ -1363,6 +1366,32 @@ out:
     return rc;
 }
 
+/* Every deployment without an explicit price takes the prices file's (prices.h), so d->price is
+ * always the effective price; one without either is an error (DESIGN §4: 0 must be explicit).
+ * The file is read only when a deployment needs it. Only sy_config_load does this:
+ * sy_config_parse does no file I/O. */
+static sy_err resolve_prices(sy_config *cfg, sy_errlist *errs)
+{
+    sy_prices *list = NULL;
+    sy_errlist perrs;
+    sy_err rc = SY_OK;
+    size_t need = 0;
+
+    for (size_t i = 0; i < cfg->ndeployments; i++)
+        need += cfg->deployments[i].price.set ? 0 : 1;
+    if (need == 0)
+        return SY_OK;
+    sy_errlist_init(&perrs);
+    rc = sy_prices_load(cfg->prices_path, &list, &perrs);
+    for (size_t i = 0; i < perrs.n; i++)
+        sy_errlist_add(errs, "prices: %s", perrs.items[i]);
+    sy_errlist_cleanup(&perrs);
+    if (rc == SY_OK || rc == SY_ECONFIG)
+        rc = sy_prices_apply(list, cfg->prices_path, cfg, errs) > 0 ? SY_ECONFIG : rc;
+    sy_prices_free(list);
+    return rc;
+}
+
 sy_err sy_config_load(const char *path, sy_config **out, sy_errlist *errs, sy_errlist *warns)
 {
     sy_buf b;
@@ -1398,10 +1427,14 @@ sy_err sy_config_load(const char *path, sy_config **out, sy_errlist *errs, sy_er
     sy_config *cfg = NULL;
     rc = build(root, dir, path, &cfg, errs, warns);
     if (rc == SY_OK) {
+        /* Prices before routes; both run so that check lists every problem. */
+        sy_err prc = resolve_prices(cfg, errs);
         /* Routes name deployments, so they are checked against this config; a broken route
          * file fails the whole load (a reload then changes nothing). */
         rc = cfg->routes_dir != NULL ? sy_routes_load(cfg->routes_dir, cfg, &cfg->routes, errs)
                                      : SY_OK;
+        if (prc != SY_OK && rc != SY_ENOMEM)
+            rc = prc;
         if (rc == SY_OK) {
             *out = cfg;
             cfg = NULL;

@@ -714,7 +714,9 @@ static void test_load_errors(void **state)
 
 static void test_load_sets_paths(void **state)
 {
-    char *path = write_temp("{\"deployments\": [" DEP("a") "]}");
+    /* sy_config_load prices deployments: explicit here, the prices file is not read */
+    char *path = write_temp("{\"deployments\": [{\"name\":\"a\",\"base_url\":\"http://h/v1\","
+                            "\"model\":\"m\",\"price\":{\"input\":0,\"output\":0}}]}");
     sy_errlist errs;
     sy_config *cfg = NULL;
 
