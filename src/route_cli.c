@@ -20,6 +20,28 @@ static int cmp_desc(const void *a, const void *b)
     return x > y ? -1 : x < y;
 }
 
+/* The threshold as ops will paste it into a route file: the shortest decimal (6 significant
+ * digits or more) that still sends exactly the scores >= <thr> of <desc> (sorted descending)
+ * to the harder tier. A plain 6-digit rounding may land above <thr> and lose that request, or
+ * below the next score and gain one. Writes the text to <buf>; returns its value. */
+static double printable_threshold(const double *desc, size_t n, double thr, char *buf,
+                                  size_t cap)
+{
+    double lower = -1; /* the highest score below thr */
+    for (size_t i = 0; i < n; i++)
+        if (desc[i] < thr) {
+            lower = desc[i];
+            break;
+        }
+    for (int prec = 6; prec <= 17; prec++) {
+        snprintf(buf, cap, "%.*g", prec, thr);
+        double d = strtod(buf, NULL);
+        if (d <= thr && d > lower)
+            return d;
+    }
+    return thr; /* %.17g round-trips: not reached */
+}
+
 static void usage(FILE *f)
 {
     fprintf(f, "usage: switchyard route --config FILE [--route NAME] [--calibrate SHARE] "
@@ -144,15 +166,17 @@ int sy_route_main(int argc, char **argv, FILE *in, FILE *out)
         qsort(scores, nscores, sizeof(double), cmp_desc);
         if (k > 0 && nscores > 0)
             thr = scores[(k > nscores ? nscores : k) - 1];
-        double achieved =
-            nreq ? (double)(forced_hard + (k > nscores ? nscores : k)) / (double)nreq : 0;
-        json_t *o = json_pack("{s:f,s:f,s:I,s:I,s:I,s:f}", "share", share, "threshold", thr,
-                              "requests", (json_int_t)nreq, "forced_by_rules",
-                              (json_int_t)forced_hard, "scored", (json_int_t)nscores,
-                              "achieved_share", achieved);
-        json_dumpf(o, out, JSON_COMPACT | JSON_REAL_PRECISION(6));
-        fputc('\n', out);
-        json_decref(o);
+        char thr_text[40];
+        thr = printable_threshold(scores, nscores, thr, thr_text, sizeof(thr_text));
+        /* what the printed threshold really does: ties at it go to the harder tier too */
+        size_t hard = forced_hard;
+        for (size_t i = 0; i < nscores && scores[i] >= thr; i++)
+            hard++;
+        double achieved = nreq ? (double)hard / (double)nreq : 0;
+        fprintf(out,
+                "{\"share\":%.6g,\"threshold\":%s,\"requests\":%zu,\"forced_by_rules\":%zu,"
+                "\"scored\":%zu,\"achieved_share\":%.6g}\n",
+                share, thr_text, nreq, forced_hard, nscores, achieved);
     }
     rc = 0;
 out:
