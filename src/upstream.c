@@ -195,6 +195,23 @@ static int64_t parse_retry_after_ms(const char *v)
     return (int64_t)(s * 1000.0);
 }
 
+/* The target a retry goes to: the next one after the current that can take a request now.
+ * Deployments whose breaker is open or that are at max_inflight are skipped on retries as on
+ * the first pick (DESIGN §5: max_inflight is a hard cap); the one that just failed qualifies
+ * again only when no other does. -1 when none can. */
+static long next_target(const sy_request *req)
+{
+    int64_t now = sy_now_us();
+    size_t n = req->pick.ntargets;
+    for (size_t k = 1; k <= n; k++) {
+        size_t j = (req->target + k) % n;
+        const sy_deployment *d = req->pick.targets[j];
+        if (!d->disabled && sy_health_available(d->health, d->max_inflight, now))
+            return (long)j;
+    }
+    return -1;
+}
+
 /* An attempt failed before anything reached the client. Retries on the next target when the
  * failure is one fallback covers and attempts remain; otherwise answers with the error. */
 static void attempt_failed(sy_upstream *u, sy_request *req, const sy_deployment *dep,
@@ -204,8 +221,9 @@ static void attempt_failed(sy_upstream *u, sy_request *req, const sy_deployment 
     const sy_config *cfg = req->cfg;
     const sy_route *r = req->pick.route_def;
     int max_attempts = r != NULL && r->max_attempts > 0 ? r->max_attempts : cfg->max_attempts;
-    if (retryable && req->attempts < max_attempts && !req->cancelled) {
-        size_t next = (req->target + 1) % req->pick.ntargets;
+    long nx = retryable && req->attempts < max_attempts && !req->cancelled ? next_target(req) : -1;
+    if (nx >= 0) {
+        size_t next = (size_t)nx;
         int64_t delay = backoff_us(cfg, req->attempts);
         if (req->pick.targets[next] == dep) {
             int64_t ra = parse_retry_after_ms(retry_after) * 1000;

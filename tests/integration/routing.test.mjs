@@ -8,6 +8,7 @@ import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   startFake, startProxy, makeConfig, fakeDeployment, assertCleanExit, post, streamRaw, writeConfig, errorOf, delay,
+  waitFor,
 } from './lib/harness.mjs';
 import { validateChatCompletion, validateError } from './lib/schema.mjs';
 import { WEIGHTS, routesDir, writeRoutes, routeCli, startFlaky } from './fixtures/routing.mjs';
@@ -376,14 +377,29 @@ describe('circuit breaker', () => {
         tiers: [{ name: 'local', targets: ['flaky-b'] }],
         fallback: { max_attempts: 1 },
       },
+      {
+        name: 'br-skip',
+        match: { model: 'br-skip' },
+        tiers: [{ name: 'local', targets: ['flaky-c'] }, { name: 'flagship', targets: ['flaky-d'] }],
+        fallback: { on: [503], max_attempts: 3 },
+      },
+      {
+        name: 'cap',
+        match: { model: 'cap' },
+        tiers: [{ name: 'local', targets: ['capped', 'flaky-e'] }],
+        fallback: { on: [503], max_attempts: 3 },
+      },
     ]);
     proxy = await startProxy(makeConfig({
       routes: dir,
       upstream: { retry_base_ms: 5, retry_max_ms: 50, breaker_failures: FAILS, breaker_cooldown_ms: COOLDOWN },
       deployments: [
         { name: 'flaky-a', provider: 'openai', base_url: flaky.base('a'), model: 'flaky-a', price: { input: 0, output: 0 } },
-        { name: 'flaky-b', provider: 'openai', base_url: flaky.base('b'), model: 'flaky-b', price: { input: 0, output: 0 } },
+        ...['b', 'c', 'd', 'e'].map((k) => ({
+          name: `flaky-${k}`, provider: 'openai', base_url: flaky.base(k), model: `flaky-${k}`, price: { input: 0, output: 0 },
+        })),
         fakeDeployment(fake, 'good'),
+        fakeDeployment(fake, 'capped', { max_inflight: 1 }),
       ],
     }));
   });
@@ -493,5 +509,38 @@ describe('circuit breaker', () => {
     assert.match(e.message, /flaky-b/);
     assert.ok(r.res.headers['retry-after']);
     assert.equal(flaky.counts.b, n);
+  });
+
+  test('a retry never goes to a deployment whose breaker is open', async () => {
+    // open flaky-c's breaker; flaky-d (the next tier) serves meanwhile
+    flaky.modes.c = 'fail';
+    for (let i = 0; i < FAILS; i++) {
+      const r = await br('br-skip');
+      assert.equal(r.dep, 'flaky-d');
+      assert.equal(r.attempts, 2);
+    }
+    const c = flaky.counts.c;
+    assert.equal((await br('br-skip')).attempts, 1, 'open: flaky-c skipped');
+    // now flaky-d fails too: the retries must not fall back onto the open flaky-c
+    flaky.modes.d = 'fail';
+    const r = await br('br-skip');
+    assert.equal(r.status, 503, r.res.text);
+    assert.equal(flaky.counts.c, c, 'a retry reached flaky-c while its breaker was open');
+    flaky.modes.d = 'ok';
+  });
+
+  test('a retry never exceeds a deployment\'s max_inflight', async () => {
+    // one slow request holds capped's only slot
+    const before = (await fake.stats()).requests;
+    const busy = post(proxy.url, '/v1/chat/completions', body('capped', 'slow [[fake first_byte_ms=1500]]'));
+    await waitFor(async () => (await fake.stats()).requests > before, { what: 'the slow request to reach the fake' });
+    flaky.modes.e = 'fail';
+    const e = flaky.counts.e || 0;
+    const r = await br('cap');
+    assert.equal(r.status, 503, `served by ${r.dep}: ${r.res.text}`);
+    assert.notEqual(r.dep, 'capped');
+    assert.ok(flaky.counts.e > e);
+    assert.equal((await busy).status, 200);
+    flaky.modes.e = 'ok';
   });
 });
