@@ -79,12 +79,12 @@
 #include "switchyard/store.h"
 
 #define SY_CACHE_VERSION 1
-#define SY_CACHE_KEY_SIZE 72               /* "{c:" + 64 hex + "}" + NUL = 69, rounded up */
-#define SY_CACHE_NAME_MAX 128              /* bytes of a deployment name kept in an entry */
-#define SY_CACHE_MAX_CHOICES 128           /* choice indexes an accumulated stream may use */
-#define SY_CACHE_MAX_TOOL_CALLS 128        /* tool-call indexes per choice */
-#define SY_CACHE_ENTRY_MAX (64u << 20)     /* hard cap on an entry read from the store */
-#define SY_CACHE_EMBED_MAX_INPUTS 2048     /* more inputs than this: embeddings bypass the cache */
+#define SY_CACHE_KEY_SIZE 72           /* "{c:" + 64 hex + "}" + NUL = 69, rounded up */
+#define SY_CACHE_NAME_MAX 128          /* bytes of a deployment name kept in an entry */
+#define SY_CACHE_MAX_CHOICES 128       /* choice indexes an accumulated stream may use */
+#define SY_CACHE_MAX_TOOL_CALLS 128    /* tool-call indexes per choice */
+#define SY_CACHE_ENTRY_MAX (64u << 20) /* hard cap on an entry read from the store */
+#define SY_CACHE_EMBED_MAX_INPUTS 2048 /* more inputs than this: embeddings bypass the cache */
 
 /* ---- key ------------------------------------------------------------------------------------ */
 
@@ -151,14 +151,14 @@ sy_err sy_cache_entry_decode(const char *data, size_t len, const char *key, sy_c
 /* Outcomes for counters and logs. Every outcome but HIT means "not served from the cache" for
  * sy_cache_get, and every outcome but STORED means "not written" for sy_cache_put; none is an
  * error for the request. Never renumbered: append. */
-#define SY_CACHE_STATUS_MAP(X)                                                                   \
-    X(HIT, "hit")                 /* get: found and decoded */                                   \
-    X(MISS, "miss")               /* get: absent or expired */                                   \
-    X(STORED, "stored")           /* put: written */                                             \
-    X(TOOBIG, "too_big")          /* put: over max_entry_bytes or the store's value cap */       \
-    X(STORE_ERROR, "store_error") /* the store is down, slow or answered an error */             \
-    X(CORRUPT, "corrupt")         /* get: undecodable, another key's, or another endpoint's */   \
-    X(NOMEM, "nomem")             /* an allocation failed */                                     \
+#define SY_CACHE_STATUS_MAP(X)                                                                     \
+    X(HIT, "hit")                 /* get: found and decoded */                                     \
+    X(MISS, "miss")               /* get: absent or expired */                                     \
+    X(STORED, "stored")           /* put: written */                                               \
+    X(TOOBIG, "too_big")          /* put: over max_entry_bytes or the store's value cap */         \
+    X(STORE_ERROR, "store_error") /* the store is down, slow or answered an error */               \
+    X(CORRUPT, "corrupt")         /* get: undecodable, another key's, or another endpoint's */     \
+    X(NOMEM, "nomem")             /* an allocation failed */                                       \
     X(INVALID, "invalid")         /* bad arguments (empty key, no answer, ttl < 1) */
 
 typedef enum sy_cache_status {
@@ -187,14 +187,14 @@ sy_cache_status sy_cache_put(sy_store *s, const char *key, const sy_cache_entry 
  * or legacy completions). Storage owned by the caller; every field is private. */
 typedef struct sy_cache_acc {
     sy_endpoint ep;
-    size_t max_bytes;  /* cap on accumulated text; 0 = SY_CACHE_ENTRY_MAX */
+    size_t max_bytes; /* cap on accumulated text; 0 = SY_CACHE_ENTRY_MAX */
     size_t bytes;
-    sy_err err;        /* sticky: the first failure */
-    bool done;         /* "[DONE]" was fed */
-    json_t *env;       /* id, model, created, system_fingerprint, service_tier */
-    json_t *usage;     /* the last usage seen */
+    sy_err err;    /* sticky: the first failure */
+    bool done;     /* "[DONE]" was fed */
+    json_t *env;   /* id, model, created, system_fingerprint, service_tier */
+    json_t *usage; /* the last usage seen */
     struct sy_cache_acc_choice **choices;
-    size_t nchoices;   /* 1 + the highest index seen */
+    size_t nchoices; /* 1 + the highest index seen */
 } sy_cache_acc;
 
 /* Never fails (allocation happens on feed). <ep> SY_EP_CHAT or SY_EP_COMPLETIONS. */
@@ -213,7 +213,9 @@ void sy_cache_acc_init(sy_cache_acc *a, sy_endpoint ep, size_t max_bytes);
 sy_err sy_cache_acc_feed(sy_cache_acc *a, const json_t *chunk);
 
 /* The same for the text of one SSE data field: "[DONE]" marks the end, anything else is parsed
- * as a chunk (SY_EINVAL when it is not JSON). */
+ * as a chunk (SY_EINVAL when it is not JSON; jansson reports some allocation failures while
+ * parsing as syntax errors, so SY_EINVAL may also mean out of memory: nothing is stored either
+ * way). */
 sy_err sy_cache_acc_feed_data(sy_cache_acc *a, const char *data, size_t len);
 
 /* Finishes: <completed> is the relay's word that the stream ended cleanly (finish_reason seen,
@@ -232,10 +234,11 @@ void sy_cache_acc_cleanup(sy_cache_acc *a);
 /* ---- replay (pure) -------------------------------------------------------------------------- */
 
 typedef struct sy_cache_replay {
-    const char *req_id; /* the proxy's request id for the fresh answer id; NULL keeps the original */
-    int64_t now_s;      /* "created" of the fresh answer; 0 keeps the original */
-    bool client_usage;  /* streams: the client asked stream_options.include_usage */
-    bool embed_b64;     /* embeddings: the client asked encoding_format "base64" */
+    const char
+        *req_id;       /* the proxy's request id for the fresh answer id; NULL keeps the original */
+    int64_t now_s;     /* "created" of the fresh answer; 0 keeps the original */
+    bool client_usage; /* streams: the client asked stream_options.include_usage */
+    bool embed_b64;    /* embeddings: the client asked encoding_format "base64" */
 } sy_cache_replay;
 
 /* The answer to send for a hit: a new object (deep copy) with the fresh id and created. NULL on
@@ -266,16 +269,16 @@ sy_err sy_cache_replay_sse(const sy_cache_entry *e, const sy_cache_replay *o, sy
  *   sy_cache_embed_cleanup(&ce)
  * Every field is private except n and nmiss (read-only). */
 typedef struct sy_cache_embed {
-    size_t n;             /* inputs in the request */
-    size_t nmiss;         /* distinct inputs still missing (n distinct ones before lookup) */
-    size_t nhit;          /* inputs served from the cache (after lookup) */
+    size_t n;     /* inputs in the request */
+    size_t nmiss; /* distinct inputs still missing (n distinct ones before lookup) */
+    size_t nhit;  /* inputs served from the cache (after lookup) */
     char (*keys)[SY_CACHE_KEY_SIZE];
-    json_t **vecs;        /* per input: the embedding array (new ref) or NULL */
-    bool *fresh;          /* per input: the vector came from the upstream (to store) */
-    size_t *first;        /* per input: the first input with the same key */
-    json_t *inputs;       /* array of the inputs (new ref) */
-    bool single;          /* "input" was one string or one token array */
-    json_t *model;        /* the model string of the first cached entry (new ref) or NULL */
+    json_t **vecs;  /* per input: the embedding array (new ref) or NULL */
+    bool *fresh;    /* per input: the vector came from the upstream (to store) */
+    size_t *first;  /* per input: the first input with the same key */
+    json_t *inputs; /* array of the inputs (new ref) */
+    bool single;    /* "input" was one string or one token array */
+    json_t *model;  /* the model string of the first cached entry (new ref) or NULL */
 } sy_cache_embed;
 
 /* Splits the body's "input" (a string, an array of strings, a token array or an array of token
