@@ -686,17 +686,30 @@ static void begin_attempt(sy_upstream *u, sy_request *req)
 {
     char msg[300];
 
-    /* Disabled deployments (key variable unset) are skipped without spending an attempt. */
+    /* Disabled deployments (key variable unset) are skipped without spending an attempt. So
+     * are deployments that cannot take a request now (breaker open, its half-open probe taken,
+     * at max_inflight): the router's pick reserves nothing, so requests picked together would
+     * all pass its check. Attempts begin on this one thread, so between this check and
+     * sy_health_begin below no other attempt begins. */
     size_t tried = 0;
-    while (tried < req->pick.ntargets &&
-           (req->pick.targets[req->target]->disabled ||
-            sy_provider_get(req->pick.targets[req->target]->provider) == NULL)) {
+    bool held = false;
+    int64_t now = sy_now_us();
+    for (; tried < req->pick.ntargets; tried++) {
+        const sy_deployment *d = req->pick.targets[req->target];
+        bool usable = !d->disabled && sy_provider_get(d->provider) != NULL;
+        if (usable && sy_health_available(d->health, d->max_inflight, now))
+            break;
+        held = held || usable;
         req->target = (req->target + 1) % req->pick.ntargets;
-        tried++;
     }
     if (tried == req->pick.ntargets) {
         const sy_deployment *d = req->pick.targets[0];
-        if (d->disabled)
+        if (held)
+            snprintf(msg, sizeof(msg),
+                     "no deployment of route '%s' can take this request now (circuit breaker "
+                     "open or at max_inflight)",
+                     req->pick.route ? req->pick.route : "?");
+        else if (d->disabled)
             snprintf(msg, sizeof(msg),
                      "deployment '%s' is disabled: set the environment variable %s and "
                      "restart or reload switchyard",

@@ -384,6 +384,11 @@ describe('circuit breaker', () => {
         fallback: { on: [503], max_attempts: 3 },
       },
       {
+        name: 'cap2',
+        match: { model: 'cap2' },
+        tiers: [{ name: 'local', targets: ['capped', 'good'] }],
+      },
+      {
         name: 'cap',
         match: { model: 'cap' },
         tiers: [{ name: 'local', targets: ['capped', 'flaky-e'] }],
@@ -542,5 +547,26 @@ describe('circuit breaker', () => {
     assert.ok(flaky.counts.e > e);
     assert.equal((await busy).status, 200);
     flaky.modes.e = 'ok';
+  });
+
+  test('half-open: concurrent requests send exactly one probe', async () => {
+    // open flaky-a again and let the cooldown pass while it keeps failing
+    await openIt();
+    const n = flaky.counts.a;
+    await delay(COOLDOWN + 100); // the cooldown itself is what is tested here, not a condition
+    const got = await Promise.all(Array.from({ length: 12 }, () => br()));
+    for (const r of got) assert.equal(r.status, 200, r.res.text);
+    assert.equal(flaky.counts.a, n + 1, `${flaky.counts.a - n} probes reached flaky-a at once`);
+    flaky.modes.a = 'ok';
+  });
+
+  test('concurrent requests never exceed max_inflight', async () => {
+    const got = await Promise.all(Array.from({ length: 8 }, (_, i) => post(proxy.url, '/v1/chat/completions',
+      body('cap2', `slow ${i} [[fake first_byte_ms=600]]`))));
+    const deps = got.map((r) => {
+      assert.equal(r.status, 200, r.text);
+      return r.headers['x-switchyard-deployment'];
+    });
+    assert.equal(deps.filter((d) => d === 'capped').length, 1, `deployments: ${deps}`);
   });
 });
