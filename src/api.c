@@ -45,7 +45,7 @@ static bool authorized(const sy_api_in *in)
 struct path_row {
     const char *path;
     const char *method;
-    int kind; /* 0 relay, 1 models list, 2 health */
+    int kind; /* 0 relay, 1 models list, 2 health, 3 spend, 4 metrics, 5 dashboard */
     sy_endpoint ep;
 };
 
@@ -55,6 +55,9 @@ static const struct path_row paths[] = {
     {"/v1/embeddings", "POST", 0, SY_EP_EMBEDDINGS},
     {"/v1/models", "GET", 1, SY_EP_CHAT},
     {"/healthz", "GET", 2, SY_EP_CHAT},
+    {"/v1/spend", "GET", 3, SY_EP_CHAT},
+    {"/metrics", "GET", 4, SY_EP_CHAT},
+    {"/dashboard", "GET", 5, SY_EP_CHAT},
 };
 
 void sy_api_handle(const sy_api_in *in, sy_reply *out)
@@ -103,6 +106,16 @@ void sy_api_handle(const sy_api_in *in, sy_reply *out)
         }
         if (r->kind == 2) {
             sy_api_health(in, out);
+            return;
+        }
+        /* spend, metrics and the dashboard check the master key themselves (api_spend.c) */
+        if (r->kind == 3 || r->kind == 4 || r->kind == 5) {
+            if (r->kind == 3)
+                sy_api_spend(in, out);
+            else if (r->kind == 4)
+                sy_api_metrics(in, out);
+            else
+                sy_api_dashboard(in, out);
             return;
         }
         if (!authorized(in)) {

@@ -28,6 +28,9 @@ typedef struct sy_api_in {
     bool shutting_down;
     struct sy_spend *spend;     /* GET /v1/spend, /metrics; NULL = spend not recorded (503) */
     struct sy_metrics *metrics; /* GET /metrics; NULL = 503 */
+    /* a query-string argument by name, decoded (MHD_GET_ARGUMENT_KIND on hctx), or NULL; the
+     * callback may be NULL (no arguments) */
+    const char *(*get_arg)(void *hctx, const char *name);
 } sy_api_in;
 
 typedef struct sy_reply {

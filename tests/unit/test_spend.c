@@ -17,6 +17,10 @@
 
 #include <cmocka.h>
 
+#include "switchyard/api.h"
+#include "switchyard/config.h"
+#include "switchyard/health.h"
+#include "switchyard/metrics.h"
 #include "switchyard/spend.h"
 #include "switchyard/store.h"
 
@@ -621,6 +625,176 @@ static void test_concurrent(void **state)
     sy_store_free(st);
 }
 
+/* ---- the HTTP handlers (api_spend.c) through sy_api_handle ---------------------------------- */
+
+static sy_config *api_config(void)
+{
+    json_t *root = json_loads("{\"auth\":{\"master_key_env\":\"SY_TEST_SPEND_MASTER\"},"
+                              "\"deployments\":[{\"name\":\"a\",\"base_url\":\"http://h/v1\","
+                              "\"model\":\"m\",\"price\":{\"input\":0,\"output\":0}}]}",
+                              0, NULL);
+    sy_config *cfg = NULL;
+    sy_errlist errs;
+
+    setenv("SY_TEST_SPEND_MASTER", "sk-master", 1);
+    sy_errlist_init(&errs);
+    assert_int_equal(sy_config_parse(root, NULL, &cfg, &errs, NULL), SY_OK);
+    sy_errlist_cleanup(&errs);
+    json_decref(root);
+    return cfg;
+}
+
+/* Query arguments for the handlers: hctx is the query string ("a=1&b=2", no escapes). */
+static const char *test_arg(void *hctx, const char *name)
+{
+    static char val[256];
+    const char *q = hctx;
+
+    while (q != NULL && *q != '\0') {
+        size_t len = strcspn(q, "&");
+        const char *eq = memchr(q, '=', len);
+        if (eq != NULL && (size_t)(eq - q) == strlen(name) && strncmp(q, name, strlen(name)) == 0) {
+            snprintf(val, sizeof(val), "%.*s", (int)(len - (size_t)(eq - q) - 1), eq + 1);
+            return val;
+        }
+        q += len + (q[len] == '&');
+    }
+    return NULL;
+}
+
+static json_t *call(sy_config *cfg, sy_spend *sp, sy_metrics *m, const char *url,
+                    const char *auth, int want_status, sy_reply *rep)
+{
+    char path[256];
+    const char *qm = strchr(url, '?');
+
+    snprintf(path, sizeof(path), "%.*s", (int)(qm != NULL ? qm - url : (long)strlen(url)), url);
+    sy_api_in in = {.cfg = cfg, .method = "GET", .path = path, .body = "", .authorization = auth,
+                    .spend = sp, .metrics = m, .inflight = 2, .get_arg = test_arg,
+                    .hctx = (void *)(qm != NULL ? qm + 1 : "")};
+    sy_api_handle(&in, rep);
+    if (rep->status != want_status)
+        fail_msg("%s: status %d, want %d: %.*s", url, rep->status, want_status, (int)rep->len,
+                 rep->body);
+    return rep->content_type == NULL ? json_loadb(rep->body, rep->len, 0, NULL) : NULL;
+}
+
+static void test_api(void **state)
+{
+    (void)state;
+    sy_config *cfg = api_config();
+    sy_store *st = mem_store();
+    sy_metrics *m = NULL;
+    sy_spend_opts o;
+    sy_spend *sp = NULL;
+    sy_reply rep;
+    json_t *j;
+    const char *ok = "Bearer sk-master";
+
+    assert_int_equal(sy_metrics_new(&m), SY_OK);
+    sy_spend_opts_init(&o);
+    o.metrics = m;
+    o.flush_ms = 600000;
+    assert_int_equal(sy_spend_new(st, NULL, &o, &sp), SY_OK);
+    sy_spend_rec r = rec("auto", "a", "team", 150);
+    r.time_ms = 0; /* now: the default range covers it */
+    sy_spend_record(sp, &r);
+    r.cost_micro = 1;
+    r.counterfactual_micro = 100000;
+    sy_spend_record(sp, &r);
+
+    /* the master key is required */
+    j = call(cfg, sp, m, "/v1/spend", NULL, 401, &rep);
+    json_decref(j);
+    free(rep.body);
+    j = call(cfg, sp, m, "/v1/spend", "Bearer nope", 401, &rep);
+    json_decref(j);
+    free(rep.body);
+    j = call(cfg, sp, m, "/metrics", NULL, 401, &rep);
+    json_decref(j);
+    free(rep.body);
+
+    /* records made just before are visible: the handler syncs */
+    j = call(cfg, sp, m, "/v1/spend?group_by=route,deployment", ok, 200, &rep);
+    free(rep.body);
+    assert_non_null(j);
+    assert_string_equal(json_string_value(json_object_get(j, "object")), "spend");
+    assert_int_equal(json_array_size(json_object_get(j, "group_by")), 2);
+    json_t *t = json_object_get(j, "totals");
+    assert_int_equal(json_integer_value(json_object_get(t, "requests")), 2);
+    assert_int_equal(json_integer_value(json_object_get(t, "cost_micro")), 151);
+    assert_true(json_real_value(json_object_get(t, "cost_usd")) == 0.000151);
+    assert_int_equal(json_integer_value(json_object_get(t, "savings_micro")), 100450 - 151);
+    json_t *row = json_array_get(json_object_get(j, "rows"), 0);
+    assert_string_equal(json_string_value(json_object_get(row, "route")), "auto");
+    assert_string_equal(json_string_value(json_object_get(row, "deployment")), "a");
+    assert_null(json_object_get(row, "day"));
+    json_decref(j);
+
+    /* the USD numbers are printed as the exact decimals */
+    j = call(cfg, sp, m, "/v1/spend?key=team", ok, 200, &rep);
+    assert_non_null(strstr(rep.body, "\"cost_usd\":0.000151"));
+    assert_non_null(strstr(rep.body, "\"key\":\"team\""));
+    free(rep.body);
+    json_decref(j);
+    j = call(cfg, sp, m, "/v1/spend?key=other", ok, 200, &rep);
+    free(rep.body);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(j, "totals"), "requests")),
+                     0);
+    json_decref(j);
+
+    /* bad parameters: 400 with the parameter named */
+    static const struct {
+        const char *path, *param;
+    } bad[] = {
+        {"/v1/spend?from=2025-13-01", "from"},
+        {"/v1/spend?to=yesterday", "to"},
+        {"/v1/spend?from=2025-02-01&to=2025-01-01", "from"},
+        {"/v1/spend?from=2023-01-01&to=2025-01-01", "from"},
+        {"/v1/spend?group_by=route,colour", "group_by"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        j = call(cfg, sp, m, bad[i].path, ok, 400, &rep);
+        free(rep.body);
+        json_t *e = json_object_get(j, "error");
+        assert_string_equal(json_string_value(json_object_get(e, "type")), "invalid_request_error");
+        assert_string_equal(json_string_value(json_object_get(e, "param")), bad[i].param);
+        json_decref(j);
+    }
+
+    /* /metrics: Prometheus text with the same money */
+    j = call(cfg, sp, m, "/metrics", ok, 200, &rep);
+    assert_null(j);
+    assert_string_equal(rep.content_type, SY_METRICS_CONTENT_TYPE);
+    assert_non_null(strstr(rep.body, "switchyard_cost_usd_total{route=\"auto\",tier=\"local\","
+                                     "deployment=\"a\",model=\"m-1\"} 0.000151\n"));
+    assert_non_null(strstr(rep.body, "switchyard_inflight_requests 2\n"));
+    assert_non_null(strstr(rep.body, "switchyard_store_up{kind=\"embedded\"} 1\n"));
+    free(rep.body);
+
+    /* the dashboard: open, HTML, Chart.js inside */
+    j = call(cfg, sp, m, "/dashboard", NULL, 200, &rep);
+    assert_string_equal(rep.content_type, "text/html; charset=utf-8");
+    assert_true(rep.len > 100000);
+    assert_int_equal(strncmp(rep.body, "<!doctype html>", 15), 0);
+    assert_non_null(memmem(rep.body, rep.len, "Chart.js v", 10));
+    free(rep.body);
+
+    /* no recorder: 503, not a crash */
+    j = call(cfg, NULL, NULL, "/v1/spend", ok, 503, &rep);
+    json_decref(j);
+    free(rep.body);
+    j = call(cfg, NULL, NULL, "/metrics", ok, 503, &rep);
+    json_decref(j);
+    free(rep.body);
+
+    sy_spend_free(sp);
+    sy_metrics_free(m);
+    sy_store_free(st);
+    sy_config_unref(cfg);
+    sy_health_reset_all();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -635,6 +809,7 @@ int main(void)
         cmocka_unit_test(test_store_outage),
         cmocka_unit_test(test_acks_and_limits),
         cmocka_unit_test(test_concurrent),
+        cmocka_unit_test(test_api),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
