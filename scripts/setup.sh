@@ -12,8 +12,11 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD_DIR="${BUILD_DIR:-$ROOT/build}"
 JOBS="${JOBS:-$(nproc 2>/dev/null || echo 2)}"
 
+# chromium: the headless dashboard test (tests/integration/dashboard.test.mjs); libjs-chart.js:
+# the charting library scripts/gen_dashboard.mjs inlines into the page.
 PACKAGES=(build-essential cmake pkg-config libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev
-          libssl-dev libhiredis-dev libcmocka-dev redis-server)
+          libssl-dev libhiredis-dev libcmocka-dev redis-server
+          chromium libjs-chart.js)
 
 node_ok() {
     command -v node >/dev/null 2>&1 || return 1
