@@ -61,9 +61,16 @@ void sy_api_health(const sy_api_in *in, sy_reply *out)
                                                                                    : "openai",
                                               "enabled", !d->disabled));
     }
+    /* A store outage degrades (cache misses, local limits, spend journaled) but serving goes
+     * on: still 200, so load balancers keep the instance. */
+    const char *status = in->shutting_down                         ? "shutting_down"
+                         : in->store_kind != NULL && !in->store_healthy ? "degraded"
+                                                                    : "ok";
+    json_t *store = in->store_kind != NULL
+                        ? json_pack("{s:s,s:b}", "kind", in->store_kind, "healthy", in->store_healthy)
+                        : json_null();
     sy_api_json(out, in->shutting_down ? 503 : 200,
-                json_pack("{s:s,s:s,s:I,s:i,s:o}", "status",
-                          in->shutting_down ? "shutting_down" : "ok", "version", SY_VERSION,
+                json_pack("{s:s,s:s,s:I,s:i,s:o,s:o}", "status", status, "version", SY_VERSION,
                           "uptime_s", (json_int_t)in->uptime_s, "inflight", in->inflight,
-                          "deployments", deps));
+                          "store", store, "deployments", deps));
 }

@@ -19,6 +19,8 @@
 #include "switchyard/log.h"
 #include "switchyard/json_util.h"
 #include "switchyard/routes.h"
+#include "switchyard/store.h"
+#include "switchyard/workers.h"
 #include "switchyard/upstream.h"
 
 struct sy_server {
@@ -28,6 +30,8 @@ struct sy_server {
     int admin_jobs; /* atomic: reload threads running */
     sy_bridge *bridge;
     sy_upstream *up;
+    sy_store *store;     /* shared state: Redis or embedded; created once, not on reload */
+    sy_workers *workers; /* blocking work (store calls) off the MHD and curl threads */
     char address[80];
     int64_t started_us;
     int inflight; /* atomic: relayed requests not yet completed */
@@ -418,6 +422,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         .inflight = __atomic_load_n(&s->inflight, __ATOMIC_RELAXED),
         .uptime_s = (sy_now_us() - s->started_us) / 1000000,
         .shutting_down = closing,
+        .store_kind = s->store == NULL               ? NULL
+                      : sy_store_kind_of(s->store) == SY_STORE_REDIS ? "redis"
+                                                                     : "embedded",
+        .store_healthy = s->store != NULL && sy_store_healthy(s->store),
     };
     sy_reply rep;
     sy_api_handle(&in, &rep);
@@ -545,6 +553,27 @@ sy_err sy_server_start(sy_config *cfg, const char *listen, sy_server **out, char
         rc = SY_EINVAL;
         goto fail;
     }
+    sy_store_opts so;
+    sy_errlist serrs;
+    sy_store_opts_init(&so);
+    sy_errlist_init(&serrs);
+    rc = sy_store_config_parse(cfg->redis, &so, &serrs);
+    if (rc == SY_OK)
+        rc = sy_store_config_parse_mem(cfg->mem_store, &so, &serrs);
+    if (rc == SY_OK)
+        rc = sy_store_new(&so, &s->store);
+    sy_store_opts_cleanup(&so);
+    if (rc != SY_OK) {
+        snprintf(err, errlen, "cannot create the store: %s",
+                 serrs.n > 0 ? serrs.items[0] : sy_err_str(rc));
+        sy_errlist_cleanup(&serrs);
+        goto fail;
+    }
+    sy_errlist_cleanup(&serrs);
+    if ((rc = sy_workers_new(4, 65536, &s->workers)) != SY_OK) {
+        snprintf(err, errlen, "cannot start worker threads");
+        goto fail;
+    }
     if ((rc = sy_bridge_new(&s->bridge)) != SY_OK ||
         (rc = sy_upstream_start(s->bridge, &s->up)) != SY_OK) {
         snprintf(err, errlen, "cannot start the upstream thread");
@@ -586,6 +615,8 @@ fail:
     free(host);
     sy_upstream_stop(s->up);
     sy_bridge_free(s->bridge);
+    sy_workers_free(s->workers);
+    sy_store_free(s->store);
     sy_config_unref(s->cfg);
     pthread_mutex_destroy(&s->relay_mu);
     pthread_mutex_destroy(&s->cfg_mu);
@@ -630,6 +661,8 @@ void sy_server_stop(sy_server *s, long grace_ms)
     sy_upstream_stop(s->up);
     MHD_stop_daemon(s->mhd);
     sy_bridge_free(s->bridge);
+    sy_workers_free(s->workers); /* runs what is queued (cache writes) before the store goes */
+    sy_store_free(s->store);
     sy_config_unref(s->cfg);
     pthread_mutex_destroy(&s->relay_mu);
     pthread_mutex_destroy(&s->cfg_mu);

@@ -26,6 +26,8 @@ typedef struct sy_api_in {
     int inflight;               /* for /healthz */
     int64_t uptime_s;
     bool shutting_down;
+    const char *store_kind; /* "redis", "embedded", or NULL */
+    bool store_healthy;
     struct sy_spend *spend;     /* GET /v1/spend, /metrics; NULL = spend not recorded (503) */
     struct sy_metrics *metrics; /* GET /metrics; NULL = 503 */
     /* a query-string argument by name, decoded (MHD_GET_ARGUMENT_KIND on hctx), or NULL; the
