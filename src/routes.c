@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "switchyard/config.h"
+#include "switchyard/router.h"
 
 /* JSON paths in error messages are built in fixed buffers and cut when absurdly deep: a
  * truncated path in a message is the intended behaviour, not a bug to warn about. */
@@ -103,6 +104,12 @@ static void parse_tier(pctx *c, const json_t *t, const char *path, sy_tier *out)
         return;
     }
     size_t n = json_array_size(targets);
+    if (n > SY_ROUTER_MAX_TARGETS) {
+        /* the router orders at most that many; the rest would silently never be used */
+        snprintf(p, sizeof(p), "%s.targets", path);
+        perr(c, p, "at most %d deployments per tier", SY_ROUTER_MAX_TARGETS);
+        return;
+    }
     out->targets = calloc(n, sizeof(*out->targets));
     out->weights = calloc(n, sizeof(*out->weights));
     if (out->targets == NULL || out->weights == NULL) {
@@ -912,6 +919,7 @@ double sy_routes_adaptive_threshold(const sy_route *r, double score)
             w->scores = s;
             w->cap = r->window;
             w->n = w->next = 0;
+            w->since = 0; /* the cached threshold came from the old window */
         }
     }
     if (w != NULL && w->cap > 0) {
