@@ -169,6 +169,7 @@ sy_err sy_router_pick(const sy_config *cfg, const char *model, const json_t *bod
         return SY_ENOMODEL;
 
     const sy_route *r = NULL;
+    size_t affinity_limit = SY_ROUTER_MAX_TARGETS; /* affinity looks at targets[0..limit) */
     if (rc->force_route != NULL) {
         for (size_t i = 0; cfg->routes != NULL && i < cfg->routes->n && r == NULL; i++)
             if (strcmp(cfg->routes->routes[i].name, rc->force_route) == 0)
@@ -210,6 +211,10 @@ sy_err sy_router_pick(const sy_config *cfg, const char *model, const json_t *bod
             tier = 0;
         out->tier = r->tiers[tier].name;
         add_tier(out, cfg, &r->tiers[tier]);
+        /* A rule states what the request needs (tools, images, a long context): a conversation
+         * remembered on another tier's deployment must not pull it back there. */
+        if (out->rule != NULL)
+            affinity_limit = out->ntargets;
         /* fallback across tiers: harder tiers first, then easier ones */
         for (size_t i = (size_t)tier + 1; i < r->ntiers; i++)
             add_tier(out, cfg, &r->tiers[i]);
@@ -221,7 +226,7 @@ sy_err sy_router_pick(const sy_config *cfg, const char *model, const json_t *bod
         char name[128];
         out->affinity_key = sy_affinity_key(rc->tenant, body);
         if (sy_affinity_get(out->affinity_key, name, sizeof(name), sy_now_us())) {
-            for (size_t i = 1; i < out->ntargets; i++) {
+            for (size_t i = 1; i < out->ntargets && i < affinity_limit; i++) {
                 if (strcmp(out->targets[i]->name, name) == 0) {
                     const sy_deployment *d = out->targets[i];
                     memmove(out->targets + 1, out->targets, i * sizeof(out->targets[0]));

@@ -110,6 +110,13 @@ describe('routes, rules, classifier, failover, affinity', () => {
       affinity: 'conversation',
     },
     {
+      name: 'aff-rules',
+      match: { model: 'aff-rules' },
+      rules: [{ when: { has_images: true }, tier: 'flagship' }],
+      tiers: [{ name: 'local', targets: ['local-a', 'local-b'] }, { name: 'flagship', targets: ['flag-a', 'flag-b'] }],
+      affinity: 'conversation',
+    },
+    {
       name: 'no-affinity',
       match: { model: 'no-affinity' },
       tiers: [{ name: 'pool', targets: ['w1', 'w2', 'w3'], strategy: 'weighted' }],
@@ -334,6 +341,24 @@ describe('routes, rules, classifier, failover, affinity', () => {
     }
     // the conversations themselves are spread by the weighted strategy
     assert.ok(firstDeps.size >= 2, `all 12 conversations on ${[...firstDeps]}`);
+  });
+
+  test('a rule still forces its tier in a conversation remembered on another tier', async () => {
+    const messages = [user('describe things for me')];
+    const t1 = await chat({ model: 'aff-rules', messages });
+    assert.equal(t1.dep, 'local-a');
+    // the next turn carries an image: the local models cannot see it, the rule says flagship
+    messages.push({ role: 'assistant', content: 'sure' }, {
+      role: 'user', content: [{ type: 'text', text: 'this one' }, { type: 'image_url', image_url: { url: 'data:image/png;base64,iVBORw0KGgo=' } }],
+    });
+    const t2 = await chat({ model: 'aff-rules', messages });
+    assert.equal(t2.status, 200, t2.res.text);
+    assert.equal(t2.rule, 'rules[0]');
+    assert.equal(t2.tier, 'flagship');
+    assert.equal(t2.dep, 'flag-a', 'affinity overrode the rule\'s tier');
+    // the image stays in the history: the rule and the remembered deployment agree
+    messages.push({ role: 'assistant', content: 'a cat' }, user('and now?'));
+    assert.equal((await chat({ model: 'aff-rules', messages })).dep, 'flag-a');
   });
 
   test('without affinity the same conversation is spread over the tier', async () => {

@@ -720,6 +720,53 @@ static void test_affinity_pick(void **state)
     sy_config_unref(cfg);
 }
 
+/* A rule's tier wins over a conversation remembered on another tier (the rule says what the
+ * request needs); without a rule the conversation stays where it was (no model swap). */
+static void test_affinity_and_rules(void **state)
+{
+    (void)state;
+    sy_config *cfg = load_routes(
+        "{\"routes\":[{\"name\":\"r\",\"match\":{\"model\":\"auto\"},\"affinity\":\"conversation\","
+        "\"rules\":[{\"when\":{\"has_tools\":true},\"tier\":\"hard\"}],"
+        "\"classifier\":{\"weights\":\"@W\",\"threshold\":0.99},"
+        "\"tiers\":[{\"name\":\"easy\",\"targets\":[\"small\",\"mini\"]},"
+        "{\"name\":\"hard\",\"targets\":[\"big\",\"huge\"]}]}]}");
+    json_t *plain = body_of("{\"model\":\"auto\",\"messages\":[" U("hello") "]}");
+    json_t *tools = body_of("{\"model\":\"auto\",\"messages\":[" U(
+        "hello") "],\"tools\":[{"
+                 "\"type\":\"function\",\"function\":{\"name\":\"f\"}}]}");
+    sy_route_ctx rc = {.tenant = "k:1"};
+    sy_pick p;
+    uint64_t key = sy_affinity_key("k:1", plain);
+    assert_true(key == sy_affinity_key("k:1", tools));
+
+    /* remembered on the easy tier's second deployment */
+    sy_affinity_put(key, "mini", 3600ll * 1000000, sy_now_us());
+    assert_int_equal(sy_router_pick(cfg, "auto", plain, &rc, &p), SY_OK);
+    assert_string_equal(p.tier, "easy");
+    assert_true(p.affinity_hit);
+    assert_string_equal(order(&p), "mini,small,big,huge");
+    /* a rule forces the hard tier: the remembered easy deployment does not come first */
+    assert_int_equal(sy_router_pick(cfg, "auto", tools, &rc, &p), SY_OK);
+    assert_string_equal(p.tier, "hard");
+    assert_string_equal(p.rule, "rules[0]");
+    assert_false(p.affinity_hit);
+    assert_string_equal(order(&p), "big,huge,small,mini");
+    /* ... but a remembered deployment of the forced tier does */
+    sy_affinity_put(key, "huge", 3600ll * 1000000, sy_now_us());
+    assert_int_equal(sy_router_pick(cfg, "auto", tools, &rc, &p), SY_OK);
+    assert_true(p.affinity_hit);
+    assert_string_equal(order(&p), "huge,big,small,mini");
+    /* the classifier's tier does not override the conversation's deployment */
+    assert_int_equal(sy_router_pick(cfg, "auto", plain, &rc, &p), SY_OK);
+    assert_string_equal(p.tier, "easy");
+    assert_true(p.affinity_hit);
+    assert_string_equal(p.targets[0]->name, "huge");
+    json_decref(plain);
+    json_decref(tools);
+    sy_config_unref(cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -735,6 +782,7 @@ int main(void)
         cmocka_unit_test_teardown(test_availability_half_open, teardown),
         cmocka_unit_test_teardown(test_affinity_key, teardown),
         cmocka_unit_test_teardown(test_affinity_pick, teardown),
+        cmocka_unit_test_teardown(test_affinity_and_rules, teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
