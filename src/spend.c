@@ -409,6 +409,9 @@ struct sy_spend {
     uint64_t batch_seq;
 
     /* flusher-only state */
+    bool mem;      /* the store is the embedded one: it forgets everything at exit, so the
+                      journal keeps what was committed too (see compact and replay_line) */
+    agg committed; /* mem only: everything written to the store, for compaction */
     agg open;
     batch *sealed; /* FIFO of sealed batches, oldest first */
     int64_t next_apply_ms;
@@ -440,6 +443,7 @@ void sy_spend_opts_init(sy_spend_opts *o)
     o->journal_compact_bytes = 8u << 20;
     o->retention_days = 400;
     o->once_ttl_s = 7 * 86400;
+    o->journal_keeps_all = -1;
 }
 
 static int64_t wall_ms(const sy_spend *s)
@@ -574,12 +578,28 @@ static void compact(sy_spend *s)
     if (s->jfd < 0)
         return;
     sy_buf_init(&b, SIZE_MAX / 2);
-    for (batch *x = s->sealed; x != NULL && rc == SY_OK; x = x->next) {
+    if (s->mem) {
+        /* the embedded store dies with the process: the file keeps the whole aggregate */
+        agg all = {0};
+        const agg *parts[2] = {&s->committed, &s->open};
+        for (size_t k = 0; k < 2 && rc == SY_OK; k++)
+            for (size_t i = 0; i < parts[k]->nb && rc == SY_OK; i++)
+                for (group *g = parts[k]->b[i]; g != NULL && rc == SY_OK; g = g->next)
+                    rc = agg_add(&all, g->id, g->v) ? SY_OK : SY_ENOMEM;
+        for (batch *x = s->sealed; x != NULL && rc == SY_OK; x = x->next)
+            for (size_t i = 0; i < x->a.nb && rc == SY_OK; i++)
+                for (group *g = x->a.b[i]; g != NULL && rc == SY_OK; g = g->next)
+                    rc = agg_add(&all, g->id, g->v) ? SY_OK : SY_ENOMEM;
+        if (rc == SY_OK)
+            rc = agg_lines(&b, &all);
+        agg_clear(&all);
+    }
+    for (batch *x = s->sealed; x != NULL && rc == SY_OK && !s->mem; x = x->next) {
         rc = agg_lines(&b, &x->a);
         if (rc == SY_OK)
             rc = sy_buf_printf(&b, "{\"b\":\"%s\"}\n", x->id);
     }
-    if (rc == SY_OK)
+    if (rc == SY_OK && !s->mem)
         rc = agg_lines(&b, &s->open);
     if (rc != SY_OK || asprintf(&tmp, "%s.tmp", s->jpath) < 0) {
         tmp = NULL;
@@ -683,6 +703,9 @@ static bool replay_line(sy_spend *s, const char *line, size_t len)
             vals[i] = json_integer_value(json_array_get(v, i));
         }
         ok = agg_add(&s->open, json_string_value(g), vals);
+    } else if (s->mem && (json_object_get(j, "b") != NULL || json_object_get(j, "c") != NULL)) {
+        /* a new embedded store is empty: every delta in the file is applied again */
+        ok = true;
     } else if ((b = json_object_get(j, "b")) != NULL) {
         batch *x;
         if (!json_is_string(b) || !valid_batch_id(json_string_value(b)) ||
@@ -793,7 +816,10 @@ static sy_err chunk_flush(chunker *k)
         bool applied = false;
 
         snprintf(once, sizeof(once), "{s:%s}:once:%s:%zu", k->day, k->x->id, k->day_chunk);
-        k->ops[0].ttl_ms = s->opts.retention_days > 0 ? s->opts.retention_days * 86400000 : 0;
+        /* the embedded store evicts keys that have a TTL under memory pressure: spend there
+         * has none */
+        k->ops[0].ttl_ms =
+            s->opts.retention_days > 0 && !s->mem ? s->opts.retention_days * 86400000 : 0;
         rc = sy_store_hincrby_many(s->store, k->ops, k->nops, once, s->opts.once_ttl_s * 1000,
                                    &applied);
         if (rc == SY_EINVAL || rc == SY_ETOOBIG) {
@@ -907,6 +933,13 @@ static sy_err apply_pending(sy_spend *s)
         }
         snprintf(line, sizeof(line), "{\"c\":\"%s\"}\n", x->id);
         (void)jwrite(s, line, strlen(line)); /* a lost commit only means a no-op replay */
+        if (s->mem && s->jfd >= 0) {
+            for (size_t i = 0; i < x->a.nb; i++)
+                for (group *g = x->a.b[i]; g != NULL; g = g->next)
+                    if (!agg_add(&s->committed, g->id, g->v))
+                        sy_log(SY_LOG_ERROR, NULL, "spend: out of memory: a compaction may "
+                               "forget committed spend of the embedded store");
+        }
         s->sealed = x->next;
         batch_free(x);
         s->st.batches_applied++;
@@ -1089,6 +1122,8 @@ sy_err sy_spend_new(sy_store *store, const char *data_dir, const sy_spend_opts *
         s->opts = *opts;
     else
         sy_spend_opts_init(&s->opts);
+    s->mem = s->opts.journal_keeps_all > 0 ||
+             (s->opts.journal_keeps_all < 0 && sy_store_kind_of(store) == SY_STORE_MEM);
     if (s->opts.flush_ms < 1)
         s->opts.flush_ms = 1;
     if (s->opts.fsync_ms < 1)
@@ -1188,6 +1223,7 @@ void sy_spend_free(sy_spend *s)
         batch_free(x);
     }
     agg_clear(&s->open);
+    agg_clear(&s->committed);
     pthread_cond_destroy(&s->wake);
     pthread_cond_destroy(&s->done);
     pthread_mutex_destroy(&s->mu);

@@ -18,6 +18,9 @@
  * (SIGKILL or power loss mid-write) is ignored and cut off. When the file passes
  * journal_compact_bytes it is rewritten (temp file, fsync, rename, fsync of the directory) to hold
  * only what is not yet committed. One process per data_dir (flock; a second one gets SY_EINVAL).
+ * With the embedded store (which dies with the process) the journal is the durable copy of all
+ * spend: compaction keeps committed groups too, and a start applies the whole file to the new,
+ * empty store (opts.journal_keeps_all).
  *
  * ---- Durability: what "acknowledged" means --------------------------------------------------
  * A record is durable against a crash of the process (SIGKILL, abort) once the flusher has
@@ -132,6 +135,10 @@ typedef struct sy_spend_opts {
     size_t journal_compact_bytes; /* rewrite the journal past this size (default 8 MiB) */
     long retention_days;          /* TTL of a day's hash in the store (default 400; 0 = none) */
     long once_ttl_s;              /* TTL of once-keys (default 7 days) */
+    int journal_keeps_all;        /* the store forgets everything at exit (the embedded one), so
+                                     the journal keeps committed spend too and a start re-applies
+                                     it all: 1 yes, 0 no, -1 (default) = when the store is
+                                     embedded */
     struct sy_metrics *metrics;   /* borrowed; when set, sy_spend_record feeds it too */
     int64_t (*clock_ms)(void *ud); /* tests: wall clock for time_ms 0; NULL = CLOCK_REALTIME */
     void *clock_ud;

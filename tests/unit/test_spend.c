@@ -81,6 +81,7 @@ static sy_spend *mk(sy_store *st, const char *dir)
 
     sy_spend_opts_init(&o);
     o.flush_ms = 60000; /* only sync writes to the store, so tests decide when */
+    o.journal_keeps_all = 0; /* the store outlives the recorder, as Redis does */
     assert_int_equal(sy_spend_new(st, dir, &o, &s), SY_OK);
     return s;
 }
@@ -306,6 +307,7 @@ static void test_replay_after_restart(void **state)
     sy_spend_opts_init(&o);
     o.flush_ms = 600000;
     o.fsync = SY_SPEND_FSYNC_ALWAYS;
+    o.journal_keeps_all = 0;
     assert_int_equal(sy_spend_new(other, dir, &o, &s), SY_OK);
     for (int i = 0; i < 10; i++)
         sy_spend_record(s, &r);
@@ -450,6 +452,7 @@ static void test_compaction(void **state)
     sy_spend_opts_init(&o);
     o.flush_ms = 600000;
     o.journal_compact_bytes = 4096;
+    o.journal_keeps_all = 0;
     assert_int_equal(sy_spend_new(st, dir, &o, &s), SY_OK);
     for (int round = 0; round < 5; round++) {
         for (int i = 0; i < 100; i++) {
@@ -469,6 +472,37 @@ static void test_compaction(void **state)
     free(jp);
     rm_dir(dir);
     sy_store_free(st);
+}
+
+/* With the embedded store (gone with the process), the journal is the durable copy: a restart on
+ * a new, empty store sees all earlier spend, also after compactions, and never twice. */
+static void test_embedded_restart(void **state)
+{
+    (void)state;
+    char *dir = tmp_dir();
+    sy_spend_opts o;
+    sy_spend *s = NULL;
+
+    sy_spend_opts_init(&o);
+    o.flush_ms = 600000;
+    o.journal_compact_bytes = 2048;
+    for (int run = 1; run <= 3; run++) {
+        sy_store *st = mem_store();
+        assert_int_equal(sy_spend_new(st, dir, &o, &s), SY_OK);
+        assert_int_equal(sy_spend_sync(s, 5000), SY_OK);
+        assert_int_equal(total_cost(s), (run - 1) * 100 * 7);
+        for (int i = 0; i < 100; i++) {
+            sy_spend_rec r = rec(i % 2 ? "a" : "b", i % 3 ? "x" : "y", "k", 7);
+            sy_spend_record(s, &r);
+            if (i % 25 == 0)
+                assert_int_equal(sy_spend_sync(s, 5000), SY_OK);
+        }
+        assert_int_equal(sy_spend_sync(s, 5000), SY_OK);
+        assert_int_equal(total_cost(s), run * 100 * 7);
+        sy_spend_free(s);
+        sy_store_free(st);
+    }
+    rm_dir(dir);
 }
 
 /* ---- store outage ------------------------------------------------------------------------------ */
@@ -806,6 +840,7 @@ int main(void)
         cmocka_unit_test(test_torn_last_line),
         cmocka_unit_test(test_journal_locked),
         cmocka_unit_test(test_compaction),
+        cmocka_unit_test(test_embedded_restart),
         cmocka_unit_test(test_store_outage),
         cmocka_unit_test(test_acks_and_limits),
         cmocka_unit_test(test_concurrent),

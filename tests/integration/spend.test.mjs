@@ -1,0 +1,524 @@
+// Spend through the real binary (issue 5, DESIGN §7): every request priced from its usage in exact
+// micro-dollars (x-switchyard-cost-usd on non-stream answers), cached and cache-write tokens at
+// their rates, the route's reference price as the counterfactual, streams with and without
+// include_usage billed alike, a cut stream and a client disconnect billed as estimated, a cache
+// hit costing 0 and saving the original cost; /v1/spend totals equal the sum of per-request costs
+// exactly; /metrics is valid Prometheus text whose counters match /v1/spend. Durability: SIGKILL
+// of the proxy and a Redis outage (killed and restarted) lose nothing acknowledged and count
+// nothing twice.
+import { test, describe, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import {
+  startFake, startProxy, makeConfig, fakeDeployment, assertCleanExit, post, request, streamRaw,
+  chatBody, waitFor, tmpDir, writeConfig,
+} from './lib/harness.mjs';
+import { routesDir, writeRoutes } from './fixtures/routing.mjs';
+
+const MASTER_ENV = 'SY_SPEND_TEST_MASTER';
+const MASTER = 'sk-spend-test-master';
+const AUTH = { authorization: `Bearer ${MASTER}` };
+const ANTHROPIC_ENV = 'SY_SPEND_TEST_ANTHROPIC_KEY';
+const ENV = { [MASTER_ENV]: MASTER, [ANTHROPIC_ENV]: 'sk-ant-fake' };
+
+const PRICES = {
+  cheap: { input: 0.15, cached_input: 0.075, output: 0.6, batch_discount: 0.5 },
+  flag: { input: 3, cached_input: 0.3, cache_write: 3.75, output: 15, batch_discount: 0.5 },
+};
+
+let uniqSeq = 0;
+const uniq = (what) => `${what} #${process.pid}-${++uniqSeq}-${Date.now()}`;
+
+/* ------------------------------------------------------------------ money, exactly ---------- */
+
+const pico = (usdPerM) => BigInt(Math.round((usdPerM || 0) * 1e6));
+/** The proxy's formula (prices.h): exact sum in pico-dollars, one half-up rounding. */
+function costMicro(price, usage) {
+  const prompt = BigInt(usage.prompt_tokens || 0);
+  const cached = BigInt(usage.prompt_tokens_details?.cached_tokens || 0);
+  const write = BigInt(usage.prompt_tokens_details?.cache_write_tokens || 0);
+  let out = BigInt(usage.completion_tokens || 0);
+  const reasoning = BigInt(usage.completion_tokens_details?.reasoning_tokens || 0);
+  if (reasoning > out) out = reasoning;
+  let uncached = prompt - cached - write;
+  if (uncached < 0n) uncached = 0n;
+  const cachedRate = price.cached_input ?? price.input;
+  const writeRate = price.cache_write ?? price.input;
+  const p = uncached * pico(price.input) + cached * pico(cachedRate) + write * pico(writeRate) + out * pico(price.output);
+  return Number((p * 1000000n + 500000000000n) / 1000000000000n);
+}
+const micro = (usdHeader) => {
+  assert.match(usdHeader, /^-?\d+\.\d{6}$/, `x-switchyard-cost-usd ${usdHeader}`);
+  return Number(usdHeader.replace('.', ''));
+};
+
+/* ------------------------------------------------------------------ /v1/spend ------------- */
+
+function dayUTC(offset = 0) {
+  return new Date(Date.now() + offset * 86400000).toISOString().slice(0, 10);
+}
+
+async function spend(proxy, query = '') {
+  const r = await request(proxy.url, 'GET', `/v1/spend?from=${dayUTC(-1)}&to=${dayUTC(1)}${query}`, { headers: AUTH });
+  assert.equal(r.status, 200, r.text);
+  return r.json();
+}
+
+async function totals(proxy) { return (await spend(proxy)).totals; }
+
+function delta(a, b) {
+  const d = {};
+  for (const k of Object.keys(b)) if (typeof b[k] === 'number') d[k] = b[k] - (a[k] || 0);
+  return d;
+}
+
+/** Runs <fn> and returns the change of /v1/spend totals it caused, waiting (with a deadline) for
+ *  <requests> new records to appear. */
+async function measure(proxy, requests, fn) {
+  const before = await totals(proxy);
+  const result = await fn();
+  let after;
+  await waitFor(async () => {
+    after = await totals(proxy);
+    return after.requests - before.requests >= requests;
+  }, { timeout: 15000, what: `${requests} spend record(s)` });
+  return { d: delta(before, after), result };
+}
+
+/* ------------------------------------------------------------------ Prometheus text ------- */
+
+/** A strict parser of the text exposition format 0.0.4: {families: {name: {type, help, samples}}}. */
+function parseProm(text) {
+  assert.ok(text.endsWith('\n'), 'exposition ends with a newline');
+  const families = {};
+  let current = null;
+  const famOf = (name) => {
+    for (const suf of ['_bucket', '_sum', '_count']) {
+      const base = name.endsWith(suf) ? name.slice(0, -suf.length) : null;
+      if (base && families[base]?.type === 'histogram') return base;
+    }
+    return name;
+  };
+  for (const line of text.slice(0, -1).split('\n')) {
+    let m;
+    if ((m = line.match(/^# HELP ([a-zA-Z_:][a-zA-Z0-9_:]*) (.*)$/))) {
+      families[m[1]] = families[m[1]] || { samples: [] };
+      families[m[1]].help = m[2];
+      continue;
+    }
+    if ((m = line.match(/^# TYPE ([a-zA-Z_:][a-zA-Z0-9_:]*) (counter|gauge|histogram|summary|untyped)$/))) {
+      assert.ok(!families[m[1]]?.type, `TYPE ${m[1]} given twice`);
+      families[m[1]] = families[m[1]] || { samples: [] };
+      families[m[1]].type = m[2];
+      current = m[1];
+      continue;
+    }
+    assert.ok(!line.startsWith('#'), `unexpected comment: ${line}`);
+    m = line.match(/^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/);
+    assert.ok(m, `not a sample line: ${line}`);
+    const labels = {};
+    if (m[2] !== undefined) {
+      const re = /([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\[\\"n])*)"(,|$)/gy;
+      let pos = 0;
+      let lm;
+      while (pos < m[2].length && (lm = re.exec(m[2]))) {
+        assert.ok(!(lm[1] in labels), `label ${lm[1]} repeated: ${line}`);
+        labels[lm[1]] = lm[2].replace(/\\(.)/g, (_, c) => (c === 'n' ? '\n' : c));
+        pos = re.lastIndex;
+      }
+      assert.equal(pos, m[2].length, `bad labels: ${line}`);
+    }
+    const value = Number(m[3] === '+Inf' ? Infinity : m[3]);
+    assert.ok(!Number.isNaN(value), `bad value: ${line}`);
+    const fam = famOf(m[1]);
+    assert.equal(fam, current, `sample ${m[1]} outside its family block`);
+    families[fam].samples.push({ name: m[1], labels, value, raw: m[3] });
+  }
+  for (const [name, f] of Object.entries(families)) {
+    if (f.type === 'counter') assert.ok(name.endsWith('_total'), `counter ${name} must end in _total`);
+    if (f.type === 'histogram') {
+      const series = {};
+      for (const s of f.samples.filter((x) => x.name === `${name}_bucket`)) {
+        const { le, ...rest } = s.labels;
+        const k = JSON.stringify(rest);
+        (series[k] = series[k] || []).push([le === '+Inf' ? Infinity : Number(le), s.value]);
+      }
+      for (const [k, bs] of Object.entries(series)) {
+        for (let i = 1; i < bs.length; i++) assert.ok(bs[i][0] > bs[i - 1][0] && bs[i][1] >= bs[i - 1][1], `${name}${k}: buckets not cumulative`);
+        assert.equal(bs[bs.length - 1][0], Infinity, `${name}${k}: no +Inf bucket`);
+        const count = f.samples.find((x) => x.name === `${name}_count` && JSON.stringify(x.labels) === k);
+        assert.equal(count?.value, bs[bs.length - 1][1], `${name}${k}: _count != +Inf bucket`);
+      }
+    }
+  }
+  return families;
+}
+
+const sumOf = (fam, pred = () => true) => (fam?.samples || []).filter((s) => pred(s.labels)).reduce((a, s) => a + s.value, 0);
+/** Sum of a USD counter in exact micro-dollars (each sample printed with six decimals). */
+const microOf = (fam) => (fam?.samples || []).reduce((a, s) => a + Number(s.raw.replace('.', '')), 0);
+
+/* ------------------------------------------------------------------ fixtures ---------------- */
+
+function spendRoutes() {
+  const dir = routesDir('spend-routes');
+  writeRoutes(dir, [
+    { name: 'saver', match: { model: 'saver' }, tiers: [{ name: 'local', targets: ['cheap'] }], reference: 'flag' },
+    { name: 'cached', match: { model: 'cached' }, tiers: [{ name: 'local', targets: ['cheap'] }],
+      cache: { mode: 'always', ttl_s: 600 }, reference: 'flag' },
+    { name: 'claude', match: { model: 'claude' }, tiers: [{ name: 'flagship', targets: ['claude'] }], reference: 'claude' },
+    { name: 'direct', match: { model: '*' }, target: 'by_model_name' },
+  ]);
+  return dir;
+}
+
+function spendConfig(fake, extra = {}) {
+  return makeConfig({
+    auth: { master_key_env: MASTER_ENV },
+    routes: spendRoutes(),
+    deployments: [
+      fakeDeployment(fake, 'cheap', { model: 'fake-small', price: PRICES.cheap }),
+      fakeDeployment(fake, 'cut', { model: 'fake-small', price: PRICES.cheap, directives: { drop_after: 2, usage: 0 } }),
+      fakeDeployment(fake, 'slow', { model: 'fake-small', price: PRICES.cheap, directives: { chunks: 400, interval_ms: 20 } }),
+      fakeDeployment(fake, 'flag', { model: 'fake-large', price: PRICES.flag }),
+      {
+        name: 'claude', provider: 'anthropic', base_url: fake.base({ cache_read: 1000, cache_write: 200 }),
+        model: 'claude-sonnet-4-5', api_key_env: ANTHROPIC_ENV, price: PRICES.flag,
+      },
+    ],
+    ...extra,
+  });
+}
+
+/* ------------------------------------------------------------------ embedded store -------- */
+
+describe('spend, embedded store', () => {
+  let fake;
+  let proxy;
+
+  before(async () => {
+    fake = await startFake();
+    proxy = await startProxy(spendConfig(fake), { env: ENV });
+  });
+  after(async () => {
+    await assertCleanExit(proxy);
+    await assertCleanExit(fake);
+  });
+
+  test('/v1/spend needs the master key; bad parameters are 400 OpenAI errors', async () => {
+    let r = await request(proxy.url, 'GET', '/v1/spend');
+    assert.equal(r.status, 401);
+    assert.equal(r.json().error.type, 'authentication_error');
+    r = await request(proxy.url, 'GET', '/metrics');
+    assert.equal(r.status, 401);
+    for (const [q, param] of [['from=2025-02-30', 'from'], ['to=tomorrow', 'to'], ['group_by=route,color', 'group_by'],
+      ['from=2025-03-01&to=2025-02-01', 'from'], ['from=2020-01-01&to=2025-01-01', 'from']]) {
+      r = await request(proxy.url, 'GET', `/v1/spend?${q}`, { headers: AUTH });
+      assert.equal(r.status, 400, q);
+      assert.equal(r.json().error.type, 'invalid_request_error', q);
+      assert.equal(r.json().error.param, param, q);
+    }
+    const s = await spend(proxy, '&group_by=day,route,tier,deployment,model,key');
+    assert.equal(s.object, 'spend');
+    assert.deepEqual(s.group_by, ['day', 'route', 'tier', 'deployment', 'model', 'key']);
+    for (const k of ['requests', 'errors', 'prompt_tokens', 'cached_tokens', 'completion_tokens', 'reasoning_tokens',
+      'cost_usd', 'counterfactual_usd', 'savings_usd', 'cache_hits', 'estimated']) assert.equal(typeof s.totals[k], 'number', k);
+  });
+
+  test('non-stream: x-switchyard-cost-usd is the exact price of the usage; the reference is the counterfactual', async () => {
+    const { d, result } = await measure(proxy, 1, () => post(proxy.url, '/v1/chat/completions', chatBody('saver', uniq('price me'))));
+    const r = result;
+    assert.equal(r.status, 200, r.text);
+    const usage = r.json().usage;
+    const want = costMicro(PRICES.cheap, usage);
+    assert.equal(micro(r.headers['x-switchyard-cost-usd']), want);
+    assert.equal(d.requests, 1);
+    assert.equal(d.cost_micro, want);
+    assert.equal(d.counterfactual_micro, costMicro(PRICES.flag, usage));
+    assert.equal(d.savings_micro, costMicro(PRICES.flag, usage) - want);
+    assert.equal(d.prompt_tokens, usage.prompt_tokens);
+    assert.equal(d.completion_tokens, usage.completion_tokens);
+    assert.equal(d.estimated, 0);
+    // the USD numbers are the exact decimals of the integers
+    const s = await spend(proxy);
+    assert.equal(Math.round(s.totals.cost_usd * 1e6), s.totals.cost_micro);
+    assert.equal(String(s.totals.cost_usd), (s.totals.cost_micro / 1e6).toString());
+  });
+
+  test('cached and cache-write tokens are priced at their rates (Anthropic prompt caching)', async () => {
+    const { d, result: r } = await measure(proxy, 1, () => post(proxy.url, '/v1/chat/completions', chatBody('claude', uniq('cache me'))));
+    assert.equal(r.status, 200, r.text);
+    const usage = r.json().usage;
+    assert.equal(usage.prompt_tokens_details.cached_tokens, 1000);
+    assert.equal(usage.prompt_tokens_details.cache_write_tokens, 200);
+    const want = costMicro(PRICES.flag, usage);
+    assert.equal(micro(r.headers['x-switchyard-cost-usd']), want);
+    assert.equal(d.cost_micro, want);
+    assert.equal(d.cached_tokens, 1000);
+    assert.equal(d.cache_write_tokens, 200);
+    // at the plain input rate it would cost more: the discount is really applied
+    assert.ok(want < costMicro({ ...PRICES.flag, cached_input: 3, cache_write: 3 }, usage));
+  });
+
+  test('streams: the client sees usage only when it asked; the spend is the same either way', async () => {
+    const body = (extra) => chatBody('saver', 'stream me the same thing', { stream: true, ...extra });
+    const withUsage = await measure(proxy, 1, () => streamRaw(proxy.url, '/v1/chat/completions', body({ stream_options: { include_usage: true } })));
+    const without = await measure(proxy, 1, () => streamRaw(proxy.url, '/v1/chat/completions', body({})));
+    const chunks = (res) => res.events.filter((e) => e.data !== '[DONE]').map((e) => JSON.parse(e.data));
+    const a = chunks(withUsage.result);
+    const b = chunks(without.result);
+    const usageChunk = a.find((c) => c.usage && c.choices.length === 0);
+    assert.ok(usageChunk, 'include_usage: a usage chunk');
+    assert.ok(!b.some((c) => c.usage), 'no include_usage: no usage anywhere');
+    for (const d of [withUsage.d, without.d]) {
+      assert.equal(d.requests, 1);
+      assert.equal(d.estimated, 0);
+    }
+    assert.equal(withUsage.d.cost_micro, costMicro(PRICES.cheap, usageChunk.usage));
+    assert.deepEqual(without.d, withUsage.d);
+  });
+
+  test('a stream cut mid-way without usage is billed as estimated', async () => {
+    const { d } = await measure(proxy, 1, () => streamRaw(proxy.url, '/v1/chat/completions',
+      chatBody('cut', uniq('cut me'), { stream: true })).catch((e) => e));
+    assert.equal(d.requests, 1);
+    assert.equal(d.estimated, 1);
+    assert.ok(d.completion_tokens > 0, 'what was generated is counted');
+    assert.ok(d.prompt_tokens > 0);
+    assert.ok(d.cost_micro >= 0);
+  });
+
+  test('a client that disconnects mid-stream is billed for what was generated', async () => {
+    const { d } = await measure(proxy, 1, () => streamRaw(proxy.url, '/v1/chat/completions',
+      chatBody('slow', uniq('leave early'), { stream: true }), {
+        onEvent: (ev, req) => { if (ev.data.includes('"content"') && !ev.data.includes('"content":""')) req.destroy(); },
+      }).catch((e) => e));
+    assert.equal(d.requests, 1);
+    assert.ok(d.completion_tokens > 0 && d.completion_tokens < 400, `completion ${d.completion_tokens}`);
+  });
+
+  test('a cache hit costs 0 and saves the whole original cost', async () => {
+    const body = chatBody('cached', uniq('same question'));
+    const miss = await measure(proxy, 1, () => post(proxy.url, '/v1/chat/completions', body));
+    assert.equal(miss.result.status, 200);
+    const original = micro(miss.result.headers['x-switchyard-cost-usd']);
+    assert.ok(original > 0);
+    const hit = await measure(proxy, 1, () => post(proxy.url, '/v1/chat/completions', body));
+    assert.equal(hit.result.status, 200);
+    assert.equal(hit.result.headers['x-switchyard-cache'], 'hit');
+    assert.equal(micro(hit.result.headers['x-switchyard-cost-usd']), 0);
+    assert.equal(hit.d.cost_micro, 0);
+    assert.equal(hit.d.cache_hits, 1);
+    assert.equal(hit.d.savings_micro, original);
+  });
+
+  test('totals equal the sum of per-request costs exactly; grouping adds up', async () => {
+    const before = await totals(proxy);
+    const results = await Promise.all(Array.from({ length: 24 }, (_, i) =>
+      post(proxy.url, '/v1/chat/completions', chatBody(['saver', 'claude', 'cheap', 'flag'][i % 4], uniq(`sum ${'x'.repeat(i * 7)}`)))));
+    let sum = 0;
+    for (const r of results) {
+      assert.equal(r.status, 200, r.text);
+      sum += micro(r.headers['x-switchyard-cost-usd']);
+    }
+    let after;
+    await waitFor(async () => { after = await totals(proxy); return after.requests - before.requests >= 24; },
+      { what: '24 records' });
+    assert.equal(after.requests - before.requests, 24);
+    assert.equal(after.cost_micro - before.cost_micro, sum);
+    for (const g of ['route', 'deployment', 'day,route,tier,deployment,model,key', 'tier,model']) {
+      const s = await spend(proxy, `&group_by=${g}`);
+      const rows = s.rows;
+      for (const k of ['requests', 'cost_micro', 'counterfactual_micro', 'prompt_tokens', 'completion_tokens'])
+        assert.equal(rows.reduce((a, r) => a + r[k], 0), s.totals[k], `${g}: rows add up to the totals (${k})`);
+      for (const r of rows) for (const dim of g.split(',')) assert.equal(typeof r[dim], 'string', `${g}: row has ${dim}`);
+    }
+    const byDep = await spend(proxy, '&group_by=deployment');
+    assert.ok(byDep.rows.some((r) => r.deployment === 'claude'));
+  });
+
+  test('/metrics is valid Prometheus text and its counters match /v1/spend', async () => {
+    const r = await request(proxy.url, 'GET', '/metrics', { headers: AUTH });
+    assert.equal(r.status, 200);
+    assert.match(r.headers['content-type'], /^text\/plain; version=0\.0\.4/);
+    const fams = parseProm(r.text);
+    const promtool = spawnSync('promtool', ['check', 'metrics'], { input: r.text, encoding: 'utf8' });
+    if (!promtool.error) assert.equal(promtool.status, 0, `promtool: ${promtool.stdout}${promtool.stderr}`);
+    for (const f of ['switchyard_requests_total', 'switchyard_errors_total', 'switchyard_tokens_total',
+      'switchyard_cost_usd_total', 'switchyard_counterfactual_usd_total', 'switchyard_savings_usd',
+      'switchyard_cache_hits_total', 'switchyard_cache_misses_total', 'switchyard_upstream_latency_seconds',
+      'switchyard_ttft_seconds', 'switchyard_inflight_requests', 'switchyard_breaker_state', 'switchyard_store_up']) {
+      assert.ok(fams[f], `family ${f}`);
+    }
+    const s = await totals(proxy); // after the metrics: no request runs in between
+    assert.equal(sumOf(fams.switchyard_requests_total), s.requests);
+    assert.equal(sumOf(fams.switchyard_errors_total), s.errors);
+    assert.equal(microOf(fams.switchyard_cost_usd_total), s.cost_micro);
+    assert.equal(microOf(fams.switchyard_counterfactual_usd_total), s.counterfactual_micro);
+    assert.equal(microOf(fams.switchyard_savings_usd), s.savings_micro);
+    assert.equal(sumOf(fams.switchyard_tokens_total, (l) => l.kind === 'prompt'), s.prompt_tokens);
+    assert.equal(sumOf(fams.switchyard_tokens_total, (l) => l.kind === 'cached'), s.cached_tokens);
+    assert.equal(sumOf(fams.switchyard_tokens_total, (l) => l.kind === 'completion'), s.completion_tokens);
+    assert.equal(sumOf(fams.switchyard_cache_hits_total), s.cache_hits);
+    assert.equal(sumOf(fams.switchyard_estimated_usage_total), s.estimated);
+    assert.equal(sumOf(fams.switchyard_store_up), 1);
+    const deps = fams.switchyard_breaker_state.samples.map((x) => x.labels.deployment).sort();
+    assert.deepEqual(deps, ['cheap', 'claude', 'cut', 'flag', 'slow']);
+  });
+});
+
+/* ------------------------------------------------------------------ durability ----------- */
+
+/** Sequential non-stream requests; returns the sum of their x-switchyard-cost-usd. */
+async function acknowledged(proxy, n, model = 'saver') {
+  let sum = 0;
+  for (let i = 0; i < n; i++) {
+    const r = await post(proxy.url, '/v1/chat/completions', chatBody(model, uniq(`ack ${i} ${'y'.repeat(i % 13)}`)));
+    assert.equal(r.status, 200, r.text);
+    sum += micro(r.headers['x-switchyard-cost-usd']);
+  }
+  return sum;
+}
+
+describe('spend survives SIGKILL (embedded store, journal only)', () => {
+  test('every acknowledged request is counted once after a restart', async () => {
+    const fake = await startFake();
+    const cfgPath = writeConfig(spendConfig(fake));
+    let proxy = await startProxy(cfgPath, { env: ENV });
+    let want = await acknowledged(proxy, 15);
+    proxy.kill(); // SIGKILL right after the last answer
+    await proxy.exitPromise;
+    proxy = await startProxy(cfgPath, { env: ENV });
+    let t = await totals(proxy);
+    assert.equal(t.requests, 15);
+    assert.equal(t.cost_micro, want);
+    want += await acknowledged(proxy, 5);
+    proxy.kill();
+    await proxy.exitPromise;
+    proxy = await startProxy(cfgPath, { env: ENV });
+    t = await totals(proxy);
+    assert.equal(t.requests, 20);
+    assert.equal(t.cost_micro, want);
+    await assertCleanExit(proxy);
+    // a clean stop and start: still exactly once
+    proxy = await startProxy(cfgPath, { env: ENV });
+    t = await totals(proxy);
+    assert.equal(t.requests, 20);
+    assert.equal(t.cost_micro, want);
+    await assertCleanExit(proxy);
+    await assertCleanExit(fake);
+  });
+});
+
+/* ------------------------------------------------------------------ Redis ----------------- */
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.on('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+function redisPing(port) {
+  return new Promise((resolve) => {
+    const sock = net.connect({ host: '127.0.0.1', port });
+    let buf = '';
+    const done = (v) => { sock.destroy(); resolve(v); };
+    sock.setTimeout(500, () => done(false));
+    sock.on('error', () => done(false));
+    sock.on('connect', () => sock.write('PING\r\n'));
+    sock.on('data', (d) => { buf += d; if (buf.includes('\r\n')) done(buf.startsWith('+PONG')); });
+  });
+}
+
+/** A redis-server whose data survives its own SIGKILL (append-only file, fsync always). */
+class Redis {
+  constructor(port) {
+    this.port = port;
+    this.dir = fs.mkdtempSync(path.join(tmpDir(), 'redis-spend-'));
+  }
+
+  async start() {
+    const proc = spawn('redis-server', ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '',
+      '--appendonly', 'yes', '--appendfsync', 'always', '--dir', this.dir], { stdio: 'ignore' });
+    this.proc = proc;
+    this.exited = new Promise((r) => proc.on('exit', r));
+    process.on('exit', () => { try { proc.kill('SIGKILL'); } catch { /* gone */ } });
+    await waitFor(() => redisPing(this.port), { timeout: 10000, what: 'redis-server to answer PING' });
+  }
+
+  async kill() { this.proc.kill('SIGKILL'); await this.exited; }
+
+  async stop() {
+    if (this.proc && this.proc.exitCode === null && this.proc.signalCode === null) {
+      this.proc.kill('SIGTERM');
+      await this.exited;
+    }
+  }
+}
+
+const haveRedis = (() => {
+  for (const d of (process.env.PATH || '').split(':')) {
+    try { fs.accessSync(path.join(d, 'redis-server'), fs.constants.X_OK); return true; } catch { /* next */ }
+  }
+  return false;
+})();
+
+describe('spend on Redis', { skip: haveRedis ? false : 'redis-server not installed' }, () => {
+  let fake;
+  let redis;
+  before(async () => {
+    fake = await startFake();
+    redis = new Redis(await freePort());
+    await redis.start();
+  });
+  after(async () => {
+    await redis?.stop();
+    await assertCleanExit(fake);
+  });
+
+  test('Redis killed mid-run and restarted: no loss, no double count', async () => {
+    const cfgPath = writeConfig(spendConfig(fake, { redis: { url: `redis://127.0.0.1:${redis.port}`, timeout_ms: 300 } }));
+    const proxy = await startProxy(cfgPath, { env: ENV });
+    let want = await acknowledged(proxy, 10);
+    await waitFor(async () => (await totals(proxy)).cost_micro === want, { what: 'spend in Redis' });
+    await redis.kill();
+    want += await acknowledged(proxy, 10); // served while Redis is down: journaled
+    let r = await request(proxy.url, 'GET', `/v1/spend?from=${dayUTC(-1)}&to=${dayUTC(1)}`, { headers: AUTH });
+    assert.equal(r.status, 503, 'the spend store is down');
+    await redis.start();
+    want += await acknowledged(proxy, 5);
+    await waitFor(async () => {
+      r = await request(proxy.url, 'GET', `/v1/spend?from=${dayUTC(-1)}&to=${dayUTC(1)}`, { headers: AUTH });
+      return r.status === 200 && r.json().totals.requests === 25;
+    }, { timeout: 20000, what: 'the journal replayed into Redis' });
+    const t = r.json().totals;
+    assert.equal(t.cost_micro, want);
+    // and it stays that way (nothing applied twice by later flushes)
+    await new Promise((res) => setTimeout(res, 1500));
+    assert.equal((await totals(proxy)).cost_micro, want);
+    await assertCleanExit(proxy);
+  });
+
+  test('proxy SIGKILLed with Redis up: a restart counts everything exactly once', async () => {
+    const cfgPath = writeConfig(spendConfig(fake, { redis: { url: `redis://127.0.0.1:${redis.port}`, timeout_ms: 300 } }));
+    let proxy = await startProxy(cfgPath, { env: ENV });
+    const base = await totals(proxy);
+    const want = await acknowledged(proxy, 12);
+    proxy.kill();
+    await proxy.exitPromise;
+    proxy = await startProxy(cfgPath, { env: ENV });
+    let t;
+    await waitFor(async () => { t = await totals(proxy); return t.requests - base.requests >= 12; }, { what: 'replay' });
+    assert.equal(t.requests - base.requests, 12);
+    assert.equal(t.cost_micro - base.cost_micro, want);
+    await assertCleanExit(proxy);
+  });
+});
