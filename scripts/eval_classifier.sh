@@ -40,7 +40,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 # The recipe: every flag is the trainer's default, spelled out so the command documents it.
-recipe=(--seed 1 --holdout 0.2 --label gain --l2 1e-4 --l2-hashed 1e-2 --l2-mc 3e-3
+recipe=(--seed 1 --holdout 0.2 --label gain --l2 1e-4 --l2-hashed 5e-3 --l2-mc 3e-3 --set-weight gsm8k=4
         --hash-bits 18 --epochs 300 --prune 1e-3 --threshold-share 0.5)
 
 echo "== training: $bin train --data <mmlu,gsm8k,arena> --out $out ${recipe[*]} --folds 5"

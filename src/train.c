@@ -1008,9 +1008,19 @@ static int write_weights(const trainer *t, const double *x, double thr, int iter
     }
     fprintf(f,
             "],\"rows\":%zu,\"held_out\":%zu,\"seed\":%llu,\"holdout\":%g,\"label\":\"%s\","
-            "\"l2\":%g,\"iterations\":%d,\"prune\":%g,\"threshold_share\":%g},\n",
+            "\"l2\":%g,\"l2_hashed\":%g,\"l2_mc\":%g,\"iterations\":%d,\"prune\":%g,"
+            "\"threshold_share\":%g,\"set_weight\":{",
             ntrain, nheld, (unsigned long long)t->o.seed, t->o.holdout, label_name(t->o.label),
-            t->o.l2, iters, t->o.prune, t->o.threshold_share);
+            t->o.l2, t->o.l2_hashed, t->o.l2_mc, iters, t->o.prune, t->o.threshold_share);
+    /* the recipe is part of what the file describes: the weight of each set's rows */
+    for (size_t i = 0; i < t->nsets; i++) {
+        json_t *s = json_string(t->sets[i]);
+        char *js = s != NULL ? json_dumps(s, JSON_ENCODE_ANY) : NULL;
+        fprintf(f, "%s%s:%g", i ? "," : "", js != NULL ? js : "\"?\"", t->set_weight[i]);
+        free(js);
+        json_decref(s);
+    }
+    fprintf(f, "}},\n");
     fprintf(f, "\"dense\":{");
     for (size_t i = 0; i < SY_CLS_NDENSE; i++)
         fprintf(f, "%s\n\"%s\":%.9g", i ? "," : "", sy_classifier_dense_name(i), x[1 + i]);
