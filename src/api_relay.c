@@ -9,6 +9,11 @@
 
 #include "switchyard/json_util.h"
 #include "switchyard/router.h"
+#include "switchyard/cache.h"
+#include "switchyard/routes.h"
+
+_Static_assert(sizeof(((sy_request *)0)->cache_key) == SY_CACHE_KEY_SIZE,
+               "request.h's cache_key size follows cache.h");
 
 typedef struct check {
     sy_err rc;
@@ -227,6 +232,30 @@ static const char *tenant_of(const char *authorization, char *buf, size_t n)
     return buf;
 }
 
+/* The prompt-cache plan of a relayed request (DESIGN §6): the route's mode, the body and the
+ * client's Cache-Control decide; the lookup key uses the first target's model. */
+static void plan_cache(const sy_api_in *in, sy_request *req)
+{
+    const sy_route *r = req->pick.route_def;
+    const char *cc = in->get_header != NULL ? in->get_header(in->hctx, "cache-control") : NULL;
+    sy_cache_plan plan = sy_cache_eligible(r != NULL ? r->cache_mode : SY_CACHE_NEVER, req->ep,
+                                           req->body, cc);
+    /* Embeddings are cached per input by their own path (not wired yet): bypass for now. */
+    if (req->ep == SY_EP_EMBEDDINGS)
+        plan.lookup = plan.store = false;
+    req->cache_hdr = sy_cache_header(&plan, false);
+    if (!plan.lookup && !plan.store)
+        return;
+    sy_cache_key_in k = {.ep = req->ep, .route = req->pick.route,
+                         .model = req->pick.targets[0]->model,
+                         .tenant = req->tenant[0] ? req->tenant : NULL, .body = req->body};
+    if (sy_cache_key(&k, req->cache_key) != SY_OK)
+        return; /* no key: not cached, never an error */
+    req->cache_lookup = plan.lookup;
+    req->cache_store = plan.store;
+    req->cache_ttl_s = r->cache_ttl_s;
+}
+
 void sy_api_relay(const sy_api_in *in, sy_endpoint ep, sy_reply *out)
 {
     char msg[300];
@@ -315,6 +344,9 @@ void sy_api_relay(const sy_api_in *in, sy_endpoint ep, sy_reply *out)
     req->embed_b64 = b64;
     req->pick = pick;
     req->log.route = pick.route;
+    if (rctx.tenant != NULL)
+        snprintf(req->tenant, sizeof(req->tenant), "%s", rctx.tenant);
+    plan_cache(in, req);
     out->req = req;
 out:
     json_decref(body);

@@ -16,6 +16,7 @@
 
 #include "switchyard/api.h"
 #include "switchyard/bridge.h"
+#include "switchyard/cache.h"
 #include "switchyard/log.h"
 #include "switchyard/json_util.h"
 #include "switchyard/routes.h"
@@ -88,6 +89,8 @@ static void add_headers(struct MHD_Response *r, const sy_request *req, const cha
     }
     if (req->pick.rule != NULL)
         MHD_add_response_header(r, "x-switchyard-rule", req->pick.rule);
+    if (req->cache_hdr != NULL)
+        MHD_add_response_header(r, "x-switchyard-cache", req->cache_hdr);
 }
 
 static enum MHD_Result queue_buffer(struct MHD_Connection *conn, conn_ctx *ctx, int status,
@@ -205,35 +208,122 @@ static enum MHD_Result on_resumed(struct MHD_Connection *conn, conn_ctx *ctx)
     return queue_stream(conn, ctx, req);
 }
 
+/* Answers a suspended request now (from any thread) with <status> and <body> (taken). */
+static void answer_now(sy_request *req, int status, char *body, size_t len)
+{
+    pthread_mutex_lock(&req->mu);
+    req->state = SY_RS_READY;
+    req->status = status;
+    free(req->resp_body);
+    req->resp_body = body;
+    req->resp_len = len;
+    if (req->suspended) {
+        req->suspended = false;
+        MHD_resume_connection(req->conn);
+    }
+    pthread_mutex_unlock(&req->mu);
+}
+
+/* Hands <req> to the upstream thread, unless the server is closing. Any thread. */
+static void start_upstream(sy_server *s, sy_request *req)
+{
+    size_t len = 0;
+    pthread_mutex_lock(&s->relay_mu);
+    sy_err rc = s->closing ? SY_ESHUTDOWN : sy_bridge_post(s->bridge, SY_CMD_START, req);
+    pthread_mutex_unlock(&s->relay_mu);
+    if (rc != SY_OK) {
+        char *b = sy_err_body(rc, NULL, NULL, &len);
+        answer_now(req, sy_err_status(rc), b, len);
+    }
+}
+
+typedef struct lookup_job {
+    sy_server *srv;
+    sy_request *req; /* a reference */
+} lookup_job;
+
+/* Worker thread: the prompt-cache lookup. A hit answers in the client's mode (JSON, or the
+ * answer replayed as SSE); a miss, or any store trouble, goes upstream. */
+static void cache_lookup_job(void *arg)
+{
+    lookup_job *j = arg;
+    sy_request *req = j->req;
+    sy_cache_entry e;
+    sy_cache_entry_init(&e);
+    sy_cache_status st = sy_cache_get(req->store, req->cache_key, req->ep, &e);
+    bool served = false;
+    if (st == SY_CACHE_HIT) {
+        sy_cache_replay o = {.req_id = req->id, .now_s = (int64_t)time(NULL),
+                             .client_usage = req->client_usage, .embed_b64 = req->embed_b64};
+        pthread_mutex_lock(&req->mu);
+        if (req->stream) {
+            served = sy_cache_replay_sse(&e, &o, &req->out) == SY_OK;
+            if (served) {
+                req->state = SY_RS_DONE;
+                req->status = 200;
+            } else {
+                sy_buf_reset(&req->out);
+            }
+        } else {
+            char *body = NULL;
+            size_t len = 0;
+            served = sy_cache_replay_json(&e, &o, &body, &len) == SY_OK;
+            if (served) {
+                req->state = SY_RS_READY;
+                req->status = 200;
+                req->resp_body = body;
+                req->resp_len = len;
+            }
+        }
+        if (served) {
+            req->cache_hdr = "hit";
+            req->cache_hit = true;
+            if (req->suspended) {
+                req->suspended = false;
+                MHD_resume_connection(req->conn);
+            }
+        }
+        pthread_mutex_unlock(&req->mu);
+    }
+    sy_cache_entry_cleanup(&e);
+    if (!served)
+        start_upstream(j->srv, req);
+    sy_request_unref(req);
+    free(j);
+}
+
 static enum MHD_Result relay(struct MHD_Connection *conn, conn_ctx *ctx, sy_request *req)
 {
     sy_server *s = ctx->srv;
     pthread_mutex_lock(&s->relay_mu);
-    if (s->closing) {
-        pthread_mutex_unlock(&s->relay_mu);
+    bool closing = s->closing;
+    pthread_mutex_unlock(&s->relay_mu);
+    if (closing) {
         sy_request_unref(req);
         return queue_error(conn, ctx, SY_ESHUTDOWN, NULL);
     }
     ctx->req = req;
     req->conn = conn;
     req->bridge = s->bridge;
+    req->store = s->store;
+    req->workers = s->workers;
     __atomic_add_fetch(&s->inflight, 1, __ATOMIC_RELAXED);
-    /* Suspend before the upstream thread can possibly want to resume. */
+    /* Suspend before any other thread can possibly want to resume. */
     sy_bridge_suspend(req);
-    sy_err rc = sy_bridge_post(s->bridge, SY_CMD_START, req);
-    pthread_mutex_unlock(&s->relay_mu);
-    if (rc != SY_OK) {
-        /* Could not hand it over: answer now. */
-        pthread_mutex_lock(&req->mu);
-        req->state = SY_RS_READY;
-        req->status = 503;
-        req->resp_body = sy_err_body(SY_ENOMEM, NULL, NULL, &req->resp_len);
-        if (req->suspended) {
-            req->suspended = false;
-            MHD_resume_connection(conn);
+    if (req->cache_lookup) {
+        lookup_job *j = malloc(sizeof(*j));
+        if (j != NULL) {
+            j->srv = s;
+            j->req = sy_request_ref(req);
+            if (sy_workers_submit(s->workers, cache_lookup_job, j) == SY_OK)
+                return MHD_YES;
+            sy_request_unref(req);
+            free(j);
         }
-        pthread_mutex_unlock(&req->mu);
+        /* workers saturated: skip the cache rather than fail or wait */
+        req->cache_hdr = "miss";
     }
+    start_upstream(s, req);
     return MHD_YES;
 }
 
@@ -659,9 +749,11 @@ void sy_server_stop(sy_server *s, long grace_ms)
     /* Joins the thread; whatever it still had ends with an error and is resumed, so no
      * connection is left suspended when the daemon stops. */
     sy_upstream_stop(s->up);
+    /* Queued jobs run to the end (cache lookups answer their suspended clients, cache writes
+     * land) while the daemon can still resume connections. */
+    sy_workers_free(s->workers);
     MHD_stop_daemon(s->mhd);
     sy_bridge_free(s->bridge);
-    sy_workers_free(s->workers); /* runs what is queued (cache writes) before the store goes */
     sy_store_free(s->store);
     sy_config_unref(s->cfg);
     pthread_mutex_destroy(&s->relay_mu);

@@ -14,15 +14,18 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "switchyard/affinity.h"
+#include "switchyard/cache.h"
 #include "switchyard/health.h"
 #include "switchyard/json_util.h"
 #include "switchyard/log.h"
 #include "switchyard/provider.h"
 #include "switchyard/routes.h"
 #include "switchyard/sse.h"
+#include "switchyard/workers.h"
 
 #define SWEEP_US 50000
 #define MAX_ERROR_BODY (64u * 1024u)
@@ -51,6 +54,8 @@ typedef struct sy_xfer {
     sy_buf tmp;
     sy_sse_parser sse;
     sy_stream_fix fix;
+    sy_cache_acc acc; /* the answer being streamed, assembled for the prompt cache */
+    bool acc_on;
     int64_t t_start, t_last, t_first;
     bool began; /* counted in the deployment's health */
     char errbuf[CURL_ERROR_SIZE];
@@ -267,7 +272,49 @@ static void xfer_free(sy_upstream *u, sy_xfer *x)
     sy_buf_cleanup(&x->tmp);
     sy_sse_cleanup(&x->sse);
     sy_stream_fix_cleanup(&x->fix);
+    if (x->acc_on)
+        sy_cache_acc_cleanup(&x->acc);
     free(x);
+}
+
+typedef struct put_job {
+    sy_store *store;
+    char key[SY_CACHE_KEY_SIZE];
+    sy_cache_entry entry;
+    long ttl_s;
+} put_job;
+
+static void cache_put_job(void *arg)
+{
+    put_job *j = arg;
+    sy_cache_status st = sy_cache_put(j->store, j->key, &j->entry, j->ttl_s, 0);
+    if (st != SY_CACHE_STORED)
+        sy_log(SY_LOG_DEBUG, NULL, "cache: not stored (%s)", sy_cache_status_name(st));
+    sy_cache_entry_cleanup(&j->entry);
+    free(j);
+}
+
+/* Stores a clean answer (<answer> taken) under the key of the deployment that produced it; the
+ * store call runs on a worker, never here. */
+static void cache_store(sy_request *req, const sy_deployment *dep, json_t *answer)
+{
+    put_job *j = calloc(1, sizeof(*j));
+    sy_cache_key_in k = {.ep = req->ep, .route = req->pick.route, .model = dep->model,
+                         .tenant = req->tenant[0] ? req->tenant : NULL, .body = req->body};
+    if (j == NULL || req->store == NULL || req->workers == NULL ||
+        sy_cache_key(&k, j->key) != SY_OK) {
+        free(j);
+        json_decref(answer);
+        return;
+    }
+    j->store = req->store;
+    j->ttl_s = req->cache_ttl_s > 0 ? req->cache_ttl_s : 3600;
+    sy_cache_entry_init(&j->entry);
+    sy_cache_entry_set(&j->entry, req->ep, answer, dep->name, (int64_t)time(NULL) * 1000, -1);
+    if (sy_workers_submit(req->workers, cache_put_job, j) != SY_OK) {
+        sy_cache_entry_cleanup(&j->entry);
+        free(j);
+    }
 }
 
 static void done_stream_ok(sy_upstream *u, sy_xfer *x, sy_request *req)
@@ -289,7 +336,13 @@ static void done_stream_ok(sy_upstream *u, sy_xfer *x, sy_request *req)
     }
     req->stream_error = req->stream_error || x->fix.saw_error;
     req->state = SY_RS_DONE;
+    bool clean = !req->stream_error && x->fix.saw_done && x->fix.saw_finish;
     pthread_mutex_unlock(&req->mu);
+    if (x->acc_on && clean) {
+        json_t *answer = NULL;
+        if (sy_cache_acc_finish(&x->acc, true, x->fix.usage, &answer) == SY_OK)
+            cache_store(req, x->dep, answer); /* only streams that completed cleanly */
+    }
 }
 
 static void done_json_ok(sy_upstream *u, sy_xfer *x, sy_request *req)
@@ -312,6 +365,8 @@ static void done_json_ok(sy_upstream *u, sy_xfer *x, sy_request *req)
     }
     if (req->stream) {
         /* The upstream ignored stream:true; replay its answer as the stream the client wants. */
+        if (req->cache_store)
+            cache_store(req, x->dep, json_incref(resp));
         pthread_mutex_lock(&req->mu);
         sy_openai_to_sse(req->ep, resp, req->client_usage, &req->out);
         req->dep = x->dep;
@@ -324,6 +379,8 @@ static void done_json_ok(sy_upstream *u, sy_xfer *x, sy_request *req)
     }
     size_t len;
     char *body = sy_json_dump(resp, &len);
+    if (req->cache_store && body != NULL)
+        cache_store(req, x->dep, json_incref(resp));
     json_decref(resp);
     if (body == NULL) {
         finish_err_msg(u, req, x->dep, SY_ENOMEM, NULL);
@@ -551,6 +608,25 @@ static int on_event(void *ud, const char *event, const char *data, size_t len)
     return 0;
 }
 
+/* Feeds the client-bound SSE frames just produced ("data: <json>\n\n" each) to the cache
+ * accumulator. A frame it refuses turns caching off for this answer, nothing else. */
+static void acc_feed_frames(sy_xfer *x)
+{
+    const char *p = x->tmp.data, *end = x->tmp.data + x->tmp.len;
+    while (p < end) {
+        const char *nl = memmem(p, (size_t)(end - p), "\n\n", 2);
+        if (nl == NULL)
+            break;
+        if ((size_t)(nl - p) > 6 && memcmp(p, "data: ", 6) == 0 &&
+            sy_cache_acc_feed_data(&x->acc, p + 6, (size_t)(nl - p) - 6) != SY_OK) {
+            sy_cache_acc_cleanup(&x->acc);
+            x->acc_on = false;
+            return;
+        }
+        p = nl + 2;
+    }
+}
+
 static size_t write_cb(char *p, size_t size, size_t n, void *ud)
 {
     sy_xfer *x = ud;
@@ -599,6 +675,8 @@ static size_t write_cb(char *p, size_t size, size_t n, void *ud)
 
     sy_buf_reset(&x->tmp);
     sy_err rc = sy_sse_feed(&x->sse, p, len, on_event, x);
+    if (x->acc_on && x->tmp.len > 0)
+        acc_feed_frames(x);
     if (x->tmp.len > 0) {
         pthread_mutex_lock(&req->mu);
         sy_err arc = sy_buf_append(&req->out, x->tmp.data, x->tmp.len);
@@ -733,6 +811,10 @@ static void begin_attempt(sy_upstream *u, sy_request *req)
     sy_buf_init(&x->tmp, MAX_SSE_EVENT * 2);
     sy_sse_init(&x->sse, MAX_SSE_EVENT);
     x->fix.client_usage = req->client_usage;
+    if (req->cache_store && req->stream && req->ep != SY_EP_EMBEDDINGS) {
+        sy_cache_acc_init(&x->acc, req->ep, 0);
+        x->acc_on = true;
+    }
     x->t_start = x->t_last = sy_now_us();
     req->attempts++;
     req->log.deployment = x->dep->name;

@@ -50,6 +50,13 @@ typedef struct sy_request {
     struct sy_bridge *bridge; /* where the MHD thread posts unpause/cancel */
     int64_t t_start_us;  /* monotonic */
     sy_log_ctx log;
+    char tenant[24];     /* digest of the client's key, "" when none (cache, affinity) */
+    bool cache_lookup;   /* look the prompt cache up before going upstream */
+    bool cache_store;    /* store a clean answer */
+    long cache_ttl_s;
+    char cache_key[72]; /* the lookup key (first target's model); SY_CACHE_KEY_SIZE */
+    struct sy_store *store;     /* borrowed from the server */
+    struct sy_workers *workers; /* borrowed from the server */
 
     /* owned by the curl thread only */
     struct sy_xfer *xfer;
@@ -72,6 +79,8 @@ typedef struct sy_request {
     int64_t t_first_us;      /* first byte to the client (monotonic), 0 until then */
     uint64_t bytes_out;
     bool stream_error;       /* the stream ended with an error event */
+    const char *cache_hdr;   /* x-switchyard-cache: "hit", "miss" or "bypass" (static) */
+    bool cache_hit;          /* answered from the prompt cache */
 
     int refs; /* atomic */
 } sy_request;
