@@ -15,7 +15,7 @@
 #include "switchyard/metrics.h"
 #include "switchyard/spend.h"
 
-#define SPEND_SYNC_MS 1000   /* wait for records made just before the query */
+#define SPEND_SYNC_MS 1000 /* wait for records made just before the query */
 #define METRICS_MAX (64u << 20)
 
 static bool spend_authorized(const sy_api_in *in)
@@ -37,10 +37,7 @@ static const char *arg(const sy_api_in *in, const char *name, char *buf, size_t 
     return buf;
 }
 
-static json_t *usd(int64_t micro)
-{
-    return json_real((double)micro / 1e6);
-}
+static json_t *usd(int64_t micro) { return json_real((double)micro / 1e6); }
 
 /* Adds the counters of <c> to <o>; false on allocation failure. */
 static bool put_counts(json_t *o, const sy_spend_counts *c)
@@ -150,8 +147,10 @@ void sy_api_spend(const sy_api_in *in, sy_reply *out)
         if (rc == SY_ENOMEM)
             sy_api_error(out, SY_ENOMEM, NULL, NULL);
         else if (rc == SY_ETOOBIG)
-            sy_api_error(out, SY_EINVAL, "too many rows: group by fewer dimensions or query "
-                         "fewer days", "group_by");
+            sy_api_error(out, SY_EINVAL,
+                         "too many rows: group by fewer dimensions or query "
+                         "fewer days",
+                         "group_by");
         else
             sy_api_error(out, SY_EUNAVAIL, "the spend store is unavailable; try again", NULL);
         return;

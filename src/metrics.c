@@ -16,9 +16,9 @@
 
 #define NBUCKETS 14
 static const double bucket_s[NBUCKETS] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-                                          1,     2.5,  5,     10,   30,  60,  120};
-static const int64_t bucket_us[NBUCKETS] = {5000,    10000,   25000,    50000,    100000,
-                                            250000,  500000,  1000000,  2500000,  5000000,
+                                          1,     2.5,  5,     10,   30,  60,   120};
+static const int64_t bucket_us[NBUCKETS] = {5000,     10000,    25000,    50000,    100000,
+                                            250000,   500000,   1000000,  2500000,  5000000,
                                             10000000, 30000000, 60000000, 120000000};
 
 enum { TK_PROMPT, TK_CACHED, TK_CACHE_WRITE, TK_COMPLETION, TK_REASONING, NTOK };
@@ -322,8 +322,8 @@ static sy_err render_deployments(sy_buf *b, const sy_config *cfg)
 
     for (size_t i = 0; i < cfg->ndeployments && rc == SY_OK; i++) {
         const sy_deployment *d = &cfg->deployments[i];
-        sy_breaker_state st = d->health != NULL ? sy_health_breaker(d->health, now)
-                                                : SY_BREAKER_CLOSED;
+        sy_breaker_state st =
+            d->health != NULL ? sy_health_breaker(d->health, now) : SY_BREAKER_CLOSED;
         sy_buf l;
         sy_buf_init(&l, 1024);
         rc = esc(&l, d->name);
@@ -341,11 +341,9 @@ static sy_err render_deployments(sy_buf *b, const sy_config *cfg)
         sy_buf_init(&l, 1024);
         rc = esc(&l, d->name);
         if (rc == SY_OK)
-            rc = sy_buf_printf(b, "switchyard_deployment_inflight{deployment=\"%s\"} %d\n",
-                               l.data,
-                               d->health != NULL ? __atomic_load_n(&d->health->inflight,
-                                                                   __ATOMIC_RELAXED)
-                                                 : 0);
+            rc = sy_buf_printf(
+                b, "switchyard_deployment_inflight{deployment=\"%s\"} %d\n", l.data,
+                d->health != NULL ? __atomic_load_n(&d->health->inflight, __ATOMIC_RELAXED) : 0);
         sy_buf_cleanup(&l);
     }
     return rc;
@@ -420,11 +418,11 @@ sy_err sy_metrics_render(sy_metrics *m, const sy_metrics_src *src, sy_buf *out)
             rc = sy_buf_printf(out, "switchyard_requests_total{%s,status=\"other\"} %llu\n",
                                v[i]->lbl, (unsigned long long)LOAD(v[i]->status_other));
     }
-#define COUNTER(name, help, field)                                                            \
-    if (rc == SY_OK)                                                                          \
-        rc = head(out, name, "counter", help);                                                \
-    for (size_t i = 0; i < n && rc == SY_OK; i++)                                             \
-        rc = sy_buf_printf(out, name "{%s} %llu\n", v[i]->lbl,                                \
+#define COUNTER(name, help, field)                                                                 \
+    if (rc == SY_OK)                                                                               \
+        rc = head(out, name, "counter", help);                                                     \
+    for (size_t i = 0; i < n && rc == SY_OK; i++)                                                  \
+        rc = sy_buf_printf(out, name "{%s} %llu\n", v[i]->lbl,                                     \
                            (unsigned long long)LOAD(v[i]->field));
     COUNTER("switchyard_errors_total", "Requests that failed (status >= 400 or a stream error).",
             errors)
@@ -474,10 +472,10 @@ sy_err sy_metrics_render(sy_metrics *m, const sy_metrics_src *src, sy_buf *out)
         rc = head(out, "switchyard_store_up", "gauge",
                   "1 while the shared store (Redis or embedded) is healthy.");
         if (rc == SY_OK)
-            rc = sy_buf_printf(out, "switchyard_store_up{kind=\"%s\"} %d\n",
-                               sy_store_kind_of(src->store) == SY_STORE_REDIS ? "redis"
-                                                                              : "embedded",
-                               sy_store_healthy(src->store) ? 1 : 0);
+            rc =
+                sy_buf_printf(out, "switchyard_store_up{kind=\"%s\"} %d\n",
+                              sy_store_kind_of(src->store) == SY_STORE_REDIS ? "redis" : "embedded",
+                              sy_store_healthy(src->store) ? 1 : 0);
     }
     if (rc == SY_OK && src != NULL && src->spend != NULL)
         rc = render_spend(out, src->spend);

@@ -204,7 +204,8 @@ static void parse_entry(pctx *c, const char *model, const json_t *obj, entry *e)
         perr(c, model, NULL, "must be an object");
         return;
     }
-    json_object_foreach((json_t *)obj, k, v) {
+    json_object_foreach((json_t *)obj, k, v)
+    {
         bool known = false;
         for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]) && !known; i++)
             known = strcmp(k, keys[i]) == 0;
@@ -236,7 +237,8 @@ sy_err sy_prices_parse(const json_t *root, const char *name, sy_prices **out, sy
         perr(&c, NULL, "(top level)", "must be an object");
         goto out;
     }
-    json_object_foreach((json_t *)root, k, v) {
+    json_object_foreach((json_t *)root, k, v)
+    {
         if (k[0] != '_' && strcmp(k, "unit") != 0 && strcmp(k, "updated") != 0 &&
             strcmp(k, "models") != 0)
             perr(&c, NULL, k, "unknown key (expected \"models\")");
@@ -256,7 +258,8 @@ sy_err sy_prices_parse(const json_t *root, const char *name, sy_prices **out, sy
     p->n = 0;
     if ((p->items = xmalloc(json_object_size(models) * sizeof(entry))) == NULL)
         goto out;
-    json_object_foreach((json_t *)models, k, v) {
+    json_object_foreach((json_t *)models, k, v)
+    {
         entry *e = &p->items[p->n];
         size_t before = c.nerr;
 
@@ -398,8 +401,7 @@ bool sy_prices_lookup(const sy_prices *p, const char *model, sy_price *out, cons
     return true;
 }
 
-size_t sy_prices_apply(const sy_prices *p, const char *list_path, sy_config *cfg,
-                       sy_errlist *errs)
+size_t sy_prices_apply(const sy_prices *p, const char *list_path, sy_config *cfg, sy_errlist *errs)
 {
     size_t missing = 0;
 

@@ -39,8 +39,8 @@ static const char *const counter_store_name[NCOUNT] = {
 #undef SY_SPEND_SNAME
 };
 
-#define NDIM 5          /* route, tier, deployment, model, key: the day is separate */
-#define DIM_MAX 96      /* bytes of one encoded dimension */
+#define NDIM 5     /* route, tier, deployment, model, key: the day is separate */
+#define DIM_MAX 96 /* bytes of one encoded dimension */
 #define ID_MAX (10 + NDIM * (DIM_MAX + 1) + 1)
 #define BATCH_ID_MAX 48
 #define JOURNAL_NAME "spend.journal"
@@ -145,10 +145,7 @@ int sy_spend_dim_parse(const char *name, size_t len)
     return -1;
 }
 
-int64_t sy_spend_estimate_tokens(size_t bytes)
-{
-    return (int64_t)((bytes + 3) / 4);
-}
+int64_t sy_spend_estimate_tokens(size_t bytes) { return (int64_t)((bytes + 3) / 4); }
 
 void sy_spend_price(sy_spend_rec *r, const sy_price *actual, const sy_price *reference)
 {
@@ -632,8 +629,8 @@ static void compact(sy_spend *s)
     s->jdirty = false;
     sy_log(SY_LOG_DEBUG, NULL, "spend: journal compacted to %zu bytes", b.len);
 out:
-    s->compact_at = s->jsize * 2 > s->opts.journal_compact_bytes ? s->jsize * 2
-                                                                  : s->opts.journal_compact_bytes;
+    s->compact_at =
+        s->jsize * 2 > s->opts.journal_compact_bytes ? s->jsize * 2 : s->opts.journal_compact_bytes;
     if (fd >= 0) {
         close(fd);
         (void)unlink(tmp);
@@ -927,8 +924,10 @@ static sy_err apply_pending(sy_spend *s)
         if ((rc = apply_batch(s, x)) != SY_OK) {
             s->st.store_errors++;
             s->store_fail_ms = mono_ms();
-            sy_log(SY_LOG_WARN, NULL, "spend: store write of batch %s failed (%s); kept in the "
-                   "journal, retrying", x->id, sy_err_name(rc));
+            sy_log(SY_LOG_WARN, NULL,
+                   "spend: store write of batch %s failed (%s); kept in the "
+                   "journal, retrying",
+                   x->id, sy_err_name(rc));
             return rc;
         }
         snprintf(line, sizeof(line), "{\"c\":\"%s\"}\n", x->id);
@@ -937,7 +936,8 @@ static sy_err apply_pending(sy_spend *s)
             for (size_t i = 0; i < x->a.nb; i++)
                 for (group *g = x->a.b[i]; g != NULL; g = g->next)
                     if (!agg_add(&s->committed, g->id, g->v))
-                        sy_log(SY_LOG_ERROR, NULL, "spend: out of memory: a compaction may "
+                        sy_log(SY_LOG_ERROR, NULL,
+                               "spend: out of memory: a compaction may "
                                "forget committed spend of the embedded store");
         }
         s->sealed = x->next;
@@ -1047,8 +1047,7 @@ static void *flusher(void *arg)
         bool forced = req != s->sync_done || stop;
         if (forced || now >= s->next_apply_ms) {
             /* back off after a failure unless someone waits for the result */
-            if (forced || s->store_fail_ms == 0 ||
-                now - s->store_fail_ms >= s->opts.flush_ms) {
+            if (forced || s->store_fail_ms == 0 || now - s->store_fail_ms >= s->opts.flush_ms) {
                 rc = apply_pending(s);
                 if (rc == SY_OK)
                     s->store_fail_ms = 0;
@@ -1182,7 +1181,8 @@ sy_err sy_spend_new(sy_store *store, const char *data_dir, const sy_spend_opts *
         s->st.pending_groups = s->open.n + sealed_groups(s);
         s->synced_ms = mono_ms();
     }
-    s->next_apply_ms = mono_ms(); /* replayed content goes to the store at once */
+    /* replayed content goes to the store at once, new records after flush_ms */
+    s->next_apply_ms = mono_ms() + (s->st.replayed > 0 ? 0 : s->opts.flush_ms);
     rc = SY_EINTERNAL;
     if (pthread_create(&s->thread, NULL, flusher, s) != 0)
         goto out;
@@ -1293,10 +1293,7 @@ void sy_spend_record_ack(sy_spend *s, const sy_spend_rec *r, sy_spend_ack_fn cb,
     pthread_mutex_unlock(&s->mu);
 }
 
-void sy_spend_record(sy_spend *s, const sy_spend_rec *r)
-{
-    sy_spend_record_ack(s, r, NULL, NULL);
-}
+void sy_spend_record(sy_spend *s, const sy_spend_rec *r) { sy_spend_record_ack(s, r, NULL, NULL); }
 
 sy_err sy_spend_sync(sy_spend *s, long timeout_ms)
 {

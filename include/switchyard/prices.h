@@ -81,7 +81,6 @@ bool sy_prices_lookup(const sy_prices *p, const char *model, sy_price *out, cons
  *   "deployments[3].price: no price for model 'foo' (add \"price\" to the deployment or an entry
  *    to conf/prices.json; 0 must be explicit)"
  * Returns the number of such lines. Used by sy_config_load; <p> may be NULL (no list). */
-size_t sy_prices_apply(const sy_prices *p, const char *list_path, sy_config *cfg,
-                       sy_errlist *errs);
+size_t sy_prices_apply(const sy_prices *p, const char *list_path, sy_config *cfg, sy_errlist *errs);
 
 #endif

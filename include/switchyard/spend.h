@@ -64,17 +64,17 @@ struct sy_metrics;
 
 /* The aggregated counters: X(field, store name, JSON name). Order is the journal's "v" order:
  * append only. Savings are derived (counterfactual - cost), never stored. */
-#define SY_SPEND_COUNTERS(X)                                                                  \
-    X(requests, "req", "requests")                                                            \
-    X(errors, "err", "errors")                                                                \
-    X(prompt_tokens, "pt", "prompt_tokens")                                                   \
-    X(cached_tokens, "ct", "cached_tokens")                                                   \
-    X(cache_write_tokens, "cwt", "cache_write_tokens")                                        \
-    X(completion_tokens, "ot", "completion_tokens")                                           \
-    X(reasoning_tokens, "rt", "reasoning_tokens")                                             \
-    X(cost_micro, "cost", "cost_micro")                                                       \
-    X(counterfactual_micro, "cf", "counterfactual_micro")                                     \
-    X(cache_hits, "hit", "cache_hits")                                                        \
+#define SY_SPEND_COUNTERS(X)                                                                       \
+    X(requests, "req", "requests")                                                                 \
+    X(errors, "err", "errors")                                                                     \
+    X(prompt_tokens, "pt", "prompt_tokens")                                                        \
+    X(cached_tokens, "ct", "cached_tokens")                                                        \
+    X(cache_write_tokens, "cwt", "cache_write_tokens")                                             \
+    X(completion_tokens, "ot", "completion_tokens")                                                \
+    X(reasoning_tokens, "rt", "reasoning_tokens")                                                  \
+    X(cost_micro, "cost", "cost_micro")                                                            \
+    X(counterfactual_micro, "cf", "counterfactual_micro")                                          \
+    X(cache_hits, "hit", "cache_hits")                                                             \
     X(estimated, "est", "estimated")
 
 typedef struct sy_spend_counts {
@@ -95,15 +95,15 @@ typedef struct sy_spend_rec {
     int status;             /* HTTP status sent to the client (stream: 200) */
     bool error;             /* failed: status >= 400, or a stream that ended with an error */
     bool stream;
-    bool cache_lookup;      /* the prompt cache was consulted (a miss unless cache_hit) */
-    bool cache_hit;         /* answered from the prompt cache (cost 0) */
-    bool batch;             /* a /v1/batches line (priced with the batch discount) */
-    sy_usage usage;         /* usage.estimated: no usage from the upstream */
-    int64_t cost_micro;     /* sy_price_cost_micro(&dep->price, &usage, batch); cache hit: 0 */
+    bool cache_lookup;  /* the prompt cache was consulted (a miss unless cache_hit) */
+    bool cache_hit;     /* answered from the prompt cache (cost 0) */
+    bool batch;         /* a /v1/batches line (priced with the batch discount) */
+    sy_usage usage;     /* usage.estimated: no usage from the upstream */
+    int64_t cost_micro; /* sy_price_cost_micro(&dep->price, &usage, batch); cache hit: 0 */
     int64_t counterfactual_micro; /* the route's reference deployment's price for the same
                                      usage; no reference: = cost; cache hit: the original cost */
-    int64_t latency_us;     /* request start to last byte; < 0 = unknown */
-    int64_t ttft_us;        /* request start to first byte to the client; < 0 = unknown */
+    int64_t latency_us;           /* request start to last byte; < 0 = unknown */
+    int64_t ttft_us;              /* request start to first byte to the client; < 0 = unknown */
 } sy_spend_rec;
 
 /* Fills cost_micro and counterfactual_micro of <r> from r->usage and r->batch: <actual> is the
@@ -124,22 +124,22 @@ typedef enum sy_spend_fsync {
 } sy_spend_fsync;
 
 typedef struct sy_spend_opts {
-    long flush_ms;                /* store write interval (default 1000; 1..60000) */
-    sy_spend_fsync fsync;         /* default SY_SPEND_FSYNC_INTERVAL */
-    long fsync_ms;                /* INTERVAL: at most this long unsynced (default 1000) */
-    size_t queue_max;             /* records waiting for the journal (default 65536); a record
-                                     past it is dropped, logged and counted (stats.dropped) */
-    size_t max_groups;            /* distinct day x dimension groups held in memory (default
-                                     100000); past it new groups fold into dimensions "(other)"
-                                     (money and token totals stay exact) */
-    size_t journal_compact_bytes; /* rewrite the journal past this size (default 8 MiB) */
-    long retention_days;          /* TTL of a day's hash in the store (default 400; 0 = none) */
-    long once_ttl_s;              /* TTL of once-keys (default 7 days) */
-    int journal_keeps_all;        /* the store forgets everything at exit (the embedded one), so
-                                     the journal keeps committed spend too and a start re-applies
-                                     it all: 1 yes, 0 no, -1 (default) = when the store is
-                                     embedded */
-    struct sy_metrics *metrics;   /* borrowed; when set, sy_spend_record feeds it too */
+    long flush_ms;                 /* store write interval (default 1000; 1..60000) */
+    sy_spend_fsync fsync;          /* default SY_SPEND_FSYNC_INTERVAL */
+    long fsync_ms;                 /* INTERVAL: at most this long unsynced (default 1000) */
+    size_t queue_max;              /* records waiting for the journal (default 65536); a record
+                                      past it is dropped, logged and counted (stats.dropped) */
+    size_t max_groups;             /* distinct day x dimension groups held in memory (default
+                                      100000); past it new groups fold into dimensions "(other)"
+                                      (money and token totals stay exact) */
+    size_t journal_compact_bytes;  /* rewrite the journal past this size (default 8 MiB) */
+    long retention_days;           /* TTL of a day's hash in the store (default 400; 0 = none) */
+    long once_ttl_s;               /* TTL of once-keys (default 7 days) */
+    int journal_keeps_all;         /* the store forgets everything at exit (the embedded one), so
+                                      the journal keeps committed spend too and a start re-applies
+                                      it all: 1 yes, 0 no, -1 (default) = when the store is
+                                      embedded */
+    struct sy_metrics *metrics;    /* borrowed; when set, sy_spend_record feeds it too */
     int64_t (*clock_ms)(void *ud); /* tests: wall clock for time_ms 0; NULL = CLOCK_REALTIME */
     void *clock_ud;
 } sy_spend_opts;

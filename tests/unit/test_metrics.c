@@ -28,8 +28,7 @@ static sy_spend_rec rec(const char *route, const char *dep, int status, int64_t 
         .model = "m",
         .status = status,
         .error = status >= 400,
-        .usage = {.prompt = 100, .cached = 30, .cache_write = 5, .completion = 50,
-                  .reasoning = 10},
+        .usage = {.prompt = 100, .cached = 30, .cache_write = 5, .completion = 50, .reasoning = 10},
         .cost_micro = cost,
         .counterfactual_micro = cost * 2,
         .latency_us = 120000, /* 0.12 s: bucket 0.25 */
@@ -83,8 +82,8 @@ static int check_format(const char *text)
         assert_true(nlen > 0);
         for (size_t i = 0; i < nlen; i++) {
             char c = line[i];
-            assert_true((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' ||
-                        c == ':' || (i > 0 && c >= '0' && c <= '9'));
+            assert_true((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == ':' ||
+                        (i > 0 && c >= '0' && c <= '9'));
         }
         /* the sample belongs to the family declared last (histograms: _bucket/_sum/_count) */
         assert_int_equal(strncmp(line, current, strlen(current)), 0);
@@ -167,10 +166,10 @@ static void test_format_and_values(void **state)
     assert_true(n > 40);
     const char *g = "route=\"auto\",tier=\"local\",deployment=\"gpt-4.1\",model=\"m\"";
     char line[512];
-#define EXPECT(...)                                                                            \
-    do {                                                                                       \
-        snprintf(line, sizeof(line), __VA_ARGS__);                                             \
-        expect_line(t, line);                                                                  \
+#define EXPECT(...)                                                                                \
+    do {                                                                                           \
+        snprintf(line, sizeof(line), __VA_ARGS__);                                                 \
+        expect_line(t, line);                                                                      \
     } while (0)
     EXPECT("switchyard_requests_total{%s,status=\"200\"} 3", g);
     EXPECT("switchyard_requests_total{%s,status=\"502\"} 1", g);

@@ -18,8 +18,12 @@
 
 static sy_price mk(double in, double cached, double write, double out, double disc)
 {
-    sy_price p = {.input = in, .cached_input = cached, .cache_write = write, .output = out,
-                  .batch_discount = disc, .set = true};
+    sy_price p = {.input = in,
+                  .cached_input = cached,
+                  .cache_write = write,
+                  .output = out,
+                  .batch_discount = disc,
+                  .set = true};
     return p;
 }
 
@@ -234,10 +238,20 @@ static void test_shipped_list(void **state)
     sy_price pr;
     const char *m;
     static const char *const must[] = {
-        "gpt-4.1",         "gpt-4.1-mini",         "gpt-4o-mini-2024-07-18", "o3-mini",
-        "claude-sonnet-4-5", "claude-3-5-haiku-20241022", "claude-opus-4-1-20250805",
-        "gemini-2.5-pro",  "gemini-2.5-flash-lite", "deepseek-chat",          "deepseek-reasoner",
-        "qwen2.5:7b-instruct", "llama3.1:8b",       "text-embedding-3-small",
+        "gpt-4.1",
+        "gpt-4.1-mini",
+        "gpt-4o-mini-2024-07-18",
+        "o3-mini",
+        "claude-sonnet-4-5",
+        "claude-3-5-haiku-20241022",
+        "claude-opus-4-1-20250805",
+        "gemini-2.5-pro",
+        "gemini-2.5-flash-lite",
+        "deepseek-chat",
+        "deepseek-reasoner",
+        "qwen2.5:7b-instruct",
+        "llama3.1:8b",
+        "text-embedding-3-small",
     };
 
     sy_errlist_init(&errs);

@@ -64,8 +64,7 @@ static sy_spend_rec rec(const char *route, const char *dep, const char *key, int
         .model = "m-1",
         .key = key,
         .status = 200,
-        .usage = {.prompt = 100, .cached = 40, .cache_write = 10, .completion = 20,
-                  .reasoning = 5},
+        .usage = {.prompt = 100, .cached = 40, .cache_write = 10, .completion = 20, .reasoning = 5},
         .cost_micro = cost,
         .counterfactual_micro = cost * 3,
         .latency_us = 1000,
@@ -80,7 +79,7 @@ static sy_spend *mk(sy_store *st, const char *dir)
     sy_spend *s = NULL;
 
     sy_spend_opts_init(&o);
-    o.flush_ms = 60000; /* only sync writes to the store, so tests decide when */
+    o.flush_ms = 60000;      /* only sync writes to the store, so tests decide when */
     o.journal_keeps_all = 0; /* the store outlives the recorder, as Redis does */
     assert_int_equal(sy_spend_new(st, dir, &o, &s), SY_OK);
     return s;
@@ -137,8 +136,12 @@ static void test_estimate_and_price(void **state)
     assert_int_equal(sy_spend_estimate_tokens(9), 3);
 
     sy_price local = {.input = 0, .output = 0, .set = true};
-    sy_price flag = {.input = 3, .cached_input = 0.3, .cache_write = 3.75, .output = 15,
-                     .batch_discount = 0.5, .set = true};
+    sy_price flag = {.input = 3,
+                     .cached_input = 0.3,
+                     .cache_write = 3.75,
+                     .output = 15,
+                     .batch_discount = 0.5,
+                     .set = true};
     sy_spend_rec r = {.usage = {.prompt = 1000, .completion = 100}};
     sy_spend_price(&r, &local, &flag);
     assert_int_equal(r.cost_micro, 0);
@@ -253,7 +256,8 @@ static void test_aggregate_and_query(void **state)
     sy_store_free(st);
 }
 
-/* ---- journal ---------------------------------------------------------------------------------- */
+/* ---- journal ----------------------------------------------------------------------------------
+ */
 
 static int64_t total_cost(sy_spend *s)
 {
@@ -414,7 +418,8 @@ static void test_torn_last_line(void **state)
     /* garbage in the middle is skipped, lines after it still count */
     append(jp, "not json at all\n");
     append(jp, "{\"g\":\"2025-01-01|auto|local|d|m|k\",\"v\":[1,0,0,0,0,0,0,5,5,0,0]}\n");
-    append(jp, "{\"g\":\"bad id\",\"v\":[1]}\n{\"g\":\"2025-01-01|a|b|c|d|e\",\"v\":[1,0,0,0,0,0,0,1,1,0,0]}\n");
+    append(jp, "{\"g\":\"bad "
+               "id\",\"v\":[1]}\n{\"g\":\"2025-01-01|a|b|c|d|e\",\"v\":[1,0,0,0,0,0,0,1,1,0,0]}\n");
     s = mk(st, dir);
     assert_int_equal(sy_spend_sync(s, 5000), SY_OK);
     assert_int_equal(total_cost(s), 1006);
@@ -505,7 +510,8 @@ static void test_embedded_restart(void **state)
     rm_dir(dir);
 }
 
-/* ---- store outage ------------------------------------------------------------------------------ */
+/* ---- store outage ------------------------------------------------------------------------------
+ */
 
 /* The Redis store fails fast (SY_EUNAVAIL) while down. Here a Redis store on a port where nothing
  * listens stands for an outage: records stay in the journal, and a recorder on a healthy store
@@ -696,15 +702,22 @@ static const char *test_arg(void *hctx, const char *name)
     return NULL;
 }
 
-static json_t *call(sy_config *cfg, sy_spend *sp, sy_metrics *m, const char *url,
-                    const char *auth, int want_status, sy_reply *rep)
+static json_t *call(sy_config *cfg, sy_spend *sp, sy_metrics *m, const char *url, const char *auth,
+                    int want_status, sy_reply *rep)
 {
     char path[256];
     const char *qm = strchr(url, '?');
 
     snprintf(path, sizeof(path), "%.*s", (int)(qm != NULL ? qm - url : (long)strlen(url)), url);
-    sy_api_in in = {.cfg = cfg, .method = "GET", .path = path, .body = "", .authorization = auth,
-                    .spend = sp, .metrics = m, .inflight = 2, .get_arg = test_arg,
+    sy_api_in in = {.cfg = cfg,
+                    .method = "GET",
+                    .path = path,
+                    .body = "",
+                    .authorization = auth,
+                    .spend = sp,
+                    .metrics = m,
+                    .inflight = 2,
+                    .get_arg = test_arg,
                     .hctx = (void *)(qm != NULL ? qm + 1 : "")};
     sy_api_handle(&in, rep);
     if (rep->status != want_status)
