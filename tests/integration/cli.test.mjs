@@ -71,9 +71,8 @@ test('check: every problem listed, one per line, with JSON paths; exit 1', async
   assert.ok(lines.length >= expectations.length, `expected >= ${expectations.length} problem lines:\n${o}`);
 });
 
-// DESIGN §4: silence about a price is an error at check. config.c defers this to the prices
-// file work (spend issue), so it is a TODO here: it runs and reports, but does not fail CI.
-test('check: a deployment with no known price is an error', { todo: 'prices-file check not implemented yet (DESIGN §4)' }, async () => {
+// DESIGN §4: silence about a price is an error at check (explicit price, or conf/prices.json).
+test('check: a deployment with no known price is an error', async () => {
   const d = goodDeployment('unpriced', { model: 'surely-not-a-priced-model-xyz' });
   delete d.price;
   const r = await runCli(['check', '--config', writeConfig(makeConfig({ deployments: [d] }))]);
