@@ -439,7 +439,7 @@ void sy_spend_opts_init(sy_spend_opts *o)
     o->max_groups = 100000;
     o->journal_compact_bytes = 8u << 20;
     o->retention_days = 400;
-    o->once_ttl_s = 7 * 86400;
+    o->once_ttl_s = 3 * 86400;
     o->journal_keeps_all = -1;
 }
 

@@ -39,10 +39,12 @@
  * ---- Store layout -------------------------------------------------------------------------
  * One hash per UTC day, "{s:<yyyy-mm-dd>}:agg" (TTL retention_days), with integer fields
  * "<counter>|<route>|<tier>|<deployment>|<model>|<key>", counters named by SY_SPEND_COUNTERS
- * ('|', '%' and bytes outside 0x20..0x7e in a dimension are %-escaped, each dimension cut to 96
- * bytes). A query reads one HGETALL per day. Once-keys live in the day's hash tag and expire after
- * once_ttl_s: a journal replayed later than that after a crash could double-apply the one batch
- * that was in flight.
+ * ('|', '%', '"', '\\' and bytes outside 0x20..0x7e in a dimension are %-escaped, each
+ * dimension cut to 96 bytes). A query reads one HGETALL per day. Once-keys live in the day's
+ * hash tag and expire after once_ttl_s: a journal replayed later than that after a crash could
+ * double-apply the one batch that was in flight. There is one once-key per day part of a batch,
+ * i.e. at most one per flush_ms under continuous traffic: about 260k keys (~25 MB of Redis) at
+ * the defaults.
  *
  * ---- Threads ------------------------------------------------------------------------------
  * sy_spend_record, sy_spend_record_ack, sy_spend_stats_get are thread-safe and never block on
@@ -134,7 +136,7 @@ typedef struct sy_spend_opts {
                                       (money and token totals stay exact) */
     size_t journal_compact_bytes;  /* rewrite the journal past this size (default 8 MiB) */
     long retention_days;           /* TTL of a day's hash in the store (default 400; 0 = none) */
-    long once_ttl_s;               /* TTL of once-keys (default 7 days) */
+    long once_ttl_s;               /* TTL of once-keys (default 3 days) */
     int journal_keeps_all;         /* the store forgets everything at exit (the embedded one), so
                                       the journal keeps committed spend too and a start re-applies
                                       it all: 1 yes, 0 no, -1 (default) = when the store is
