@@ -146,6 +146,14 @@ int64_t sy_bridge_flush(sy_bridge *b, int force)
     return -1;
 }
 
+void sy_bridge_resume_locked(sy_request *req)
+{
+    if (req->suspended) {
+        req->suspended = false;
+        MHD_resume_connection(req->conn);
+    }
+}
+
 void sy_bridge_suspend_locked(sy_request *req)
 {
     req->suspended = true;

@@ -217,10 +217,7 @@ static void answer_now(sy_request *req, int status, char *body, size_t len)
     free(req->resp_body);
     req->resp_body = body;
     req->resp_len = len;
-    if (req->suspended) {
-        req->suspended = false;
-        MHD_resume_connection(req->conn);
-    }
+    sy_bridge_resume_locked(req);
     pthread_mutex_unlock(&req->mu);
 }
 
@@ -278,10 +275,7 @@ static void cache_lookup_job(void *arg)
         if (served) {
             req->cache_hdr = "hit";
             req->cache_hit = true;
-            if (req->suspended) {
-                req->suspended = false;
-                MHD_resume_connection(req->conn);
-            }
+            sy_bridge_resume_locked(req);
         }
         pthread_mutex_unlock(&req->mu);
     }

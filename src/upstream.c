@@ -282,6 +282,11 @@ typedef struct put_job {
     char key[SY_CACHE_KEY_SIZE];
     sy_cache_entry entry;
     long ttl_s;
+    /* when set, the client's answer waits for the write, so that a repeat sent as soon as the
+     * answer arrives is a hit */
+    sy_request *req;
+    char *body;
+    size_t len;
 } put_job;
 
 static void cache_put_job(void *arg)
@@ -290,13 +295,34 @@ static void cache_put_job(void *arg)
     sy_cache_status st = sy_cache_put(j->store, j->key, &j->entry, j->ttl_s, 0);
     if (st != SY_CACHE_STORED)
         sy_log(SY_LOG_DEBUG, NULL, "cache: not stored (%s)", sy_cache_status_name(st));
+    if (j->req != NULL) {
+        sy_request *req = j->req;
+        pthread_mutex_lock(&req->mu);
+        req->state = SY_RS_READY;
+        req->status = 200;
+        req->resp_body = j->body;
+        req->resp_len = j->len;
+        sy_bridge_resume_locked(req);
+        pthread_mutex_unlock(&req->mu);
+        sy_request_unref(req);
+    }
     sy_cache_entry_cleanup(&j->entry);
     free(j);
 }
 
 /* Stores a clean answer (<answer> taken) under the key of the deployment that produced it; the
- * store call runs on a worker, never here. */
+ * store call runs on a worker, never here. With <body> (taken), the worker also answers the
+ * client after the write: returns true when it took that over. */
+static bool cache_store_then(sy_request *req, const sy_deployment *dep, json_t *answer,
+                             char *body, size_t len);
+
 static void cache_store(sy_request *req, const sy_deployment *dep, json_t *answer)
+{
+    cache_store_then(req, dep, answer, NULL, 0);
+}
+
+static bool cache_store_then(sy_request *req, const sy_deployment *dep, json_t *answer,
+                             char *body, size_t len)
 {
     put_job *j = calloc(1, sizeof(*j));
     sy_cache_key_in k = {.ep = req->ep, .route = req->pick.route, .model = dep->model,
@@ -305,16 +331,26 @@ static void cache_store(sy_request *req, const sy_deployment *dep, json_t *answe
         sy_cache_key(&k, j->key) != SY_OK) {
         free(j);
         json_decref(answer);
-        return;
+        return false;
     }
     j->store = req->store;
+    if (body != NULL) {
+        j->req = sy_request_ref(req);
+        j->body = body;
+        j->len = len;
+    }
     j->ttl_s = req->cache_ttl_s > 0 ? req->cache_ttl_s : 3600;
     sy_cache_entry_init(&j->entry);
     sy_cache_entry_set(&j->entry, req->ep, answer, dep->name, (int64_t)time(NULL) * 1000, -1);
+    json_decref(answer); /* the entry holds its own reference */
     if (sy_workers_submit(req->workers, cache_put_job, j) != SY_OK) {
+        if (j->req != NULL)
+            sy_request_unref(j->req);
         sy_cache_entry_cleanup(&j->entry);
         free(j);
+        return false;
     }
+    return body != NULL;
 }
 
 static void done_stream_ok(sy_upstream *u, sy_xfer *x, sy_request *req)
@@ -379,13 +415,23 @@ static void done_json_ok(sy_upstream *u, sy_xfer *x, sy_request *req)
     }
     size_t len;
     char *body = sy_json_dump(resp, &len);
-    if (req->cache_store && body != NULL)
-        cache_store(req, x->dep, json_incref(resp));
-    json_decref(resp);
     if (body == NULL) {
+        json_decref(resp);
         finish_err_msg(u, req, x->dep, SY_ENOMEM, NULL);
         return;
     }
+    pthread_mutex_lock(&req->mu);
+    req->dep = x->dep;
+    pthread_mutex_unlock(&req->mu);
+    if (req->cache_store && cache_store_then(req, x->dep, json_incref(resp), body, len)) {
+        /* the worker answers the client once the entry is written */
+        json_decref(resp);
+        req->xfer = NULL;
+        __atomic_sub_fetch(&u->active, 1, __ATOMIC_RELAXED);
+        sy_request_unref(req);
+        return;
+    }
+    json_decref(resp);
     pthread_mutex_lock(&req->mu);
     req->state = SY_RS_READY;
     req->status = 200;

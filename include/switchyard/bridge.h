@@ -37,6 +37,10 @@ void sy_bridge_wake(sy_bridge *b, sy_request *req);
  * microseconds until the next flush is due (-1 when the batch is empty). */
 int64_t sy_bridge_flush(sy_bridge *b, int force);
 
+/* Any thread, with req->mu held: resumes <req>'s connection at once if it is suspended (for
+ * answers produced off the curl thread, e.g. by a worker; no batching). */
+void sy_bridge_resume_locked(sy_request *req);
+
 /* MHD thread: marks <req> suspended and suspends its connection, atomically with respect to
  * sy_bridge_flush (which resumes only suspended connections). Call with req->mu NOT held. */
 void sy_bridge_suspend(sy_request *req);
