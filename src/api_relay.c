@@ -340,6 +340,7 @@ void sy_api_relay(const sy_api_in *in, sy_endpoint ep, sy_reply *out)
         goto out;
     }
     req->stream = stream;
+    req->body_bytes = in->len;
     req->client_usage = stream && usage;
     req->embed_b64 = b64;
     req->pick = pick;

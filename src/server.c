@@ -20,6 +20,8 @@
 #include "switchyard/log.h"
 #include "switchyard/json_util.h"
 #include "switchyard/routes.h"
+#include "switchyard/metrics.h"
+#include "switchyard/spend.h"
 #include "switchyard/store.h"
 #include "switchyard/workers.h"
 #include "switchyard/upstream.h"
@@ -33,6 +35,8 @@ struct sy_server {
     sy_upstream *up;
     sy_store *store;     /* shared state: Redis or embedded; created once, not on reload */
     sy_workers *workers; /* blocking work (store calls) off the MHD and curl threads */
+    sy_metrics *metrics;
+    sy_spend *spend;     /* every finished relayed request is recorded here (journal + store) */
     char address[80];
     int64_t started_us;
     int inflight; /* atomic: relayed requests not yet completed */
@@ -275,6 +279,8 @@ static void cache_lookup_job(void *arg)
         if (served) {
             req->cache_hdr = "hit";
             req->cache_hit = true;
+            req->cache_dep = sy_config_deployment(req->cfg, e.deployment);
+            req->have_usage = sy_usage_from_json(json_object_get(e.answer, "usage"), &req->usage);
             sy_bridge_resume_locked(req);
         }
         pthread_mutex_unlock(&req->mu);
@@ -438,6 +444,11 @@ static const char *get_header(void *hctx, const char *name)
     return MHD_lookup_connection_value(hctx, MHD_HEADER_KIND, name);
 }
 
+static const char *get_arg(void *hctx, const char *name)
+{
+    return MHD_lookup_connection_value(hctx, MHD_GET_ARGUMENT_KIND, name);
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version,
                                   const char *upload_data, size_t *upload_data_size,
@@ -510,6 +521,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                       : sy_store_kind_of(s->store) == SY_STORE_REDIS ? "redis"
                                                                      : "embedded",
         .store_healthy = s->store != NULL && sy_store_healthy(s->store),
+        .spend = s->spend,
+        .metrics = s->metrics,
+        .get_arg = get_arg,
     };
     sy_reply rep;
     sy_api_handle(&in, &rep);
@@ -559,6 +573,55 @@ static void access_log(const sy_server *s, conn_ctx *ctx, enum MHD_RequestTermin
                  toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "ok" : "aborted");
 }
 
+/* Records a finished relayed request: usage from the upstream (or the cached answer), or an
+ * estimate from the bytes relayed when the upstream sent none (a cut stream, a client that went
+ * away): a client that disconnects is billed for what was generated. */
+static void record_spend(sy_server *s, conn_ctx *ctx, sy_request *req,
+                         enum MHD_RequestTerminationCode toe)
+{
+    sy_spend_rec r;
+    memset(&r, 0, sizeof(r));
+    pthread_mutex_lock(&req->mu);
+    const sy_deployment *dep = req->dep;
+    r.usage = req->usage;
+    bool have = req->have_usage;
+    uint64_t bytes = req->bytes_out;
+    r.ttft_us = req->t_first_us ? req->t_first_us - ctx->t0_us : -1;
+    r.error = req->stream_error || toe != MHD_REQUEST_TERMINATED_COMPLETED_OK;
+    pthread_mutex_unlock(&req->mu);
+    r.route = req->pick.route;
+    r.tier = req->pick.tier;
+    r.deployment = req->cache_hit && req->cache_dep ? req->cache_dep->name
+                   : dep != NULL                      ? dep->name
+                                                      : NULL;
+    r.model = req->cache_hit && req->cache_dep ? req->cache_dep->model
+              : dep != NULL                      ? dep->model
+                                                 : NULL;
+    r.key = req->tenant[0] ? req->tenant : NULL;
+    r.status = ctx->status;
+    r.error = r.error || ctx->status >= 400;
+    r.stream = req->stream;
+    r.cache_lookup = req->cache_lookup;
+    r.cache_hit = req->cache_hit;
+    r.latency_us = sy_now_us() - ctx->t0_us;
+    if (!have && !req->cache_hit && dep != NULL && ctx->status < 400 && bytes > 0) {
+        /* no usage from the upstream: count what was relayed (JSON and SSE framing make this
+         * an over-estimate of the text; billing errs on the side of not hiding spend) */
+        r.usage.prompt = sy_spend_estimate_tokens(req->body_bytes);
+        r.usage.completion = sy_spend_estimate_tokens(bytes / 2);
+        r.usage.estimated = true;
+    }
+    const sy_deployment *priced = req->cache_hit ? req->cache_dep : dep;
+    const sy_route *route = req->pick.route_def;
+    const sy_deployment *ref = route != NULL && route->reference >= 0 &&
+                                       (size_t)route->reference < req->cfg->ndeployments
+                                   ? &req->cfg->deployments[route->reference]
+                                   : NULL;
+    if (priced != NULL)
+        sy_spend_price(&r, &priced->price, ref != NULL ? &ref->price : NULL);
+    sy_spend_record(s->spend, &r);
+}
+
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
@@ -569,6 +632,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         return;
     access_log(s, ctx, toe);
     sy_request *req = ctx->req;
+    if (req != NULL)
+        record_spend(s, ctx, req, toe);
     if (req != NULL) {
         bool cancel = false;
         pthread_mutex_lock(&req->mu);
@@ -658,6 +723,18 @@ sy_err sy_server_start(sy_config *cfg, const char *listen, sy_server **out, char
         snprintf(err, errlen, "cannot start worker threads");
         goto fail;
     }
+    if ((rc = sy_metrics_new(&s->metrics)) != SY_OK) {
+        snprintf(err, errlen, "cannot create the metrics registry");
+        goto fail;
+    }
+    sy_spend_opts sp;
+    sy_spend_opts_init(&sp);
+    sp.metrics = s->metrics;
+    if ((rc = sy_spend_new(s->store, cfg->data_dir, &sp, &s->spend)) != SY_OK) {
+        snprintf(err, errlen, "cannot open the spend journal under data_dir '%s' (in use by "
+                 "another instance, or not writable)", cfg->data_dir ? cfg->data_dir : "?");
+        goto fail;
+    }
     if ((rc = sy_bridge_new(&s->bridge)) != SY_OK ||
         (rc = sy_upstream_start(s->bridge, &s->up)) != SY_OK) {
         snprintf(err, errlen, "cannot start the upstream thread");
@@ -700,6 +777,8 @@ fail:
     sy_upstream_stop(s->up);
     sy_bridge_free(s->bridge);
     sy_workers_free(s->workers);
+    sy_spend_free(s->spend);
+    sy_metrics_free(s->metrics);
     sy_store_free(s->store);
     sy_config_unref(s->cfg);
     pthread_mutex_destroy(&s->relay_mu);
@@ -748,6 +827,8 @@ void sy_server_stop(sy_server *s, long grace_ms)
     sy_workers_free(s->workers);
     MHD_stop_daemon(s->mhd);
     sy_bridge_free(s->bridge);
+    sy_spend_free(s->spend); /* flushes the journal and the store */
+    sy_metrics_free(s->metrics);
     sy_store_free(s->store);
     sy_config_unref(s->cfg);
     pthread_mutex_destroy(&s->relay_mu);

@@ -277,6 +277,33 @@ static void xfer_free(sy_upstream *u, sy_xfer *x)
     free(x);
 }
 
+/* OpenAI usage (borrowed) into <out>; false when absent. */
+bool sy_usage_from_json(const json_t *u, sy_usage *out)
+{
+    if (!json_is_object(u))
+        return false;
+    memset(out, 0, sizeof(*out));
+    out->prompt = json_integer_value(json_object_get(u, "prompt_tokens"));
+    out->completion = json_integer_value(json_object_get(u, "completion_tokens"));
+    const json_t *pd = json_object_get(u, "prompt_tokens_details");
+    out->cached = json_integer_value(json_object_get(pd, "cached_tokens"));
+    out->cache_write = json_integer_value(json_object_get(pd, "cache_write_tokens"));
+    out->reasoning = json_integer_value(
+        json_object_get(json_object_get(u, "completion_tokens_details"), "reasoning_tokens"));
+    return true;
+}
+
+static void keep_usage(sy_request *req, const json_t *u)
+{
+    sy_usage us;
+    if (!sy_usage_from_json(u, &us))
+        return;
+    pthread_mutex_lock(&req->mu);
+    req->usage = us;
+    req->have_usage = true;
+    pthread_mutex_unlock(&req->mu);
+}
+
 typedef struct put_job {
     sy_store *store;
     char key[SY_CACHE_KEY_SIZE];
@@ -374,6 +401,7 @@ static void done_stream_ok(sy_upstream *u, sy_xfer *x, sy_request *req)
     req->state = SY_RS_DONE;
     bool clean = !req->stream_error && x->fix.saw_done && x->fix.saw_finish;
     pthread_mutex_unlock(&req->mu);
+    keep_usage(req, x->fix.usage);
     if (x->acc_on && clean) {
         json_t *answer = NULL;
         if (sy_cache_acc_finish(&x->acc, true, x->fix.usage, &answer) == SY_OK)
@@ -401,6 +429,7 @@ static void done_json_ok(sy_upstream *u, sy_xfer *x, sy_request *req)
     }
     if (req->stream) {
         /* The upstream ignored stream:true; replay its answer as the stream the client wants. */
+        keep_usage(req, json_object_get(resp, "usage"));
         if (req->cache_store)
             cache_store(req, x->dep, json_incref(resp));
         pthread_mutex_lock(&req->mu);
@@ -413,6 +442,7 @@ static void done_json_ok(sy_upstream *u, sy_xfer *x, sy_request *req)
         finish(u, req);
         return;
     }
+    keep_usage(req, json_object_get(resp, "usage"));
     size_t len;
     char *body = sy_json_dump(resp, &len);
     if (body == NULL) {
@@ -499,6 +529,8 @@ static void on_done(sy_upstream *u, sy_xfer *x, CURLcode res)
     pthread_mutex_lock(&req->mu);
     cancelled = req->cancelled;
     pthread_mutex_unlock(&req->mu);
+    if (cancelled || x->committed)
+        keep_usage(req, x->fix.usage); /* billed: what was generated so far */
     if (cancelled) {
         /* The usage seen so far is billed by the spend module; the deployment did nothing
          * wrong, so its health only forgets the attempt. */

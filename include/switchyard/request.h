@@ -15,6 +15,7 @@
 #include "switchyard/config.h"
 #include "switchyard/err.h"
 #include "switchyard/log.h"
+#include "switchyard/prices.h"
 #include "switchyard/router.h"
 
 struct MHD_Connection;
@@ -44,6 +45,7 @@ typedef struct sy_request {
     bool client_usage;   /* the client asked for stream usage (stream_options.include_usage) */
     bool embed_b64;      /* the client asked embeddings as base64 */
     json_t *body;        /* the client's parsed body, owned */
+    size_t body_bytes;   /* its size on the wire (for estimates) */
     sy_pick pick;        /* ordered deployments to try */
     char *model;         /* the client's model string, owned */
     struct MHD_Connection *conn;
@@ -81,6 +83,9 @@ typedef struct sy_request {
     bool stream_error;       /* the stream ended with an error event */
     const char *cache_hdr;   /* x-switchyard-cache: "hit", "miss" or "bypass" (static) */
     bool cache_hit;          /* answered from the prompt cache */
+    sy_usage usage;          /* from the upstream (or the cached answer); see have_usage */
+    bool have_usage;
+    const sy_deployment *cache_dep; /* a hit: the deployment that produced the cached answer */
 
     int refs; /* atomic */
 } sy_request;

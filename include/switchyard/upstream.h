@@ -21,4 +21,8 @@ void sy_upstream_stop(sy_upstream *u);
 /* Number of transfers started and not yet finished (any thread; approximate). */
 int sy_upstream_active(const sy_upstream *u);
 
+/* OpenAI "usage" (borrowed) into <out>: prompt, completion, cached, cache-write and reasoning
+ * tokens. False when <u> is not an object. Pure. */
+bool sy_usage_from_json(const json_t *u, sy_usage *out);
+
 #endif
