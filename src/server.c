@@ -252,6 +252,7 @@ static void cache_lookup_job(void *arg)
     sy_cache_entry e;
     sy_cache_entry_init(&e);
     sy_cache_status st = sy_cache_get(req->store, req->cache_key, req->ep, &e);
+    sy_log(SY_LOG_DEBUG, &req->log, "cache: get %s: %s", req->cache_key, sy_cache_status_name(st));
     bool served = false;
     if (st == SY_CACHE_HIT) {
         sy_cache_replay o = {.req_id = req->id, .now_s = (int64_t)time(NULL),

@@ -320,8 +320,7 @@ static void cache_put_job(void *arg)
 {
     put_job *j = arg;
     sy_cache_status st = sy_cache_put(j->store, j->key, &j->entry, j->ttl_s, 0);
-    if (st != SY_CACHE_STORED)
-        sy_log(SY_LOG_DEBUG, NULL, "cache: not stored (%s)", sy_cache_status_name(st));
+    sy_log(SY_LOG_DEBUG, NULL, "cache: put %s: %s", j->key, sy_cache_status_name(st));
     if (j->req != NULL) {
         sy_request *req = j->req;
         pthread_mutex_lock(&req->mu);

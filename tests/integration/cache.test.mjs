@@ -59,8 +59,12 @@ function deployments(fake) {
   return [fakeDeployment(fake, 'chat-a', { model: 'fake-small' }), fakeDeployment(fake, 'emb-a', { model: 'fake-emb' })];
 }
 
+// Raw requests carry the same key as proxy.client() (the SDK): the key is the tenant, so a raw
+// request and an SDK request share entries only when their keys match.
+const SDK_AUTH = { authorization: 'Bearer sk-client-key-must-not-leak' };
+
 async function chat(proxy, body, headers = {}) {
-  const r = await post(proxy.url, '/v1/chat/completions', body, { headers });
+  const r = await post(proxy.url, '/v1/chat/completions', body, { headers: { ...SDK_AUTH, ...headers } });
   assert.equal(r.status, 200, `chat: ${r.status} ${r.text.slice(0, 300)}`);
   const j = r.json();
   validateChatCompletion(j, 'chat answer');
@@ -68,7 +72,7 @@ async function chat(proxy, body, headers = {}) {
 }
 
 async function chatStream(proxy, body, headers = {}) {
-  const r = await streamRaw(proxy.url, '/v1/chat/completions', { ...body, stream: true }, { headers });
+  const r = await streamRaw(proxy.url, '/v1/chat/completions', { ...body, stream: true }, { headers: { ...SDK_AUTH, ...headers } });
   assert.equal(r.status, 200, `stream: ${r.status} ${r.text.slice(0, 300)}`);
   const data = r.events.filter((e) => e.data !== '[DONE]').map((e) => JSON.parse(e.data));
   data.forEach((c, i) => validateChatChunk(c, `chunk ${i}`));
@@ -361,7 +365,7 @@ describe('prompt cache, embedded store', () => {
     // whitespace and number spelling in the raw body do not matter either
     const raw = JSON.stringify(base, null, 2).replace('"temperature": 0', '"temperature": 0.0e0');
     assert.ok(raw.includes('0.0e0'));
-    const r = await post(proxy.url, '/v1/chat/completions', raw, { headers: { 'content-type': 'application/json' } });
+    const r = await post(proxy.url, '/v1/chat/completions', raw, { headers: { ...SDK_AUTH, 'content-type': 'application/json' } });
     assert.equal(r.status, 200, r.text);
     assert.equal(r.headers[HDR], 'hit', 'spelling must not change the key');
     // a route without cache bypasses
