@@ -59,20 +59,21 @@ function deployments(fake) {
   return [fakeDeployment(fake, 'chat-a', { model: 'fake-small' }), fakeDeployment(fake, 'emb-a', { model: 'fake-emb' })];
 }
 
-// Raw requests carry the same key as proxy.client() (the SDK): the key is the tenant, so a raw
-// request and an SDK request share entries only when their keys match.
-const SDK_AUTH = { authorization: 'Bearer sk-client-key-must-not-leak' };
+// Raw requests carry the same key as proxy.client() (the SDK) unless a test passes its own headers
+// ({} = no key at all): the key is the tenant, so a raw request and an SDK request share entries
+// only when their keys match.
+const AUTH = { authorization: 'Bearer sk-client-key-must-not-leak' };
 
-async function chat(proxy, body, headers = {}) {
-  const r = await post(proxy.url, '/v1/chat/completions', body, { headers: { ...SDK_AUTH, ...headers } });
+async function chat(proxy, body, headers = AUTH) {
+  const r = await post(proxy.url, '/v1/chat/completions', body, { headers });
   assert.equal(r.status, 200, `chat: ${r.status} ${r.text.slice(0, 300)}`);
   const j = r.json();
   validateChatCompletion(j, 'chat answer');
   return { res: r, json: j, cache: r.headers[HDR] };
 }
 
-async function chatStream(proxy, body, headers = {}) {
-  const r = await streamRaw(proxy.url, '/v1/chat/completions', { ...body, stream: true }, { headers: { ...SDK_AUTH, ...headers } });
+async function chatStream(proxy, body, headers = AUTH) {
+  const r = await streamRaw(proxy.url, '/v1/chat/completions', { ...body, stream: true }, { headers });
   assert.equal(r.status, 200, `stream: ${r.status} ${r.text.slice(0, 300)}`);
   const data = r.events.filter((e) => e.data !== '[DONE]').map((e) => JSON.parse(e.data));
   data.forEach((c, i) => validateChatChunk(c, `chunk ${i}`));
@@ -292,24 +293,26 @@ describe('prompt cache, embedded store', () => {
     assert.equal((await chat(proxy, body, B)).cache, 'miss');
     assert.equal((await chat(proxy, body, A)).cache, 'hit');
     assert.equal((await chat(proxy, body, B)).cache, 'hit');
-    assert.equal((await chat(proxy, body)).cache, 'miss', 'no key is a tenant of its own');
+    assert.equal((await chat(proxy, body, {})).cache, 'miss', 'no key is a tenant of its own');
+    assert.equal((await chat(proxy, body, {})).cache, 'hit');
     assert.equal((await fake.stats()).chat, 3);
   });
 
   test('Cache-Control: no-store skips the write, no-cache skips the lookup but refreshes', async () => {
     await fake.reset();
     const body = chatBody('always', uniq('cache-control'));
-    assert.equal((await chat(proxy, body, { 'cache-control': 'no-store' })).cache, 'miss');
+    const cc = (v) => ({ ...AUTH, 'cache-control': v });
+    assert.equal((await chat(proxy, body, cc('no-store'))).cache, 'miss');
     assert.equal((await chat(proxy, body)).cache, 'miss', 'no-store left nothing behind');
     assert.equal((await chat(proxy, body)).cache, 'hit');
-    assert.equal((await chat(proxy, body, { 'cache-control': 'no-store' })).cache, 'hit', 'no-store may still be served');
-    assert.equal((await chat(proxy, body, { 'cache-control': 'no-cache' })).cache, 'bypass');
-    assert.equal((await chat(proxy, body, { 'cache-control': 'no-cache, no-store' })).cache, 'bypass');
+    assert.equal((await chat(proxy, body, cc('no-store'))).cache, 'hit', 'no-store may still be served');
+    assert.equal((await chat(proxy, body, cc('no-cache'))).cache, 'bypass');
+    assert.equal((await chat(proxy, body, cc('no-cache, no-store'))).cache, 'bypass');
     assert.equal((await fake.stats()).chat, 4);
 
     // no-cache stores what it fetched
     const fresh = chatBody('always', uniq('no-cache stores'));
-    assert.equal((await chat(proxy, fresh, { 'cache-control': 'no-cache' })).cache, 'bypass');
+    assert.equal((await chat(proxy, fresh, cc('no-cache'))).cache, 'bypass');
     assert.equal((await chat(proxy, fresh)).cache, 'hit');
   });
 
@@ -365,7 +368,7 @@ describe('prompt cache, embedded store', () => {
     // whitespace and number spelling in the raw body do not matter either
     const raw = JSON.stringify(base, null, 2).replace('"temperature": 0', '"temperature": 0.0e0');
     assert.ok(raw.includes('0.0e0'));
-    const r = await post(proxy.url, '/v1/chat/completions', raw, { headers: { ...SDK_AUTH, 'content-type': 'application/json' } });
+    const r = await post(proxy.url, '/v1/chat/completions', raw, { headers: { ...AUTH, 'content-type': 'application/json' } });
     assert.equal(r.status, 200, r.text);
     assert.equal(r.headers[HDR], 'hit', 'spelling must not change the key');
     // a route without cache bypasses
@@ -404,12 +407,12 @@ describe('prompt cache, embedded store', () => {
   test('embeddings are cached per input: only the misses go upstream, order kept, base64 too', async () => {
     await fake.reset();
     const [x, y, z] = [uniq('alpha'), uniq('beta'), uniq('gamma')];
-    const r1 = await post(proxy.url, '/v1/embeddings', { model: 'emb', input: [x, y] });
+    const r1 = await post(proxy.url, '/v1/embeddings', { model: 'emb', input: [x, y] }, { headers: AUTH });
     assert.equal(r1.status, 200, r1.text);
     const e1 = validateEmbeddings(r1.json(), 'embeddings 1');
     assert.equal(r1.headers[HDR], 'miss');
 
-    const r2 = await post(proxy.url, '/v1/embeddings', { model: 'emb', input: [y, z] });
+    const r2 = await post(proxy.url, '/v1/embeddings', { model: 'emb', input: [y, z] }, { headers: AUTH });
     assert.equal(r2.status, 200, r2.text);
     const e2 = validateEmbeddings(r2.json(), 'embeddings 2');
     assert.deepEqual((await fake.last()).body.input, [z], 'only the new input went upstream');
@@ -417,7 +420,7 @@ describe('prompt cache, embedded store', () => {
     assert.deepEqual(e2.data[0].embedding, e1.data[1].embedding);
     assert.equal((await fake.stats()).embeddings, 2);
 
-    const r3 = await post(proxy.url, '/v1/embeddings', { model: 'emb', input: [z, x, y] });
+    const r3 = await post(proxy.url, '/v1/embeddings', { model: 'emb', input: [z, x, y] }, { headers: AUTH });
     assert.equal(r3.headers[HDR], 'hit');
     const e3 = validateEmbeddings(r3.json(), 'embeddings 3');
     assert.deepEqual(e3.data[1].embedding, e1.data[0].embedding);
