@@ -240,12 +240,16 @@ static void plan_cache(const sy_api_in *in, sy_request *req)
     const char *cc = in->get_header != NULL ? in->get_header(in->hctx, "cache-control") : NULL;
     sy_cache_plan plan = sy_cache_eligible(r != NULL ? r->cache_mode : SY_CACHE_NEVER, req->ep,
                                            req->body, cc);
-    /* Embeddings are cached per input by their own path (not wired yet): bypass for now. */
-    if (req->ep == SY_EP_EMBEDDINGS)
-        plan.lookup = plan.store = false;
     req->cache_hdr = sy_cache_header(&plan, false);
     if (!plan.lookup && !plan.store)
         return;
+    if (req->ep == SY_EP_EMBEDDINGS) {
+        /* cached per input, with one key per input computed by the worker */
+        req->cache_lookup = plan.lookup;
+        req->cache_store = plan.store;
+        req->cache_ttl_s = r->cache_ttl_s;
+        return;
+    }
     sy_cache_key_in k = {.ep = req->ep, .route = req->pick.route,
                          .model = req->pick.targets[0]->model,
                          .tenant = req->tenant[0] ? req->tenant : NULL, .body = req->body};

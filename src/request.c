@@ -1,6 +1,8 @@
 /* request: allocation, refcounting and the one place a request's memory is released. */
 #include "switchyard/request.h"
 
+#include "switchyard/cache.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,6 +60,10 @@ void sy_request_unref(sy_request *r)
     if (r == NULL || __atomic_sub_fetch(&r->refs, 1, __ATOMIC_ACQ_REL) != 0)
         return;
     json_decref(r->body);
+    if (r->embed != NULL) {
+        sy_cache_embed_cleanup(r->embed);
+        free(r->embed);
+    }
     free(r->model);
     free(r->resp_body);
     sy_buf_cleanup(&r->out);

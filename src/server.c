@@ -293,6 +293,61 @@ static void cache_lookup_job(void *arg)
     free(j);
 }
 
+/* Worker thread: embeddings are cached per input. All inputs found: answered here. Some
+ * missing: only those go upstream (the body is rewritten before the upstream thread sees it),
+ * and the upstream thread merges its answer with the cached vectors. */
+static void embed_lookup_job(void *arg)
+{
+    lookup_job *j = arg;
+    sy_request *req = j->req;
+    sy_cache_embed *e = calloc(1, sizeof(*e));
+    sy_cache_key_in k = {.ep = req->ep, .route = req->pick.route,
+                         .model = req->pick.targets[0]->model,
+                         .tenant = req->tenant[0] ? req->tenant : NULL, .body = req->body};
+    bool served = false;
+    if (e == NULL || sy_cache_embed_init(e, &k) != SY_OK)
+        goto upstream;
+    sy_cache_status st = req->cache_lookup ? sy_cache_embed_lookup(req->store, e) : SY_CACHE_MISS;
+    if (st == SY_CACHE_HIT) {
+        json_t *ans = NULL;
+        char *body = NULL;
+        size_t len = 0;
+        if (sy_cache_embed_answer(e, NULL, req->embed_b64, &ans) == SY_OK)
+            body = sy_json_dump(ans, &len);
+        json_decref(ans);
+        if (body != NULL) {
+            pthread_mutex_lock(&req->mu);
+            req->cache_hdr = "hit";
+            req->cache_hit = true;
+            req->cache_dep = req->pick.targets[0];
+            req->state = SY_RS_READY;
+            req->status = 200;
+            req->resp_body = body;
+            req->resp_len = len;
+            sy_bridge_resume_locked(req);
+            pthread_mutex_unlock(&req->mu);
+            served = true;
+        }
+        goto upstream;
+    }
+    json_t *nb = NULL;
+    if (sy_cache_embed_miss_body(e, req->body, &nb) == SY_OK) {
+        json_decref(req->body);
+        req->body = nb; /* the upstream thread has not seen this request yet */
+        req->embed = e;
+        e = NULL;
+    }
+upstream:
+    if (e != NULL) {
+        sy_cache_embed_cleanup(e);
+        free(e);
+    }
+    if (!served)
+        start_upstream(j->srv, req);
+    sy_request_unref(req);
+    free(j);
+}
+
 static enum MHD_Result relay(struct MHD_Connection *conn, conn_ctx *ctx, sy_request *req)
 {
     sy_server *s = ctx->srv;
@@ -311,12 +366,14 @@ static enum MHD_Result relay(struct MHD_Connection *conn, conn_ctx *ctx, sy_requ
     __atomic_add_fetch(&s->inflight, 1, __ATOMIC_RELAXED);
     /* Suspend before any other thread can possibly want to resume. */
     sy_bridge_suspend(req);
-    if (req->cache_lookup) {
+    bool embed = req->ep == SY_EP_EMBEDDINGS && (req->cache_lookup || req->cache_store);
+    if (req->cache_lookup || embed) {
         lookup_job *j = malloc(sizeof(*j));
         if (j != NULL) {
             j->srv = s;
             j->req = sy_request_ref(req);
-            if (sy_workers_submit(s->workers, cache_lookup_job, j) == SY_OK)
+            if (sy_workers_submit(s->workers, embed ? embed_lookup_job : cache_lookup_job, j) ==
+                SY_OK)
                 return MHD_YES;
             sy_request_unref(req);
             free(j);

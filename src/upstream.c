@@ -314,12 +314,18 @@ typedef struct put_job {
     sy_request *req;
     char *body;
     size_t len;
+    sy_cache_embed *embed; /* embeddings: the per-input vectors to write instead of <entry> */
+    char model[128];
 } put_job;
 
 static void cache_put_job(void *arg)
 {
     put_job *j = arg;
-    sy_cache_status st = sy_cache_put(j->store, j->key, &j->entry, j->ttl_s, 0);
+    sy_cache_status st =
+        j->embed != NULL
+            ? sy_cache_embed_put(j->store, j->embed, j->model, j->entry.deployment,
+                                 (int64_t)time(NULL) * 1000, j->ttl_s, 0, NULL)
+            : sy_cache_put(j->store, j->key, &j->entry, j->ttl_s, 0);
     sy_log(SY_LOG_DEBUG, NULL, "cache: put %s: %s", j->key, sy_cache_status_name(st));
     if (j->req != NULL) {
         sy_request *req = j->req;
@@ -333,7 +339,67 @@ static void cache_put_job(void *arg)
         sy_request_unref(req);
     }
     sy_cache_entry_cleanup(&j->entry);
+    if (j->embed != NULL) {
+        sy_cache_embed_cleanup(j->embed);
+        free(j->embed);
+    }
     free(j);
+}
+
+/* Embeddings: merges the upstream's vectors (for the missing inputs) with the cached ones,
+ * then a worker writes the fresh vectors and answers the client. False when it could not (the
+ * caller answers with an error: the upstream's answer alone lacks the cached inputs). */
+static bool embed_finish(sy_request *req, const sy_deployment *dep, json_t *resp)
+{
+    sy_cache_embed *e = req->embed;
+    json_t *ans = NULL;
+    char *body = NULL;
+    size_t len = 0;
+    if (sy_cache_embed_fill(e, resp) != SY_OK ||
+        sy_cache_embed_answer(e, resp, req->embed_b64, &ans) != SY_OK ||
+        (body = sy_json_dump(ans, &len)) == NULL) {
+        json_decref(ans);
+        return false;
+    }
+    json_decref(ans);
+    put_job *j = req->cache_store ? calloc(1, sizeof(*j)) : NULL;
+    if (j == NULL) {
+        /* nothing to write (no-store), or no memory for the job: answer now */
+        pthread_mutex_lock(&req->mu);
+        req->state = SY_RS_READY;
+        req->status = 200;
+        req->resp_body = body;
+        req->resp_len = len;
+        pthread_mutex_unlock(&req->mu);
+        return true;
+    }
+    sy_cache_entry_init(&j->entry);
+    snprintf(j->entry.deployment, sizeof(j->entry.deployment), "%s", dep->name);
+    snprintf(j->model, sizeof(j->model), "%s",
+             json_is_string(json_object_get(resp, "model"))
+                 ? json_string_value(json_object_get(resp, "model"))
+                 : dep->model);
+    j->store = req->store;
+    j->ttl_s = req->cache_ttl_s > 0 ? req->cache_ttl_s : 3600;
+    j->req = sy_request_ref(req);
+    j->body = body;
+    j->len = len;
+    j->embed = e; /* the job writes the fresh vectors */
+    req->embed = NULL;
+    if (sy_workers_submit(req->workers, cache_put_job, j) != SY_OK) {
+        /* answer without writing */
+        sy_request_unref(j->req);
+        req->embed = j->embed;
+        pthread_mutex_lock(&req->mu);
+        req->state = SY_RS_READY;
+        req->status = 200;
+        req->resp_body = body;
+        req->resp_len = len;
+        pthread_mutex_unlock(&req->mu);
+        free(j);
+        return true;
+    }
+    return true;
 }
 
 /* Stores a clean answer (<answer> taken) under the key of the deployment that produced it; the
@@ -442,6 +508,21 @@ static void done_json_ok(sy_upstream *u, sy_xfer *x, sy_request *req)
         return;
     }
     keep_usage(req, json_object_get(resp, "usage"));
+    if (req->embed != NULL) {
+        pthread_mutex_lock(&req->mu);
+        req->dep = x->dep;
+        pthread_mutex_unlock(&req->mu);
+        bool ok = embed_finish(req, x->dep, resp);
+        json_decref(resp);
+        if (!ok) {
+            finish_err_msg(u, req, x->dep, SY_EUPSTREAM,
+                           "the upstream's embeddings do not match the inputs sent");
+            return;
+        }
+        /* answered by the worker after the write, or READY already: release as finish() */
+        finish(u, req);
+        return;
+    }
     size_t len;
     char *body = sy_json_dump(resp, &len);
     if (body == NULL) {

@@ -21,6 +21,7 @@
 struct MHD_Connection;
 struct sy_xfer;
 struct sy_bridge;
+struct sy_cache_embed;
 
 typedef enum sy_endpoint { SY_EP_CHAT, SY_EP_COMPLETIONS, SY_EP_EMBEDDINGS } sy_endpoint;
 
@@ -57,6 +58,7 @@ typedef struct sy_request {
     bool cache_store;    /* store a clean answer */
     long cache_ttl_s;
     char cache_key[72]; /* the lookup key (first target's model); SY_CACHE_KEY_SIZE */
+    struct sy_cache_embed *embed; /* embeddings: per-input cache state (owned), or NULL */
     struct sy_store *store;     /* borrowed from the server */
     struct sy_workers *workers; /* borrowed from the server */
 

@@ -2,7 +2,8 @@
  * (DESIGN §5): the first route matching the model (and header); its rules (first match forces a
  * tier); else the classifier's score against the threshold (score >= threshold -> the harder,
  * last tier); then the tier's strategy orders its deployments, the other tiers follow as
- * fallback, a conversation's remembered deployment goes first, and deployments whose breaker is
+ * fallback, a conversation's remembered deployment goes first (within a rule-forced tier only
+ * when it belongs to it), and deployments whose breaker is
  * open or that are at max_inflight go last. A model no route claims resolves by alias,
  * deployment name or upstream model name. No I/O; reads runtime state through atomics. */
 #ifndef SY_ROUTER_H
