@@ -10,8 +10,13 @@
 #include <unistd.h>
 
 /* At most one resume wake-up of libmicrohttpd per interval under load; an idle proxy flushes
- * at once because the previous flush is long past. */
+ * at once because the previous flush is long past. A small batch (a few requests in flight)
+ * waits only the short interval: there, a millisecond per answer was the whole latency budget
+ * (bench/README.md), while with thousands of streams the batch is large and the long interval
+ * keeps libmicrohttpd from walking every suspended connection on each event. */
 #define RESUME_BATCH_US 1000
+#define RESUME_SMALL_BATCH 16
+#define RESUME_SMALL_US 50
 
 struct sy_bridge {
     int efd;
@@ -128,8 +133,9 @@ int64_t sy_bridge_flush(sy_bridge *b, int force)
     if (b->nwake == 0)
         return -1;
     int64_t now = sy_now_us();
-    if (!force && now - b->last_flush_us < RESUME_BATCH_US)
-        return RESUME_BATCH_US - (now - b->last_flush_us);
+    int64_t window = b->nwake <= RESUME_SMALL_BATCH ? RESUME_SMALL_US : RESUME_BATCH_US;
+    if (!force && now - b->last_flush_us < window)
+        return window - (now - b->last_flush_us);
     for (size_t i = 0; i < b->nwake; i++) {
         sy_request *req = b->wake[i];
         pthread_mutex_lock(&req->mu);

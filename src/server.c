@@ -169,7 +169,8 @@ static void stream_free(void *cls) { sy_request_unref(cls); }
 static enum MHD_Result queue_stream(struct MHD_Connection *conn, conn_ctx *ctx, sy_request *req)
 {
     struct MHD_Response *r = MHD_create_response_from_callback(
-        MHD_SIZE_UNKNOWN, 16 * 1024, stream_reader, sy_request_ref(req), stream_free);
+        /* SSE events are small: a 4 KiB block keeps per-stream memory down (bench/README.md) */
+        MHD_SIZE_UNKNOWN, 4 * 1024, stream_reader, sy_request_ref(req), stream_free);
     if (r == NULL) {
         sy_request_unref(req);
         return MHD_NO;
@@ -808,7 +809,7 @@ sy_err sy_server_start(sy_config *cfg, const char *listen, sy_server **out, char
         {MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)cfg->conn_timeout_s, NULL},
         {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, s},
         {MHD_OPTION_LISTEN_BACKLOG_SIZE, 4096, NULL},
-        {MHD_OPTION_CONNECTION_MEMORY_LIMIT, 64 * 1024, NULL},
+        {MHD_OPTION_CONNECTION_MEMORY_LIMIT, 32 * 1024, NULL},
         {cfg->threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END,
          (intptr_t)cfg->threads, NULL},
         {MHD_OPTION_END, 0, NULL},

@@ -77,6 +77,7 @@ struct sy_upstream {
     int abort_req; /* atomic */
     int active;    /* atomic */
     int64_t timer_at_us; /* curl's deadline, -1 when none */
+    bool no_pwait2;      /* epoll_pwait2 is missing: fall back to epoll_wait */
     int64_t next_sweep_us;
     sy_xfer *xfers; /* active transfers */
     retry *retries;
@@ -1140,8 +1141,14 @@ static void *thread_main(void *arg)
         int64_t fl = sy_bridge_flush(u->bridge, 0);
         if (fl >= 0 && fl < wait)
             wait = fl;
-        int timeout_ms = wait <= 0 ? 0 : (int)((wait + 999) / 1000);
-        int n = epoll_wait(u->ep, evs, 256, timeout_ms);
+        /* microsecond timeouts: a sub-millisecond resume window must not round up to 1 ms */
+        struct timespec ts = {.tv_sec = wait <= 0 ? 0 : wait / 1000000,
+                              .tv_nsec = wait <= 0 ? 0 : (long)(wait % 1000000) * 1000};
+        int n = u->no_pwait2 ? -1 : epoll_pwait2(u->ep, evs, 256, &ts, NULL);
+        if (n < 0 && (u->no_pwait2 || errno == ENOSYS)) {
+            u->no_pwait2 = true; /* kernels before 5.11: millisecond timeouts */
+            n = epoll_wait(u->ep, evs, 256, wait <= 0 ? 0 : (int)((wait + 999) / 1000));
+        }
         for (int i = 0; i < n; i++) {
             int fd = evs[i].data.fd;
             if (fd == sy_bridge_fd(u->bridge)) {
@@ -1214,7 +1221,9 @@ sy_err sy_upstream_start(sy_bridge *bridge, sy_upstream **out)
     curl_multi_setopt(u->multi, CURLMOPT_TIMERDATA, u);
     curl_multi_setopt(u->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
     curl_multi_setopt(u->multi, CURLMOPT_MAX_CONCURRENT_STREAMS, 100L);
-    curl_multi_setopt(u->multi, CURLMOPT_MAXCONNECTS, 1024L);
+    /* curl 7.88 scans its connection cache linearly when a transfer ends and the cache is full
+     * (bench/README.md: quadratic in concurrent streams at 1024); keep every connection. */
+    curl_multi_setopt(u->multi, CURLMOPT_MAXCONNECTS, 65536L);
     u->next_sweep_us = sy_now_us() + SWEEP_US;
     if (pthread_create(&u->thread, NULL, thread_main, u) != 0)
         goto fail;
