@@ -53,8 +53,11 @@ static int check_format(const char *text)
     int ntypes = 0, samples = 0;
     char current[96] = "";
 
+    /* memchr over a known end: ASan's strchr re-measures the rest of the text on every call,
+     * which made this loop quadratic on the large renders of test_series_cap */
+    const char *text_end = text + strlen(text);
     for (const char *p = text; *p != '\0';) {
-        const char *nl = strchr(p, '\n');
+        const char *nl = memchr(p, '\n', (size_t)(text_end - p));
         assert_non_null(nl); /* every line ends with \n */
         size_t len = (size_t)(nl - p);
         char line[2048];
