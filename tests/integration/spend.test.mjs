@@ -403,14 +403,14 @@ async function acknowledged(proxy, n, model = 'saver') {
 }
 
 describe('spend survives SIGKILL (embedded store, journal only)', () => {
-  test('every acknowledged request is counted once after a restart', async (t) => {
+  test('every acknowledged request is counted once after a restart', async (tc) => {
     const fake = await startFake();
     const cfgPath = writeConfig(spendConfig(fake));
     let proxy = await startProxy(cfgPath, { env: ENV });
     if (!(await wired(proxy))) {
       await assertCleanExit(proxy);
       await assertCleanExit(fake);
-      return t.skip(NOT_WIRED);
+      return tc.skip(NOT_WIRED);
     }
     let want = await acknowledged(proxy, 15);
     proxy.kill(); // SIGKILL right after the last answer
@@ -508,12 +508,12 @@ describe('spend on Redis', { skip: haveRedis ? false : 'redis-server not install
     await assertCleanExit(fake);
   });
 
-  test('Redis killed mid-run and restarted: no loss, no double count', async (t) => {
+  test('Redis killed mid-run and restarted: no loss, no double count', async (tc) => {
     const cfgPath = writeConfig(spendConfig(fake, { redis: { url: `redis://127.0.0.1:${redis.port}`, timeout_ms: 300 } }));
     const proxy = await startProxy(cfgPath, { env: ENV });
     if (!(await wired(proxy))) {
       await assertCleanExit(proxy);
-      return t.skip(NOT_WIRED);
+      return tc.skip(NOT_WIRED);
     }
     let want = await acknowledged(proxy, 10);
     await waitFor(async () => (await totals(proxy)).cost_micro === want, { what: 'spend in Redis' });
@@ -535,12 +535,12 @@ describe('spend on Redis', { skip: haveRedis ? false : 'redis-server not install
     await assertCleanExit(proxy);
   });
 
-  test('proxy SIGKILLed with Redis up: a restart counts everything exactly once', async (t) => {
+  test('proxy SIGKILLed with Redis up: a restart counts everything exactly once', async (tc) => {
     const cfgPath = writeConfig(spendConfig(fake, { redis: { url: `redis://127.0.0.1:${redis.port}`, timeout_ms: 300 } }));
     let proxy = await startProxy(cfgPath, { env: ENV });
     if (!(await wired(proxy))) {
       await assertCleanExit(proxy);
-      return t.skip(NOT_WIRED);
+      return tc.skip(NOT_WIRED);
     }
     const base = await totals(proxy);
     const want = await acknowledged(proxy, 12);
