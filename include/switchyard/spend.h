@@ -50,7 +50,22 @@
  * sy_spend_record, sy_spend_record_ack, sy_spend_stats_get are thread-safe and never block on
  * I/O (a mutex held for a few pointer moves). sy_spend_sync and sy_spend_query wait on the store
  * (each store call bounded by its timeout_ms). sy_spend_new/sy_spend_free are not concurrent with
- * other calls. */
+ * other calls.
+ *
+ * ---- Wiring (server.c / upstream.c) -----------------------------------------------------------
+ *   start:    sy_metrics_new(&m); sy_spend_opts_init(&o); o.metrics = m;
+ *             sy_spend_new(store, cfg->data_dir, &o, &sp);    (once; a reload keeps it)
+ *   request:  sy_spend_rec r = {.route = pick.route, .tier = pick.tier, .deployment = dep->name,
+ *                               .model = dep->model, .key = tenant, .status = status,
+ *                               .error = ..., .stream = ..., .usage = usage, ...};
+ *             sy_spend_price(&r, &dep->price, route->reference >= 0 ?
+ *                            &cfg->deployments[route->reference].price : NULL);
+ *             sy_usd_format(r.cost_micro, buf) -> x-switchyard-cost-usd (non-stream);
+ *             sy_spend_record(sp, &r)   or   sy_spend_record_ack(sp, &r, cb, req)
+ *   api:      sy_api_in.spend = sp, .metrics = m, .get_arg = (MHD_GET_ARGUMENT_KIND lookup);
+ *             honour sy_reply.content_type (text/plain for /metrics, text/html for /dashboard)
+ *   shutdown: after the last request: sy_spend_free(sp) (journals and flushes), sy_metrics_free(m),
+ *             then sy_store_free. */
 #ifndef SY_SPEND_H
 #define SY_SPEND_H
 
