@@ -97,9 +97,20 @@ static void add_headers(struct MHD_Response *r, const sy_request *req, const cha
         MHD_add_response_header(r, "x-switchyard-cache", req->cache_hdr);
 }
 
+static enum MHD_Result queue_typed(struct MHD_Connection *conn, conn_ctx *ctx, int status,
+                                   char *body, size_t len, const sy_request *req,
+                                   const char *allow, const char *retry_after, const char *ctype);
+
 static enum MHD_Result queue_buffer(struct MHD_Connection *conn, conn_ctx *ctx, int status,
                                     char *body, size_t len, const sy_request *req,
                                     const char *allow, const char *retry_after)
+{
+    return queue_typed(conn, ctx, status, body, len, req, allow, retry_after, NULL);
+}
+
+static enum MHD_Result queue_typed(struct MHD_Connection *conn, conn_ctx *ctx, int status,
+                                   char *body, size_t len, const sy_request *req,
+                                   const char *allow, const char *retry_after, const char *ctype)
 {
     struct MHD_Response *r =
         MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
@@ -107,7 +118,7 @@ static enum MHD_Result queue_buffer(struct MHD_Connection *conn, conn_ctx *ctx, 
         free(body);
         return MHD_NO;
     }
-    add_headers(r, req, "application/json");
+    add_headers(r, req, ctype != NULL ? ctype : "application/json");
     if (allow != NULL)
         MHD_add_response_header(r, "Allow", allow);
     if (retry_after != NULL && retry_after[0] != '\0')
@@ -592,8 +603,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return relay(conn, ctx, rep.req);
     if (rep.body == NULL)
         return queue_error(conn, ctx, SY_ENOMEM, NULL);
-    return queue_buffer(conn, ctx, rep.status, rep.body, rep.len, NULL, rep.allow,
-                        rep.retry_after);
+    return queue_typed(conn, ctx, rep.status, rep.body, rep.len, NULL, rep.allow,
+                       rep.retry_after, rep.content_type);
 }
 
 static void access_log(const sy_server *s, conn_ctx *ctx, enum MHD_RequestTerminationCode toe)
