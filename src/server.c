@@ -95,6 +95,22 @@ static void add_headers(struct MHD_Response *r, const sy_request *req, const cha
         MHD_add_response_header(r, "x-switchyard-rule", req->pick.rule);
     if (req->cache_hdr != NULL)
         MHD_add_response_header(r, "x-switchyard-cache", req->cache_hdr);
+    /* Non-stream answers carry their cost (streams: in /v1/spend and the logs); a cache hit
+     * costs nothing. Read under the lock: usage is written by other threads. */
+    if (!req->stream && req->status == 200) {
+        sy_request *mreq = (sy_request *)req;
+        pthread_mutex_lock(&mreq->mu);
+        bool have = mreq->have_usage;
+        sy_usage u = mreq->usage;
+        const sy_deployment *d = mreq->dep;
+        pthread_mutex_unlock(&mreq->mu);
+        if (req->cache_hit || (have && d != NULL)) {
+            int64_t micro = req->cache_hit ? 0 : sy_price_cost_micro(&d->price, &u, false);
+            snprintf(n, sizeof(n), "%lld.%06lld", (long long)(micro / 1000000),
+                     (long long)(micro % 1000000));
+            MHD_add_response_header(r, "x-switchyard-cost-usd", n);
+        }
+    }
 }
 
 static enum MHD_Result queue_typed(struct MHD_Connection *conn, conn_ctx *ctx, int status,
