@@ -49,6 +49,15 @@ sy_request *sy_request_new(sy_config *cfg, sy_endpoint ep, json_t *body, char *m
     return r;
 }
 
+void sy_request_ready_locked(sy_request *r, int status, char *body, size_t len)
+{
+    r->state = SY_RS_READY;
+    r->status = status;
+    free(r->resp_body);
+    r->resp_body = body;
+    r->resp_len = len;
+}
+
 sy_request *sy_request_ref(sy_request *r)
 {
     __atomic_add_fetch(&r->refs, 1, __ATOMIC_RELAXED);

@@ -244,11 +244,7 @@ static enum MHD_Result on_resumed(struct MHD_Connection *conn, conn_ctx *ctx)
 static void answer_now(sy_request *req, int status, char *body, size_t len)
 {
     pthread_mutex_lock(&req->mu);
-    req->state = SY_RS_READY;
-    req->status = status;
-    free(req->resp_body);
-    req->resp_body = body;
-    req->resp_len = len;
+    sy_request_ready_locked(req, status, body, len);
     sy_bridge_resume_locked(req);
     pthread_mutex_unlock(&req->mu);
 }
@@ -298,12 +294,8 @@ static void cache_lookup_job(void *arg)
             char *body = NULL;
             size_t len = 0;
             served = sy_cache_replay_json(&e, &o, &body, &len) == SY_OK;
-            if (served) {
-                req->state = SY_RS_READY;
-                req->status = 200;
-                req->resp_body = body;
-                req->resp_len = len;
-            }
+            if (served)
+                sy_request_ready_locked(req, 200, body, len);
         }
         if (served) {
             req->cache_hdr = "hit";
@@ -348,10 +340,7 @@ static void embed_lookup_job(void *arg)
             req->cache_hdr = "hit";
             req->cache_hit = true;
             req->cache_dep = req->pick.targets[0];
-            req->state = SY_RS_READY;
-            req->status = 200;
-            req->resp_body = body;
-            req->resp_len = len;
+            sy_request_ready_locked(req, 200, body, len);
             sy_bridge_resume_locked(req);
             pthread_mutex_unlock(&req->mu);
             served = true;
@@ -623,9 +612,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                        rep.retry_after, rep.content_type);
 }
 
-static void access_log(const sy_server *s, conn_ctx *ctx, enum MHD_RequestTerminationCode toe)
+static void access_log(conn_ctx *ctx, enum MHD_RequestTerminationCode toe)
 {
-    (void)s;
     if (!ctx->cfg->access_log || sy_log_min_level > SY_LOG_INFO)
         return;
     sy_request *req = ctx->req;
@@ -716,7 +704,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     (void)conn;
     if (ctx == NULL)
         return;
-    access_log(s, ctx, toe);
+    access_log(ctx, toe);
     sy_request *req = ctx->req;
     if (req != NULL)
         record_spend(s, ctx, req, toe);

@@ -142,11 +142,7 @@ static void finish_error(sy_upstream *u, sy_request *req, const sy_deployment *d
         req->state = SY_RS_DONE;
         free(body);
     } else {
-        req->state = SY_RS_READY;
-        req->status = status;
-        free(req->resp_body);
-        req->resp_body = body;
-        req->resp_len = len;
+        sy_request_ready_locked(req, status, body, len);
         snprintf(req->retry_after, sizeof(req->retry_after), "%s",
                  retry_after != NULL ? retry_after : "");
     }
@@ -331,10 +327,7 @@ static void cache_put_job(void *arg)
     if (j->req != NULL) {
         sy_request *req = j->req;
         pthread_mutex_lock(&req->mu);
-        req->state = SY_RS_READY;
-        req->status = 200;
-        req->resp_body = j->body;
-        req->resp_len = j->len;
+        sy_request_ready_locked(req, 200, j->body, j->len);
         sy_bridge_resume_locked(req);
         pthread_mutex_unlock(&req->mu);
         sy_request_unref(req);
@@ -367,10 +360,7 @@ static bool embed_finish(sy_request *req, const sy_deployment *dep, json_t *resp
     if (j == NULL) {
         /* nothing to write (no-store), or no memory for the job: answer now */
         pthread_mutex_lock(&req->mu);
-        req->state = SY_RS_READY;
-        req->status = 200;
-        req->resp_body = body;
-        req->resp_len = len;
+        sy_request_ready_locked(req, 200, body, len);
         pthread_mutex_unlock(&req->mu);
         return true;
     }
@@ -392,10 +382,7 @@ static bool embed_finish(sy_request *req, const sy_deployment *dep, json_t *resp
         sy_request_unref(j->req);
         req->embed = j->embed;
         pthread_mutex_lock(&req->mu);
-        req->state = SY_RS_READY;
-        req->status = 200;
-        req->resp_body = body;
-        req->resp_len = len;
+        sy_request_ready_locked(req, 200, body, len);
         pthread_mutex_unlock(&req->mu);
         free(j);
         return true;
@@ -544,10 +531,7 @@ static void done_json_ok(sy_upstream *u, sy_xfer *x, sy_request *req)
     }
     json_decref(resp);
     pthread_mutex_lock(&req->mu);
-    req->state = SY_RS_READY;
-    req->status = 200;
-    req->resp_body = body;
-    req->resp_len = len;
+    sy_request_ready_locked(req, 200, body, len);
     req->dep = x->dep;
     pthread_mutex_unlock(&req->mu);
     finish(u, req);
@@ -862,7 +846,7 @@ static size_t write_cb(char *p, size_t size, size_t n, void *ud)
 /* ---- attempts ---- */
 
 /* Builds the easy handle of an attempt. On failure <msg> may say why (for the client). */
-static sy_err setup_easy(sy_upstream *u, sy_xfer *x, sy_request *req, char *msg, size_t msglen)
+static sy_err setup_easy(sy_xfer *x, sy_request *req, char *msg, size_t msglen)
 {
     const sy_deployment *d = x->dep;
     char url[2048];
@@ -915,7 +899,6 @@ static sy_err setup_easy(sy_upstream *u, sy_xfer *x, sy_request *req, char *msg,
     } else {
         curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
     }
-    (void)u;
     return SY_OK;
 }
 
@@ -978,7 +961,7 @@ static void begin_attempt(sy_upstream *u, sy_request *req)
     req->attempts++;
     req->log.deployment = x->dep->name;
     msg[0] = '\0';
-    sy_err rc = setup_easy(u, x, req, msg, sizeof(msg));
+    sy_err rc = setup_easy(x, req, msg, sizeof(msg));
     if (rc == SY_OK && req->stream == false)
         x->resp.max = req->cfg->max_response_bytes;
     if (rc == SY_OK && curl_multi_add_handle(u->multi, x->easy) != CURLM_OK)

@@ -98,6 +98,10 @@ sy_request *sy_request_new(sy_config *cfg, sy_endpoint ep, json_t *body, char *m
 sy_request *sy_request_ref(sy_request *r);
 void sy_request_unref(sy_request *r);
 
+/* With r->mu held: the request's whole answer is <body> (taken; the previous one is freed) with
+ * <status>; the client connection queues it when next resumed. */
+void sy_request_ready_locked(sy_request *r, int status, char *body, size_t len);
+
 int64_t sy_now_us(void);
 
 #endif

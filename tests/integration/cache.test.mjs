@@ -11,11 +11,11 @@ import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import {
   startFake, startProxy, makeConfig, fakeDeployment, assertCleanExit, post, request, streamRaw,
   chatBody, waitFor, tmpDir,
+  freePort, redisPing,
 } from './lib/harness.mjs';
 import { validateChatCompletion, validateChatChunk, validateEmbeddings } from './lib/schema.mjs';
 import { routesDir, writeRoutes } from './fixtures/routing.mjs';
@@ -108,28 +108,6 @@ function assembled(chunks, what) {
 
 /* ------------------------------------------------------------------ redis-server ---------- */
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-function redisPing(port) {
-  return new Promise((resolve) => {
-    const sock = net.connect({ host: '127.0.0.1', port });
-    let buf = '';
-    const done = (v) => { sock.destroy(); resolve(v); };
-    sock.setTimeout(500, () => done(false));
-    sock.on('error', () => done(false));
-    sock.on('connect', () => sock.write('PING\r\n'));
-    sock.on('data', (d) => { buf += d; if (buf.includes('\r\n')) done(buf.startsWith('+PONG')); });
-  });
-}
 
 class Redis {
   constructor(port) {

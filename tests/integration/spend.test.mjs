@@ -10,11 +10,11 @@ import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import {
   startFake, startProxy, makeConfig, fakeDeployment, assertCleanExit, post, request, streamRaw,
   chatBody, waitFor, tmpDir, writeConfig,
+  freePort, redisPing,
 } from './lib/harness.mjs';
 import { routesDir, writeRoutes } from './fixtures/routing.mjs';
 
@@ -467,28 +467,6 @@ describe('spend survives SIGKILL (embedded store, journal only)', () => {
 
 /* ------------------------------------------------------------------ Redis ----------------- */
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-function redisPing(port) {
-  return new Promise((resolve) => {
-    const sock = net.connect({ host: '127.0.0.1', port });
-    let buf = '';
-    const done = (v) => { sock.destroy(); resolve(v); };
-    sock.setTimeout(500, () => done(false));
-    sock.on('error', () => done(false));
-    sock.on('connect', () => sock.write('PING\r\n'));
-    sock.on('data', (d) => { buf += d; if (buf.includes('\r\n')) done(buf.startsWith('+PONG')); });
-  });
-}
 
 /** A redis-server whose data survives its own SIGKILL (append-only file, fsync always). */
 class Redis {

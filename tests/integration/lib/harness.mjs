@@ -10,6 +10,7 @@ import fs from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
+import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
 
@@ -393,4 +394,31 @@ export async function assertCleanExit(server) {
   if (code !== 0) {
     throw new Error(`${server.name} exited with code ${code} after SIGTERM (leak or crash?)\n--- stderr (tail) ---\n${server.stderr().slice(-12000)}`);
   }
+}
+
+/* ---- redis-server helpers shared by the cache and spend suites ---- */
+
+/** A free loopback TCP port (bound and released). */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.on('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** Whether a redis-server answers PING on 127.0.0.1:<port> (within 500 ms). */
+export function redisPing(port) {
+  return new Promise((resolve) => {
+    const sock = net.connect({ host: '127.0.0.1', port });
+    let buf = '';
+    const done = (v) => { sock.destroy(); resolve(v); };
+    sock.setTimeout(500, () => done(false));
+    sock.on('error', () => done(false));
+    sock.on('connect', () => sock.write('PING\r\n'));
+    sock.on('data', (d) => { buf += d; if (buf.includes('\r\n')) done(buf.startsWith('+PONG')); });
+  });
 }
