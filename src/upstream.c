@@ -311,6 +311,7 @@ typedef struct put_job {
     sy_request *req;
     char *body;
     size_t len;
+    bool end_stream;       /* with <req>: the write ends the client's stream (state DONE) */
     sy_cache_embed *embed; /* embeddings: the per-input vectors to write instead of <entry> */
     char model[128];
 } put_job;
@@ -327,7 +328,10 @@ static void cache_put_job(void *arg)
     if (j->req != NULL) {
         sy_request *req = j->req;
         pthread_mutex_lock(&req->mu);
-        sy_request_ready_locked(req, 200, j->body, j->len);
+        if (j->end_stream)
+            req->state = SY_RS_DONE;
+        else
+            sy_request_ready_locked(req, 200, j->body, j->len);
         sy_bridge_resume_locked(req);
         pthread_mutex_unlock(&req->mu);
         sy_request_unref(req);
@@ -391,18 +395,19 @@ static bool embed_finish(sy_request *req, const sy_deployment *dep, json_t *resp
 }
 
 /* Stores a clean answer (<answer> taken) under the key of the deployment that produced it; the
- * store call runs on a worker, never here. With <body> (taken), the worker also answers the
- * client after the write: returns true when it took that over. */
+ * store call runs on a worker, never here. With <body> (taken) the worker also answers the
+ * client after the write; with <end_stream> it ends the client's stream after the write.
+ * Returns true when the worker took that over. */
 static bool cache_store_then(sy_request *req, const sy_deployment *dep, json_t *answer,
-                             char *body, size_t len);
+                             char *body, size_t len, bool end_stream);
 
 static void cache_store(sy_request *req, const sy_deployment *dep, json_t *answer)
 {
-    cache_store_then(req, dep, answer, NULL, 0);
+    cache_store_then(req, dep, answer, NULL, 0, false);
 }
 
 static bool cache_store_then(sy_request *req, const sy_deployment *dep, json_t *answer,
-                             char *body, size_t len)
+                             char *body, size_t len, bool end_stream)
 {
     put_job *j = calloc(1, sizeof(*j));
     sy_cache_key_in k = {.ep = req->ep, .route = req->pick.route, .model = dep->model,
@@ -414,15 +419,17 @@ static bool cache_store_then(sy_request *req, const sy_deployment *dep, json_t *
         return false;
     }
     j->store = req->store;
-    if (body != NULL) {
+    if (body != NULL || end_stream) {
         j->req = sy_request_ref(req);
         j->body = body;
         j->len = len;
+        j->end_stream = end_stream;
     }
     j->ttl_s = req->cache_ttl_s > 0 ? req->cache_ttl_s : 3600;
     sy_cache_entry_init(&j->entry);
     sy_cache_entry_set(&j->entry, req->ep, answer, dep->name, (int64_t)time(NULL) * 1000, -1);
     json_decref(answer); /* the entry holds its own reference */
+    bool takes_over = j->req != NULL; /* read before the submit: the worker frees j */
     if (sy_workers_submit(req->workers, cache_put_job, j) != SY_OK) {
         if (j->req != NULL)
             sy_request_unref(j->req);
@@ -430,7 +437,7 @@ static bool cache_store_then(sy_request *req, const sy_deployment *dep, json_t *
         free(j);
         return false;
     }
-    return body != NULL;
+    return takes_over;
 }
 
 static void done_stream_ok(sy_upstream *u, sy_xfer *x, sy_request *req)
@@ -451,14 +458,21 @@ static void done_stream_ok(sy_upstream *u, sy_xfer *x, sy_request *req)
         }
     }
     req->stream_error = req->stream_error || x->fix.saw_error;
-    req->state = SY_RS_DONE;
     bool clean = !req->stream_error && x->fix.saw_done && x->fix.saw_finish;
     pthread_mutex_unlock(&req->mu);
     keep_usage(req, x->fix.usage);
+    bool deferred = false;
     if (x->acc_on && clean) {
+        /* only streams that completed cleanly; the stream's end (not its bytes) waits for the
+         * write, so a repeat sent when the client sees the end is a hit */
         json_t *answer = NULL;
         if (sy_cache_acc_finish(&x->acc, true, x->fix.usage, &answer) == SY_OK)
-            cache_store(req, x->dep, answer); /* only streams that completed cleanly */
+            deferred = cache_store_then(req, x->dep, answer, NULL, 0, true);
+    }
+    if (!deferred) {
+        pthread_mutex_lock(&req->mu);
+        req->state = SY_RS_DONE;
+        pthread_mutex_unlock(&req->mu);
     }
 }
 
@@ -521,7 +535,7 @@ static void done_json_ok(sy_upstream *u, sy_xfer *x, sy_request *req)
     pthread_mutex_lock(&req->mu);
     req->dep = x->dep;
     pthread_mutex_unlock(&req->mu);
-    if (req->cache_store && cache_store_then(req, x->dep, json_incref(resp), body, len)) {
+    if (req->cache_store && cache_store_then(req, x->dep, json_incref(resp), body, len, false)) {
         /* the worker answers the client once the entry is written */
         json_decref(resp);
         req->xfer = NULL;
