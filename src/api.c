@@ -60,6 +60,17 @@ static const struct path_row paths[] = {
     {"/dashboard", "GET", 5, SY_EP_CHAT},
 };
 
+static bool has_prefix_path(const char *path, const char *prefix)
+{
+    size_t n = strlen(prefix);
+    return strncmp(path, prefix, n) == 0 && (path[n] == '\0' || path[n] == '/');
+}
+
+bool sy_api_offloaded(const char *path)
+{
+    return has_prefix_path(path, "/v1/files") || has_prefix_path(path, "/v1/batches");
+}
+
 void sy_api_handle(const sy_api_in *in, sy_reply *out)
 {
     char msg[300];
@@ -70,6 +81,21 @@ void sy_api_handle(const sy_api_in *in, sy_reply *out)
         plen--;
 
     memset(out, 0, sizeof(*out));
+    out->fd = -1;
+    if (sy_api_offloaded(path)) {
+        if (!authorized(in)) {
+            sy_api_error(out, SY_EAUTH,
+                         "invalid API key: send 'Authorization: Bearer <key>' with a key this "
+                         "proxy accepts",
+                         NULL);
+            return;
+        }
+        if (strncmp(path, "/v1/files", 9) == 0)
+            sy_api_files(in, out);
+        else
+            sy_api_batches(in, out);
+        return;
+    }
     if (plen > 11 && strncmp(path, "/v1/models/", 11) == 0) {
         if (strcmp(in->method, "GET") != 0 && strcmp(in->method, "HEAD") != 0) {
             out->allow = "GET";

@@ -236,6 +236,41 @@ static const field upstream_fields[] = {
      .max = 1073741824, .doc = "cap on a buffered (non-stream) upstream response body"},
 };
 
+static const field batch_fields[] = {
+    {.key = "file_max_bytes", .type = FT_INT, .itype = FI_SIZE,
+     .off = offsetof(sy_config, file_max_bytes), .def_int = 209715200, .min = 1,
+     .max = 1099511627776LL, .doc = "largest file accepted by `POST /v1/files` (413 beyond)"},
+    {.key = "max_lines", .type = FT_INT, .itype = FI_SIZE,
+     .off = offsetof(sy_config, batch_max_lines), .def_int = 50000, .min = 1, .max = 100000000,
+     .doc = "most request lines in one batch input file"},
+    {.key = "workers", .type = FT_INT, .itype = FI_INT,
+     .off = offsetof(sy_config, batch_workers), .def_int = 4, .min = 0, .max = 4096,
+     .doc = "batch lines this instance runs at once; 0 = this instance accepts batches but "
+            "runs none of their lines"},
+    {.key = "share", .type = FT_NUM, .off = offsetof(sy_config, batch_share), .def_num = 0.5,
+     .nmin = 0.0, .nmax = 1.0,
+     .doc = "share of each deployment's `max_inflight` that batch lines may take; the rest is "
+            "kept for interactive requests"},
+    {.key = "lease_ms", .type = FT_INT, .itype = FI_LONG,
+     .off = offsetof(sy_config, batch_lease_ms), .def_int = 120000, .min = 100,
+     .max = 86400000,
+     .doc = "a line taken by a worker and not finished this long is reclaimed by another "
+            "(a dead instance's lines); keep it above the longest line"},
+    {.key = "max_attempts", .type = FT_INT, .itype = FI_INT,
+     .off = offsetof(sy_config, batch_max_attempts), .def_int = 5, .min = 1, .max = 100,
+     .doc = "attempts per line on transient failures (429, 5xx, timeouts)"},
+    {.key = "retry_base_ms", .type = FT_INT, .itype = FI_LONG,
+     .off = offsetof(sy_config, batch_retry_base_ms), .def_int = 1000, .min = 0,
+     .max = 3600000, .doc = "first retry backoff of a batch line; doubles per attempt"},
+    {.key = "poll_ms", .type = FT_INT, .itype = FI_LONG,
+     .off = offsetof(sy_config, batch_poll_ms), .def_int = 1000, .min = 10, .max = 600000,
+     .doc = "period of the sweep that reclaims, expires and finalizes batches"},
+    {.key = "window_s", .type = FT_INT, .itype = FI_LONG,
+     .off = offsetof(sy_config, batch_window_s), .def_int = 86400, .min = 1,
+     .max = 604800,
+     .doc = "seconds a `completion_window` of `24h` lasts (shorten only for tests)"},
+};
+
 static const table auth_table = {"auth", "`auth`", "Client authentication.", "master_key_env",
                                  auth_fields, sizeof(auth_fields) / sizeof(auth_fields[0])};
 static const table server_table = {
@@ -246,6 +281,10 @@ static const table upstream_table = {
     "Defaults for calls to upstream providers. Every key is optional; a deployment's own "
     "timeouts win over these.",
     NULL, upstream_fields, sizeof(upstream_fields) / sizeof(upstream_fields[0])};
+static const table batch_table = {
+    "batch", "`batch`",
+    "The Files and Batches API and the batch queue (DESIGN §9). Every key is optional.", NULL,
+    batch_fields, sizeof(batch_fields) / sizeof(batch_fields[0])};
 
 static const field price_fields[] = {
     {.key = "input", .type = FT_NUM, .off = offsetof(sy_price, input), .flags = FL_REQUIRED,
@@ -331,6 +370,10 @@ static const field deployment_fields[] = {
     {.key = "price", .type = FT_OBJECT, .off = offsetof(sy_deployment, price),
      .flags = FL_OPTIONAL, .sub = &price_table, .set_off = offsetof(sy_price, set),
      .doc = "explicit price, see below"},
+    {.key = "batch_api", .type = FT_BOOL, .off = offsetof(sy_deployment, batch_api),
+     .def_bool = false,
+     .doc = "batch lines routed to this deployment go through the provider's own batch API "
+            "(OpenAI Batches, Anthropic Message Batches) at its discount"},
 };
 
 static const table deployment_table = {
@@ -363,6 +406,7 @@ static const field top_fields[] = {
     {.key = "server", .type = FT_OBJECT, .sub = &server_table, .doc = "see below"},
     /* upstream comes before deployments: their timeouts default to its values */
     {.key = "upstream", .type = FT_OBJECT, .sub = &upstream_table, .doc = "see below"},
+    {.key = "batch", .type = FT_OBJECT, .sub = &batch_table, .doc = "see below"},
     {.key = "deployments", .type = FT_DEPLOYMENTS, .flags = FL_REQUIRED,
      .sub = &deployment_table, .bounds_doc = "at least one",
      .doc = "upstream model endpoints, see below"},

@@ -33,6 +33,13 @@ typedef struct sy_api_in {
     /* a query-string argument by name, decoded (MHD_GET_ARGUMENT_KIND on hctx), or NULL; the
      * callback may be NULL (no arguments) */
     const char *(*get_arg)(void *hctx, const char *name);
+    /* Files and Batches API (files.c, batch.c). These handlers run on a worker thread (they
+     * call the store and the disk), never on the MHD thread; server.c suspends the connection
+     * and hands them a copy of the request's headers and arguments. */
+    struct sy_files *files;   /* NULL = not available (503) */
+    struct sy_batch *batch;   /* NULL = not available (503) */
+    struct sy_upload *upload; /* POST /v1/files: the streamed multipart body, else NULL */
+    const char *batch_token;  /* internal token a batch worker's own requests carry, or NULL */
 } sy_api_in;
 
 typedef struct sy_reply {
@@ -44,6 +51,11 @@ typedef struct sy_reply {
     sy_request *req;   /* when non-NULL: relay it (the caller owns this reference) */
     char model[96];    /* the request's model, for the access log */
     const char *content_type; /* static; NULL = application/json */
+    /* A file body instead of <body> (GET /v1/files/{id}/content): the server sends <fd_len>
+     * bytes of <fd> from offset 0 and closes it. */
+    bool has_fd;
+    int fd;
+    uint64_t fd_len;
 } sy_reply;
 
 /* Always fills <out> (status and body, or req). */
@@ -64,5 +76,12 @@ void sy_api_relay(const sy_api_in *in, sy_endpoint ep, sy_reply *out);
 void sy_api_spend(const sy_api_in *in, sy_reply *out);
 void sy_api_metrics(const sy_api_in *in, sy_reply *out);
 void sy_api_dashboard(const sy_api_in *in, sy_reply *out);
+/* files.c: /v1/files and /v1/files/{id}[/content]; batch.c: /v1/batches[/{id}[/cancel]].
+ * Both run on a worker thread (see sy_api_in.files). */
+void sy_api_files(const sy_api_in *in, sy_reply *out);
+void sy_api_batches(const sy_api_in *in, sy_reply *out);
+/* Whether <path> (percent-decoded) is served by sy_api_files or sy_api_batches: such requests
+ * are handed to a worker thread by the server. */
+bool sy_api_offloaded(const char *path);
 
 #endif

@@ -47,6 +47,7 @@ typedef struct sy_deployment {
     struct sy_dep_health *health; /* runtime state shared across reloads (health.h) */
     int default_max_tokens;  /* anthropic: max_tokens when the client gives none */
     bool auto_cache_control; /* anthropic: cache breakpoints on long stable prefixes */
+    bool batch_api; /* batch lines routed here go through the provider's own batch API */
 } sy_deployment;
 
 /* An alias: one model name standing for an ordered list of deployments (fallback order). */
@@ -96,6 +97,17 @@ typedef struct sy_config {
     size_t max_response_bytes;  /* cap on a buffered (non-stream) upstream body, 64 MiB */
     int breaker_failures;       /* 5: consecutive failures that open a deployment's breaker */
     long breaker_cooldown_ms;   /* 10000: how long it stays open before a probe */
+
+    /* "batch": Files + Batches API (all optional) */
+    size_t file_max_bytes;      /* 200 MiB: largest uploaded file */
+    size_t batch_max_lines;     /* 50000: lines in one batch input file */
+    int batch_workers;          /* 4: batch lines in flight per instance */
+    double batch_share;         /* 0.5: share of a deployment's max_inflight batch lines may use */
+    long batch_lease_ms;        /* 120000: a line unacknowledged this long is reclaimed */
+    int batch_max_attempts;     /* 5: attempts per line on transient failures */
+    long batch_retry_base_ms;   /* 1000: first retry backoff of a line, doubling */
+    long batch_poll_ms;         /* 1000: reclaim / expiry / finalize sweep period */
+    long batch_window_s;        /* 86400: what completion_window "24h" means (tests shorten it) */
 
     sy_deployment *deployments;
     size_t ndeployments;

@@ -1,0 +1,56 @@
+/* files: the OpenAI Files API (POST/GET/DELETE /v1/files, GET /v1/files/{id}/content).
+ * Content lives under <data_dir>/files/, metadata (the OpenAI file object) in the store, so
+ * every instance on one Redis sees every file's metadata; instances that should serve each
+ * other's content share data_dir.
+ *
+ * Uploads are multipart/form-data streamed by the MHD thread into a temporary file with bounded
+ * memory (sy_upload_*); the rest runs on a worker thread (sy_api_files) where store and disk
+ * calls may block. batch.c reads input files and writes output files through the functions at
+ * the end. */
+#ifndef SY_FILES_H
+#define SY_FILES_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "switchyard/err.h"
+
+struct MHD_Connection;
+struct sy_store;
+
+typedef struct sy_files sy_files;
+typedef struct sy_upload sy_upload;
+
+/* <data_dir> is created if missing; <max_bytes> caps one file (413 beyond), <max_lines> the
+ * lines of a `batch` file. *out is new, freed with sy_files_free. */
+sy_err sy_files_new(const char *data_dir, struct sy_store *store, size_t max_bytes,
+                    size_t max_lines, sy_files **out);
+void sy_files_free(sy_files *f);
+
+/* MHD thread, POST /v1/files: starts parsing the connection's multipart body. Never NULL
+ * unless out of memory; a bad Content-Type is remembered and reported by sy_api_files. */
+sy_upload *sy_upload_begin(sy_files *f, struct MHD_Connection *conn);
+/* MHD thread: the next piece of the body. Bounded memory; after an error, later pieces are
+ * dropped and the error is reported by sy_api_files. */
+void sy_upload_feed(sy_upload *u, const char *data, size_t len);
+/* Any thread; removes the temporary file unless it became a file. NULL is a no-op. */
+void sy_upload_free(sy_upload *u);
+
+/* The OpenAI file object of <id> (new reference). SY_ENOTFOUND when there is none. */
+sy_err sy_files_get(sy_files *f, const char *id, json_t **obj);
+/* Opens the content of <id> for reading: *fd (caller closes) and its length. */
+sy_err sy_files_open(sy_files *f, const char *id, int *fd, uint64_t *len);
+/* Makes a new file of <purpose> (e.g. "batch_output") from <len> bytes at <data>; *obj is its
+ * file object (new reference; may be NULL if not wanted). */
+sy_err sy_files_create(sy_files *f, const char *purpose, const char *filename,
+                       const void *data, size_t len, json_t **obj);
+/* The same from a finished file at <path> (moved into the store's directory; same file system
+ * as data_dir). Used for large outputs written incrementally. */
+sy_err sy_files_create_from_path(sy_files *f, const char *purpose, const char *filename,
+                                 const char *path, json_t **obj);
+/* A path under data_dir where a caller may write a temporary file for the function above. */
+sy_err sy_files_tmp_path(sy_files *f, char *buf, size_t n);
+
+#endif
