@@ -5,6 +5,7 @@
 #include "switchyard/server.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <stdio.h>
@@ -25,6 +26,8 @@
 #include "switchyard/store.h"
 #include "switchyard/workers.h"
 #include "switchyard/upstream.h"
+#include "switchyard/files.h"
+#include "switchyard/batch.h"
 
 struct sy_server {
     struct MHD_Daemon *mhd;
@@ -37,6 +40,9 @@ struct sy_server {
     sy_workers *workers; /* blocking work (store calls) off the MHD and curl threads */
     sy_metrics *metrics;
     sy_spend *spend;     /* every finished relayed request is recorded here (journal + store) */
+    sy_workers *api_workers; /* Files and Batches API handlers (store and disk calls) */
+    sy_files *files;
+    sy_batch *batch;     /* created once the listener is up (its workers call it) */
     char address[80];
     int64_t started_us;
     int inflight; /* atomic: relayed requests not yet completed */
@@ -47,11 +53,14 @@ struct sy_server {
 };
 
 typedef struct admin_job admin_job;
+typedef struct api_job api_job;
 
 typedef struct conn_ctx {
     sy_server *srv;
     sy_config *cfg; /* the snapshot this request was accepted under (a reference) */
     admin_job *admin;
+    api_job *api;        /* an offloaded Files/Batches API call, once started */
+    sy_upload *upload;   /* POST /v1/files: the body goes here instead of <body> */
     sy_buf body;
     bool too_big;
     bool handled;
@@ -514,6 +523,179 @@ static enum MHD_Result admin_resumed(struct MHD_Connection *conn, conn_ctx *ctx)
     return queue_buffer(conn, ctx, job->status, b, job->len, NULL, NULL, NULL);
 }
 
+/* Files and Batches API calls block on the store and the disk, so they run on api_workers
+ * with the connection suspended. The job gets copies of everything it reads from the request
+ * (headers, query arguments): MHD's connection data is not touched off the MHD thread. */
+struct api_job {
+    sy_server *srv;
+    struct MHD_Connection *conn;
+    sy_config *cfg; /* borrowed from the conn_ctx, which outlives the job */
+    char *method, *path;
+    sy_buf body;
+    sy_upload *upload; /* borrowed from the conn_ctx */
+    bool too_big;
+    json_t *headers; /* lower-case name -> value */
+    json_t *args;
+    sy_reply rep;
+    bool done; /* atomic */
+};
+
+static enum MHD_Result copy_value(void *cls, enum MHD_ValueKind kind, const char *key,
+                                  const char *value)
+{
+    (void)kind;
+    if (key == NULL)
+        return MHD_YES;
+    char name[128];
+    size_t n = strlen(key);
+    if (n >= sizeof(name))
+        return MHD_YES;
+    for (size_t i = 0; i <= n; i++)
+        name[i] = (char)tolower((unsigned char)key[i]);
+    json_t *o = cls;
+    if (json_object_get(o, name) == NULL)
+        json_object_set_new(o, name, json_string(value != NULL ? value : ""));
+    return MHD_YES;
+}
+
+static const char *job_value(json_t *o, const char *name)
+{
+    char low[128];
+    size_t n = strlen(name);
+    if (n >= sizeof(low))
+        return NULL;
+    for (size_t i = 0; i <= n; i++)
+        low[i] = (char)tolower((unsigned char)name[i]);
+    return json_string_value(json_object_get(o, low));
+}
+
+static const char *job_header(void *hctx, const char *name)
+{
+    return job_value(((api_job *)hctx)->headers, name);
+}
+
+static const char *job_arg(void *hctx, const char *name)
+{
+    return json_string_value(json_object_get(((api_job *)hctx)->args, name));
+}
+
+static void api_job_run(void *arg)
+{
+    api_job *job = arg;
+    sy_server *s = job->srv;
+    sy_api_in in = {
+        .cfg = job->cfg,
+        .method = job->method,
+        .path = job->path,
+        .body = job->body.data != NULL ? job->body.data : "",
+        .len = job->body.len,
+        .too_big = job->too_big,
+        .authorization = job_value(job->headers, "authorization"),
+        .get_header = job_header,
+        .hctx = job,
+        .get_arg = job_arg,
+        .store_kind = sy_store_kind_of(s->store) == SY_STORE_REDIS ? "redis" : "embedded",
+        .store_healthy = sy_store_healthy(s->store),
+        .spend = s->spend,
+        .metrics = s->metrics,
+        .files = s->files,
+        .batch = s->batch,
+        .upload = job->upload,
+        .batch_token = s->batch != NULL ? sy_batch_token(s->batch) : NULL,
+    };
+    sy_api_handle(&in, &job->rep);
+    struct MHD_Connection *conn = job->conn;
+    __atomic_store_n(&job->done, true, __ATOMIC_RELEASE);
+    MHD_resume_connection(conn);
+}
+
+static void api_job_free(api_job *job)
+{
+    if (job == NULL)
+        return;
+    free(job->method);
+    free(job->path);
+    sy_buf_cleanup(&job->body);
+    json_decref(job->headers);
+    json_decref(job->args);
+    free(job->rep.body);
+    if (job->rep.has_fd && job->rep.fd >= 0)
+        close(job->rep.fd);
+    free(job);
+}
+
+static enum MHD_Result offload(struct MHD_Connection *conn, conn_ctx *ctx, const char *method,
+                               const char *url)
+{
+    sy_server *s = ctx->srv;
+    api_job *job = calloc(1, sizeof(*job));
+    if (job == NULL)
+        return queue_error(conn, ctx, SY_ENOMEM, NULL);
+    job->srv = s;
+    job->conn = conn;
+    job->cfg = ctx->cfg;
+    job->method = strdup(method);
+    job->path = strdup(url);
+    job->body = ctx->body; /* moved */
+    sy_buf_init(&ctx->body, 0);
+    job->too_big = ctx->too_big;
+    job->upload = ctx->upload;
+    job->headers = json_object();
+    job->args = json_object();
+    job->rep.fd = -1;
+    ctx->api = job;
+    if (job->method == NULL || job->path == NULL || job->headers == NULL || job->args == NULL)
+        return queue_error(conn, ctx, SY_ENOMEM, NULL);
+    MHD_get_connection_values(conn, MHD_HEADER_KIND, copy_value, job->headers);
+    MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, copy_value, job->args);
+    MHD_suspend_connection(conn);
+    sy_err rc = sy_workers_submit(s->api_workers, api_job_run, job);
+    if (rc != SY_OK) {
+        MHD_resume_connection(conn);
+        ctx->api = NULL;
+        api_job_free(job);
+        return queue_error(conn, ctx, rc == SY_ELIMIT ? SY_ELIMIT : SY_ESHUTDOWN,
+                           "too many Files/Batches API calls in progress; retry shortly");
+    }
+    return MHD_YES;
+}
+
+static enum MHD_Result api_resumed(struct MHD_Connection *conn, conn_ctx *ctx)
+{
+    api_job *job = ctx->api;
+    if (!__atomic_load_n(&job->done, __ATOMIC_ACQUIRE)) {
+        MHD_suspend_connection(conn); /* woken before the job answered */
+        return MHD_YES;
+    }
+    if (ctx->handled && job->rep.status == -1)
+        return MHD_YES; /* queued already */
+    sy_reply *rep = &job->rep;
+    snprintf(ctx->model, sizeof(ctx->model), "%s", rep->model);
+    enum MHD_Result ret;
+    if (rep->has_fd) {
+        struct MHD_Response *r = MHD_create_response_from_fd64(rep->fd_len, rep->fd);
+        if (r == NULL)
+            return queue_error(conn, ctx, SY_ENOMEM, NULL);
+        rep->fd = -1; /* the response closes it */
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
+                                rep->content_type != NULL ? rep->content_type
+                                                          : "application/octet-stream");
+        ctx->status = rep->status;
+        ctx->bytes = rep->fd_len;
+        ret = MHD_queue_response(conn, (unsigned)rep->status, r);
+        MHD_destroy_response(r);
+    } else if (rep->body == NULL) {
+        ret = queue_error(conn, ctx, SY_ENOMEM, NULL);
+    } else {
+        char *b = rep->body;
+        rep->body = NULL;
+        ret = queue_typed(conn, ctx, rep->status, b, rep->len, NULL, rep->allow,
+                          rep->retry_after, rep->content_type);
+    }
+    rep->status = -1;
+    return ret;
+}
+
 static const char *get_header(void *hctx, const char *name)
 {
     return MHD_lookup_connection_value(hctx, MHD_HEADER_KIND, name);
@@ -544,15 +726,32 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         snprintf(ctx->path, sizeof(ctx->path), "%s", url);
         sy_buf_init(&ctx->body, ctx->cfg->max_body_bytes);
         *con_cls = ctx;
+        /* POST /v1/files streams its multipart body to disk: its cap is the file size cap
+         * plus room for the multipart framing and the other form fields */
+        size_t cap = ctx->cfg->max_body_bytes;
+        if (strcmp(method, "POST") == 0 && strcmp(url, "/v1/files") == 0 && s->files != NULL) {
+            cap = ctx->cfg->file_max_bytes + 65536;
+            ctx->upload = sy_upload_begin(s->files, conn);
+            if (ctx->upload == NULL) {
+                ctx->handled = true;
+                return queue_error(conn, ctx, SY_ENOMEM, NULL);
+            }
+        }
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                      MHD_HTTP_HEADER_CONTENT_LENGTH);
-        if (cl != NULL && strtoull(cl, NULL, 10) > ctx->cfg->max_body_bytes) {
+        if (cl != NULL && strtoull(cl, NULL, 10) > cap) {
             char msg[160];
             snprintf(msg, sizeof(msg), "Request body is larger than the limit of %zu bytes.",
-                     ctx->cfg->max_body_bytes);
+                     ctx->upload != NULL ? ctx->cfg->file_max_bytes : cap);
             ctx->handled = true;
             return queue_error(conn, ctx, SY_ETOOBIG, msg);
         }
+        return MHD_YES;
+    }
+    if (*upload_data_size > 0 && ctx->upload != NULL) {
+        if (!ctx->handled)
+            sy_upload_feed(ctx->upload, upload_data, *upload_data_size);
+        *upload_data_size = 0;
         return MHD_YES;
     }
     if (*upload_data_size > 0) {
@@ -568,11 +767,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return on_resumed(conn, ctx);
     if (ctx->admin != NULL)
         return admin_resumed(conn, ctx);
+    if (ctx->api != NULL)
+        return api_resumed(conn, ctx);
     if (ctx->handled)
         return MHD_YES;
     ctx->handled = true;
     if (strcmp(url, "/admin/reload") == 0)
         return admin_reload(conn, ctx, method);
+    if (sy_api_offloaded(url))
+        return offload(conn, ctx, method, url);
 
     bool closing;
     pthread_mutex_lock(&s->relay_mu);
@@ -725,6 +928,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         sy_request_unref(req);
     }
     sy_buf_cleanup(&ctx->body);
+    api_job_free(ctx->api);
+    sy_upload_free(ctx->upload);
     sy_config_unref(ctx->cfg);
     free(ctx->admin);
     free(ctx);
@@ -797,6 +1002,16 @@ sy_err sy_server_start(sy_config *cfg, const char *listen, sy_server **out, char
         snprintf(err, errlen, "cannot start worker threads");
         goto fail;
     }
+    if ((rc = sy_workers_new(2, 1024, &s->api_workers)) != SY_OK) {
+        snprintf(err, errlen, "cannot start worker threads");
+        goto fail;
+    }
+    if ((rc = sy_files_new(cfg->data_dir, s->store, cfg->file_max_bytes, cfg->batch_max_lines,
+                           &s->files)) != SY_OK) {
+        snprintf(err, errlen, "cannot use data_dir '%s' for files (not writable?)",
+                 cfg->data_dir ? cfg->data_dir : "?");
+        goto fail;
+    }
     if ((rc = sy_metrics_new(&s->metrics)) != SY_OK) {
         snprintf(err, errlen, "cannot create the metrics registry");
         goto fail;
@@ -843,6 +1058,20 @@ sy_err sy_server_start(sy_config *cfg, const char *listen, sy_server **out, char
         snprintf(s->address, sizeof(s->address), "[%s]:%d", host, bound);
     else
         snprintf(s->address, sizeof(s->address), "%s:%d", host, bound);
+    char self[128];
+    /* batch workers call this listener; a wildcard address is reached on loopback */
+    const char *h = host;
+    if (strcmp(h, "0.0.0.0") == 0 || h[0] == '\0')
+        h = "127.0.0.1";
+    else if (strcmp(h, "::") == 0)
+        h = "::1";
+    snprintf(self, sizeof(self), strchr(h, ':') != NULL ? "http://[%s]:%d" : "http://%s:%d", h,
+             bound);
+    if ((rc = sy_batch_new(cfg, s->store, s->files, s->metrics, self, &s->batch)) != SY_OK) {
+        snprintf(err, errlen, "cannot start the batch workers");
+        MHD_stop_daemon(s->mhd);
+        goto fail;
+    }
     free(host);
     *out = s;
     return SY_OK;
@@ -851,6 +1080,8 @@ fail:
     sy_upstream_stop(s->up);
     sy_bridge_free(s->bridge);
     sy_workers_free(s->workers);
+    sy_workers_free(s->api_workers);
+    sy_files_free(s->files);
     sy_spend_free(s->spend);
     sy_metrics_free(s->metrics);
     sy_store_free(s->store);
@@ -874,6 +1105,10 @@ void sy_server_stop(sy_server *s, long grace_ms)
 {
     if (s == NULL)
         return;
+    /* Batch workers first: they send their lines to this listener. Lines they do not finish
+     * stay unacknowledged in the queue and are reclaimed (here after a restart, or by another
+     * instance). */
+    sy_batch_stop(s->batch);
     /* Stop accepting; existing connections go on. */
     MHD_socket lfd = MHD_quiesce_daemon(s->mhd);
     if (lfd != MHD_INVALID_SOCKET)
@@ -899,7 +1134,10 @@ void sy_server_stop(sy_server *s, long grace_ms)
     /* Queued jobs run to the end (cache lookups answer their suspended clients, cache writes
      * land) while the daemon can still resume connections. */
     sy_workers_free(s->workers);
+    sy_workers_free(s->api_workers);
     MHD_stop_daemon(s->mhd);
+    sy_batch_free(s->batch);
+    sy_files_free(s->files);
     sy_bridge_free(s->bridge);
     sy_spend_free(s->spend); /* flushes the journal and the store */
     sy_metrics_free(s->metrics);
