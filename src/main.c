@@ -110,6 +110,17 @@ static int cmd_serve(const char *path, const char *listen)
     fflush(stdout);
     sy_log(SY_LOG_INFO, NULL, "switchyard %s serving %zu deployments on %s", SY_VERSION,
            cfg->ndeployments, sy_server_address(srv));
+    /* A relayed request holds two descriptors (client and upstream): say so at start-up
+     * rather than failing accept() or connect() under load. 64 for files, logs, the store. */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+        (uint64_t)cfg->conn_limit * 2 + 64 > (uint64_t)rl.rlim_cur)
+        sy_log(SY_LOG_WARN, NULL,
+               "server.conn_limit %u needs about %llu file descriptors but the limit is %llu: "
+               "connections beyond about %llu will fail (raise `ulimit -n` or lower conn_limit)",
+               cfg->conn_limit, (unsigned long long)cfg->conn_limit * 2 + 64,
+               (unsigned long long)rl.rlim_cur,
+               (unsigned long long)(rl.rlim_cur > 64 ? (rl.rlim_cur - 64) / 2 : 0));
     for (;;) {
         if (sigwait(&set, &sig) != 0)
             continue;
