@@ -822,6 +822,23 @@ sy_err sy_store_hgetall(sy_store *s, const char *key, sy_store_kvs *out)
     return done(s, s->vt->hgetall(s, key, out));
 }
 
+sy_err sy_store_hset(sy_store *s, const char *key, const char *field, const void *value,
+                     size_t len, unsigned flags, bool *stored)
+{
+    CHECK(check_str(key, SY_STORE_KEY_MAX));
+    CHECK(check_str(field, SY_STORE_FIELD_MAX));
+    CHECK(check_value(s, value, len));
+    REQUIRE(flags == 0 || flags == SY_STORE_NX);
+    return done(s, s->vt->hset(s, key, field, value, len, flags, stored));
+}
+
+sy_err sy_store_hdel(sy_store *s, const char *key, const char *field, bool *existed)
+{
+    CHECK(check_str(key, SY_STORE_KEY_MAX));
+    CHECK(check_str(field, SY_STORE_FIELD_MAX));
+    return done(s, s->vt->hdel(s, key, field, existed));
+}
+
 #define GCRA_MAX_US (INT64_C(1) << 52) /* exact in Lua's doubles */
 
 sy_err sy_store_gcra(sy_store *s, const char *key, const sy_store_gcra_req *req,

@@ -24,6 +24,9 @@ typedef struct sy_store_vt {
     sy_err (*hincrby_many)(sy_store *s, sy_store_incr *ops, size_t n, const char *once_key,
                            int64_t once_ttl_ms, bool *applied);
     sy_err (*hgetall)(sy_store *s, const char *key, sy_store_kvs *out);
+    sy_err (*hset)(sy_store *s, const char *key, const char *field, const void *value,
+                   size_t len, unsigned flags, bool *stored);
+    sy_err (*hdel)(sy_store *s, const char *key, const char *field, bool *existed);
     sy_err (*gcra)(sy_store *s, const char *key, const sy_store_gcra_req *req,
                    sy_store_gcra_res *res);
     sy_err (*cas)(sy_store *s, const char *key, const sy_store_cas_req *req, bool *swapped,

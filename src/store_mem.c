@@ -8,6 +8,7 @@
  * group, a pending-entries list ordered by id. */
 #include "switchyard/store.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -114,6 +115,8 @@ typedef enum otype { T_STR, T_HASH, T_STREAM } otype;
 typedef struct hfield {
     node n;
     int64_t v;
+    char *sv; /* non-NULL: a string field (sy_store_hset), <svlen> bytes plus a NUL */
+    size_t svlen;
     char name[];
 } hfield;
 
@@ -296,6 +299,7 @@ static void obj_free_value(obj *o)
             node *x = o->u.h.b[i];
             while (x) {
                 node *next = x->next;
+                sy_store__free(((hfield *)x)->sv);
                 sy_store__free(x);
                 x = next;
             }
@@ -568,6 +572,8 @@ typedef struct undo {
     int64_t old_v;
     bool expire_set; /* restore old_expire */
     int64_t old_expire;
+    char *old_sv; /* a string field this op turned into a counter: restore (or free on success) */
+    size_t old_svlen;
 } undo;
 
 static void undo_all(mstore *m, undo *u, size_t n)
@@ -578,6 +584,12 @@ static void undo_all(mstore *m, undo *u, size_t n)
             set_expire(m, x->owner, x->old_expire);
         if (x->field != NULL)
             x->field->v = x->old_v;
+        if (x->old_sv != NULL) {
+            x->field->sv = x->old_sv;
+            x->field->svlen = x->old_svlen;
+            charge(m, x->owner, x->old_svlen);
+            x->old_sv = NULL;
+        }
         if (x->created_field != NULL && !x->created_obj) {
             dict_remove(&x->owner->u.h, &x->created_field->n);
             refund(m, x->owner, FIELD_OVERHEAD + x->created_field->n.klen);
@@ -586,6 +598,21 @@ static void undo_all(mstore *m, undo *u, size_t n)
         if (x->created_obj)
             obj_delete(m, x->owner);
     }
+}
+
+/* A whole decimal int64 as Redis accepts it for HINCRBY ("-12", no spaces, no "+"). */
+static bool parse_i64(const char *p, size_t n, int64_t *out)
+{
+    char *end;
+    if (n == 0 || n > 20 || p[0] == ' ' || p[0] == '+' || (p[0] == '0' && n > 1) ||
+        (p[0] == '-' && (n == 1 || p[1] == '0')))
+        return false;
+    errno = 0;
+    long long v = strtoll(p, &end, 10);
+    if (errno != 0 || end != p + n)
+        return false;
+    *out = v;
+    return true;
 }
 
 static sy_err hash_field(mstore *m, obj *o, const char *f, hfield **out, bool *created)
@@ -679,13 +706,27 @@ static sy_err mem_hincrby_many(sy_store *s, sy_store_incr *ops, size_t n, const 
             goto fail;
         if (created)
             x->created_field = f;
+        x->field = f;
+        x->old_v = f->v;
+        if (f->sv != NULL) {
+            /* a string field holding a decimal integer counts on from it, as in Redis */
+            int64_t v;
+            if (!parse_i64(f->sv, f->svlen, &v)) {
+                rc = SY_EINVAL;
+                goto fail;
+            }
+            x->old_sv = f->sv;
+            x->old_svlen = f->svlen;
+            refund(m, o, f->svlen);
+            f->sv = NULL;
+            f->svlen = 0;
+            f->v = v;
+        }
         if ((op->by > 0 && f->v > INT64_MAX - op->by) ||
             (op->by < 0 && f->v < INT64_MIN - op->by)) {
             rc = SY_EINVAL;
             goto fail;
         }
-        x->field = f;
-        x->old_v = f->v;
         f->v += op->by;
         res[done_n] = f->v;
         if (op->ttl_ms > 0) {
@@ -702,8 +743,10 @@ static sy_err mem_hincrby_many(sy_store *s, sy_store_incr *ops, size_t n, const 
         set_expire(m, once, now + once_ttl_ms);
         once = NULL;
     }
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         ops[i].result = res[i];
+        sy_store__free(u[i].old_sv);
+    }
     if (applied != NULL)
         *applied = true;
     rc = SY_OK;
@@ -755,14 +798,20 @@ static sy_err mem_hgetall(sy_store *s, const char *key, sy_store_kvs *out)
     }
     for (size_t i = 0; i < o->u.h.nb && rc == SY_OK; i++) {
         for (node *x = o->u.h.b[i]; x != NULL && rc == SY_OK; x = x->next) {
+            const hfield *hf = (const hfield *)x;
             char num[24];
-            int len = snprintf(num, sizeof(num), "%" PRId64, ((hfield *)x)->v);
-            total += x->klen + (size_t)len;
+            const char *val = hf->sv;
+            size_t len = hf->svlen;
+            if (val == NULL) {
+                len = (size_t)snprintf(num, sizeof(num), "%" PRId64, hf->v);
+                val = num;
+            }
+            total += x->klen + len;
             if (total > cap) {
                 rc = SY_ETOOBIG;
                 break;
             }
-            rc = kv_set(&k.items[k.n++], x->key, x->klen, num, (size_t)len);
+            rc = kv_set(&k.items[k.n++], x->key, x->klen, val, len);
         }
     }
 done:
@@ -773,6 +822,107 @@ done:
     } else {
         sy_store_kvs_cleanup(&k);
     }
+    return rc;
+}
+
+static sy_err mem_hset(sy_store *s, const char *key, const char *field, const void *value,
+                       size_t len, unsigned flags, bool *stored)
+{
+    mstore *m = M(s);
+    size_t klen = strlen(key), flen = strlen(field);
+    char *copy = sy_store__memdup0(value != NULL ? value : "", len);
+    obj *fresh = NULL;
+    bool did = false;
+    sy_err rc = SY_ENOMEM;
+
+    if (copy == NULL)
+        return SY_ENOMEM;
+    int64_t now = lock(m);
+    obj *o = lookup(m, key, now);
+    if (o != NULL && o->type != T_HASH) {
+        rc = SY_EINVAL;
+        goto out;
+    }
+    hfield *f = o != NULL ? (hfield *)dict_find(&o->u.h, field, flen, hash_bytes(field, flen))
+                          : NULL;
+    if (f != NULL && (flags & SY_STORE_NX)) {
+        rc = SY_OK;
+        goto out;
+    }
+    size_t need = len + (f != NULL ? 0 : FIELD_OVERHEAD + flen) +
+                  (o != NULL ? 0 : OBJ_OVERHEAD + klen);
+    size_t old = f != NULL && f->sv != NULL ? f->svlen : 0;
+    if (need > old && !make_room(m, need - old, o))
+        goto out;
+    if (o == NULL) {
+        fresh = obj_new(key, klen, hash_bytes(key, klen), T_HASH);
+        if (fresh == NULL || !dict_reserve(&m->keys))
+            goto out;
+        obj_insert(m, fresh);
+        o = fresh;
+    }
+    if (f == NULL) {
+        bool created;
+        if (hash_field(m, o, field, &f, &created) != SY_OK) {
+            if (o == fresh) {
+                obj_delete(m, fresh);
+                fresh = NULL;
+            }
+            goto out;
+        }
+    }
+    fresh = NULL; /* inserted */
+    if (f->sv != NULL) {
+        refund(m, o, f->svlen);
+        sy_store__free(f->sv);
+    }
+    f->sv = copy;
+    f->svlen = len;
+    f->v = 0;
+    copy = NULL;
+    charge(m, o, len);
+    touch(m, o);
+    did = true;
+    rc = SY_OK;
+out:
+    unlock(m);
+    if (fresh != NULL)
+        sy_store__free(fresh); /* never inserted */
+    sy_store__free(copy);
+    if (rc == SY_OK && stored != NULL)
+        *stored = did;
+    return rc;
+}
+
+static sy_err mem_hdel(sy_store *s, const char *key, const char *field, bool *existed)
+{
+    mstore *m = M(s);
+    size_t flen = strlen(field);
+    int64_t now = lock(m);
+    obj *o = lookup(m, key, now);
+    hfield *f = NULL;
+    sy_err rc = SY_OK;
+
+    if (o != NULL && o->type != T_HASH) {
+        rc = SY_EINVAL;
+        goto out;
+    }
+    if (o != NULL)
+        f = (hfield *)dict_find(&o->u.h, field, flen, hash_bytes(field, flen));
+    if (f != NULL) {
+        dict_remove(&o->u.h, &f->n);
+        refund(m, o, FIELD_OVERHEAD + flen + (f->sv != NULL ? f->svlen : 0));
+        sy_store__free(f->sv);
+        sy_store__free(f);
+        if (o->u.h.n == 0)
+            obj_delete(m, o); /* as in Redis, a hash without fields does not exist */
+        else
+            touch(m, o);
+    }
+out:
+    unlock(m);
+    if (rc == SY_OK && existed != NULL)
+        *existed = f != NULL;
     return rc;
 }
 
@@ -1500,6 +1650,8 @@ static const sy_store_vt mem_vt = {
     .ttl = mem_ttl,
     .hincrby_many = mem_hincrby_many,
     .hgetall = mem_hgetall,
+    .hset = mem_hset,
+    .hdel = mem_hdel,
     .gcra = mem_gcra,
     .cas = mem_cas,
     .xadd = mem_xadd,

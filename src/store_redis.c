@@ -1058,6 +1058,39 @@ static sy_err r_hgetall(sy_store *s, const char *key, sy_store_kvs *out)
     return rc;
 }
 
+static sy_err r_hset(sy_store *s, const char *key, const char *field, const void *value,
+                     size_t len, unsigned flags, bool *stored)
+{
+    rstore *r = R(s);
+    char k[FULLKEY_MAX];
+    const char *cmd = flags == SY_STORE_NX ? "HSETNX" : "HSET";
+    const char *argv[4] = {cmd, k, field, value != NULL ? value : ""};
+    size_t lens[4] = {strlen(cmd), full_key(r, key, k), strlen(field), len};
+    redisReply *rep = NULL;
+    sy_err rc = run1(r, 0, 4, argv, lens, &rep);
+
+    if (rc != SY_OK)
+        return rc;
+    if (rep->type == REDIS_REPLY_INTEGER) {
+        /* HSETNX: 1 = set; HSET: 1 = new field, 0 = updated (written either way) */
+        if (stored != NULL)
+            *stored = flags == SY_STORE_NX ? rep->integer == 1 : true;
+    } else {
+        rc = rep->type == REDIS_REPLY_ERROR ? map_error(rep) : SY_EINTERNAL;
+    }
+    freeReplyObject(rep);
+    return rc;
+}
+
+static sy_err r_hdel(sy_store *s, const char *key, const char *field, bool *existed)
+{
+    int64_t n = 0;
+    sy_err rc = key_int(R(s), "HDEL", key, field, &n);
+    if (rc == SY_OK && existed != NULL)
+        *existed = n > 0;
+    return rc;
+}
+
 /* ---- streams -------------------------------------------------------------------------------- */
 
 static sy_err r_xadd(sy_store *s, const char *stream, const sy_store_field *fields, size_t n,
@@ -1430,6 +1463,8 @@ static const sy_store_vt redis_vt = {
     .ttl = r_ttl,
     .hincrby_many = r_hincrby_many,
     .hgetall = r_hgetall,
+    .hset = r_hset,
+    .hdel = r_hdel,
     .gcra = r_gcra,
     .cas = r_cas,
     .xadd = r_xadd,

@@ -238,6 +238,20 @@ typedef struct sy_store_kvs {
 void sy_store_kvs_init(sy_store_kvs *k);
 void sy_store_kvs_cleanup(sy_store_kvs *k);
 
+/* ---- hashes of strings ---------------------------------------------------------------------- */
+
+/* Sets string field <field> of hash <key> (created when missing) to <len> bytes at <value>
+ * (binary-safe, <= max_value_bytes). <flags>: 0 or SY_STORE_NX (only when the field is absent:
+ * HSETNX). *stored (may be NULL) says whether it was written. A hash's TTL is kept. Fields set
+ * here and counters of sy_store_hincrby may share a hash: an increment of a field set here works
+ * when its value is a decimal int64 (as in Redis), else SY_EINVAL. SY_EINVAL when <key> holds
+ * another type. */
+sy_err sy_store_hset(sy_store *s, const char *key, const char *field, const void *value,
+                     size_t len, unsigned flags, bool *stored);
+/* Removes <field> of hash <key>; the hash goes away with its last field. *existed (may be NULL)
+ * says whether there was such a field. A missing key is SY_OK with *existed false. */
+sy_err sy_store_hdel(sy_store *s, const char *key, const char *field, bool *existed);
+
 /* All fields of hash <key> into <out> (initialised by the caller; replaced). A missing key is an
  * empty result (SY_OK, n = 0). Order is unspecified. SY_ETOOBIG when the fields and values total
  * more than max_value_bytes * 16. */

@@ -350,6 +350,104 @@ static void test_hincrby(void **state)
     sy_store_kvs_cleanup(&kv);
 }
 
+static const sy_store_kv *kv_find(const sy_store_kvs *k, const char *name)
+{
+    for (size_t i = 0; i < k->n; i++)
+        if (strcmp(k->items[i].name, name) == 0)
+            return &k->items[i];
+    return NULL;
+}
+
+static void test_hset_hdel(void **state)
+{
+    sy_store *s = *state;
+    sy_store_kvs kv;
+    bool stored = false, existed = true;
+    int64_t r = 0, ttl = 0;
+    const char bin[5] = {'a', '\0', 'b', '\n', (char)0xff};
+    sy_store_stats st0, st1;
+
+    sy_store_kvs_init(&kv);
+    sy_store_stats_get(s, &st0);
+    /* a new field, an overwrite, NX on a present and an absent field */
+    assert_int_equal(sy_store_hset(s, "{t}:idx", "file-a", "100", 3, 0, &stored), SY_OK);
+    assert_true(stored);
+    assert_int_equal(sy_store_hset(s, "{t}:idx", "file-a", "200", 3, 0, &stored), SY_OK);
+    assert_true(stored);
+    assert_int_equal(sy_store_hset(s, "{t}:idx", "file-a", "300", 3, SY_STORE_NX, &stored),
+                     SY_OK);
+    assert_false(stored);
+    assert_int_equal(sy_store_hset(s, "{t}:idx", "file-b", bin, sizeof(bin), SY_STORE_NX,
+                                   &stored),
+                     SY_OK);
+    assert_true(stored);
+    assert_int_equal(sy_store_hset(s, "{t}:idx", "empty", "", 0, 0, NULL), SY_OK);
+    assert_int_equal(sy_store_hgetall(s, "{t}:idx", &kv), SY_OK);
+    assert_int_equal(kv.n, 3);
+    const sy_store_kv *a = kv_find(&kv, "file-a"), *b = kv_find(&kv, "file-b");
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_string_equal(a->value, "200");
+    assert_int_equal(b->value_len, sizeof(bin));
+    assert_memory_equal(b->value, bin, sizeof(bin));
+    assert_int_equal(kv_find(&kv, "empty")->value_len, 0);
+
+    /* counters and strings share a hash; a decimal string counts on, others do not */
+    assert_int_equal(sy_store_hincrby(s, "{t}:idx", "file-a", 5, &r), SY_OK);
+    assert_int_equal(r, 205);
+    assert_int_equal(sy_store_hincrby(s, "{t}:idx", "file-b", 1, &r), SY_EINVAL);
+    assert_int_equal(sy_store_hincrby(s, "{t}:idx", "n", 7, &r), SY_OK);
+    assert_int_equal(sy_store_hset(s, "{t}:idx", "n", "x", 1, 0, NULL), SY_OK);
+    assert_int_equal(sy_store_hgetall(s, "{t}:idx", &kv), SY_OK);
+    assert_int_equal(kv.n, 4);
+    assert_string_equal(kv_find(&kv, "file-a")->value, "205");
+    assert_string_equal(kv_find(&kv, "n")->value, "x");
+    assert_memory_equal(kv_find(&kv, "file-b")->value, bin, sizeof(bin));
+
+    /* hdel: present, absent field, absent key; the last field takes the hash with it */
+    assert_int_equal(sy_store_hdel(s, "{t}:idx", "file-a", &existed), SY_OK);
+    assert_true(existed);
+    assert_int_equal(sy_store_hdel(s, "{t}:idx", "file-a", &existed), SY_OK);
+    assert_false(existed);
+    existed = true;
+    assert_int_equal(sy_store_hdel(s, "{t}:nokey", "f", &existed), SY_OK);
+    assert_false(existed);
+    assert_int_equal(sy_store_hdel(s, "{t}:idx", "file-b", NULL), SY_OK);
+    assert_int_equal(sy_store_hdel(s, "{t}:idx", "n", NULL), SY_OK);
+    assert_int_equal(sy_store_hdel(s, "{t}:idx", "empty", NULL), SY_OK);
+    assert_int_equal(sy_store_exists(s, "{t}:idx", &existed), SY_OK);
+    assert_false(existed);
+    assert_int_equal(sy_store_hgetall(s, "{t}:idx", &kv), SY_OK);
+    assert_int_equal(kv.n, 0);
+    sy_store_stats_get(s, &st1);
+    assert_int_equal(st1.bytes, st0.bytes); /* embedded: every byte charged was refunded */
+
+    /* a TTL on the hash survives hset; the hash expires with its fields */
+    assert_int_equal(sy_store_hset(s, "{t}:tt", "f", "v", 1, 0, NULL), SY_OK);
+    assert_int_equal(sy_store_expire(s, "{t}:tt", 300, NULL), SY_OK);
+    assert_int_equal(sy_store_hset(s, "{t}:tt", "g", "w", 1, 0, NULL), SY_OK);
+    assert_int_equal(sy_store_ttl(s, "{t}:tt", &ttl), SY_OK);
+    assert_true(ttl > 0 && ttl <= 300);
+    g_env.pass(400);
+    assert_int_equal(sy_store_hgetall(s, "{t}:tt", &kv), SY_OK);
+    assert_int_equal(kv.n, 0);
+
+    /* wrong type, bad arguments, caps */
+    assert_int_equal(sy_store_set(s, "{t}:str", "v", 1, 0, 0, NULL), SY_OK);
+    assert_int_equal(sy_store_hset(s, "{t}:str", "f", "v", 1, 0, NULL), SY_EINVAL);
+    assert_int_equal(sy_store_hdel(s, "{t}:str", "f", NULL), SY_EINVAL);
+    assert_int_equal(sy_store_hset(s, "{t}:h", "", "v", 1, 0, NULL), SY_EINVAL);
+    assert_int_equal(sy_store_hset(s, "", "f", "v", 1, 0, NULL), SY_EINVAL);
+    assert_int_equal(sy_store_hset(s, "{t}:h", "f", NULL, 1, 0, NULL), SY_EINVAL);
+    assert_int_equal(sy_store_hset(s, "{t}:h", "f", "v", 1, SY_STORE_XX, NULL), SY_EINVAL);
+    assert_int_equal(sy_store_hdel(s, "{t}:h", "", NULL), SY_EINVAL);
+    char big_field[SY_STORE_FIELD_MAX + 2];
+    memset(big_field, 'f', sizeof(big_field) - 1);
+    big_field[sizeof(big_field) - 1] = '\0';
+    assert_int_equal(sy_store_hset(s, "{t}:h", big_field, "v", 1, 0, NULL), SY_ETOOBIG);
+    sy_store_kvs_cleanup(&kv);
+}
+
 static void test_hincrby_many(void **state)
 {
     sy_store *s = *state;
@@ -895,6 +993,18 @@ static void test_alloc_failures(void **state)
     ALLOC_LOOP(sy_store_xack(s, "{t}:q", "g", ids, 2, true, &acked));
     assert_int_equal(acked, 2);
 
+    bool st = false;
+    ALLOC_LOOP(sy_store_hset(s, "{t}:hs", "file-x", "123", 3, 0, &st));
+    assert_true(st);
+    ALLOC_LOOP(sy_store_hset(s, "{t}:hs", "file-y", "4", 1, SY_STORE_NX, &st));
+    assert_true(st);
+    ALLOC_LOOP(sy_store_hincrby(s, "{t}:hs", "file-x", 1, NULL));
+    ALLOC_LOOP(sy_store_hgetall(s, "{t}:hs", &kv));
+    assert_int_equal(kv.n, 2);
+    assert_int_equal(hash_field_value(&kv, "file-x"), 124);
+    ALLOC_LOOP(sy_store_hdel(s, "{t}:hs", "file-x", &st));
+    assert_true(st);
+
     sy_store_gcra_req g = {.rate = 10, .period_ms = 1000, .burst = 5, .cost = 0};
     sy_store_gcra_res gr;
     ALLOC_LOOP(sy_store_gcra(s, "{t}:g", &g, &gr));
@@ -971,6 +1081,7 @@ static void suite_bench(sy_store *s, const char *name)
 #define STORE_SUITE_TESTS                                                                          \
     SUITE_TEST(test_strings), SUITE_TEST(test_limits_and_arguments), SUITE_TEST(test_ttl),         \
         SUITE_TEST(test_wrong_type), SUITE_TEST(test_hincrby), SUITE_TEST(test_hincrby_many),      \
+        SUITE_TEST(test_hset_hdel),                                                                \
         SUITE_TEST(test_gcra), SUITE_TEST(test_cas), SUITE_TEST(test_stream_basics),               \
         SUITE_TEST(test_stream_autoclaim), SUITE_TEST(test_stream_blocking_read),                  \
         SUITE_TEST(test_concurrency), SUITE_TEST(test_alloc_failures)
