@@ -3,8 +3,12 @@
 #include "switchyard/affinity.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "switchyard/buf.h"
+#include "switchyard/store.h"
 
 #define SLOTS 65536u /* power of two */
 #define PROBES 8u
@@ -12,11 +16,12 @@
 typedef struct slot {
     uint64_t key;
     int64_t expires_us;
-    char name[96];
+    char name[SY_AFFINITY_NAME_MAX];
 } slot;
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static slot *table;
+static sy_affinity_publish_fn publisher; /* atomic */
 
 /* FNV-1a, 64 bits: not a security boundary (a collision only moves a conversation), and the
  * key stays in this process. */
@@ -97,6 +102,7 @@ int sy_affinity_get(uint64_t key, char *name, size_t n, int64_t now_us)
 
 void sy_affinity_put(uint64_t key, const char *name, int64_t ttl_us, int64_t now_us)
 {
+    bool publish = true;
     if (key == 0 || name == NULL || strlen(name) >= sizeof(table[0].name))
         return;
     pthread_mutex_lock(&mu);
@@ -113,11 +119,54 @@ void sy_affinity_put(uint64_t key, const char *name, int64_t ttl_us, int64_t now
             if (victim == NULL || s->expires_us < victim->expires_us)
                 victim = s;
         }
+        /* the store already holds this with more than half its TTL left: no write */
+        publish = !(victim->key == key && victim->expires_us - now_us > ttl_us / 2 &&
+                    strcmp(victim->name, name) == 0);
         victim->key = key;
         victim->expires_us = now_us + ttl_us;
         strcpy(victim->name, name);
     }
     pthread_mutex_unlock(&mu);
+    sy_affinity_publish_fn fn = __atomic_load_n(&publisher, __ATOMIC_ACQUIRE);
+    if (publish && fn != NULL)
+        fn(key, name, ttl_us);
+}
+
+void sy_affinity_set_publisher(sy_affinity_publish_fn fn)
+{
+    __atomic_store_n(&publisher, fn, __ATOMIC_RELEASE);
+}
+
+void sy_affinity_store_key(uint64_t key, char *buf, size_t n)
+{
+    snprintf(buf, n, "{a:%016llx}", (unsigned long long)key);
+}
+
+sy_err sy_affinity_store_put(sy_store *s, uint64_t key, const char *name, int64_t ttl_us)
+{
+    char k[32];
+    int64_t ttl_ms = ttl_us / 1000;
+    sy_affinity_store_key(key, k, sizeof(k));
+    return sy_store_set(s, k, name, strlen(name), ttl_ms > 0 ? ttl_ms : 1, 0, NULL);
+}
+
+int sy_affinity_store_get(sy_store *s, uint64_t key, char *name, size_t n)
+{
+    char k[32];
+    sy_buf b;
+    int found = 0;
+    if (key == 0 || n == 0)
+        return 0;
+    sy_affinity_store_key(key, k, sizeof(k));
+    sy_buf_init(&b, SY_AFFINITY_NAME_MAX - 1);
+    if (sy_store_get(s, k, &b) == SY_OK && b.len > 0 && b.len < n &&
+        memchr(b.data, '\0', b.len) == NULL) {
+        memcpy(name, b.data, b.len);
+        name[b.len] = '\0';
+        found = 1;
+    }
+    sy_buf_cleanup(&b);
+    return found;
 }
 
 void sy_affinity_reset(void)

@@ -231,6 +231,10 @@ static const field upstream_fields[] = {
     {.key = "breaker_cooldown_ms", .type = FT_INT, .itype = FI_LONG,
      .off = offsetof(sy_config, breaker_cooldown_ms), .def_int = 10000, .min = 1,
      .max = 3600000, .doc = "how long an open breaker skips the deployment before one probe"},
+    {.key = "breaker_sync_ms", .type = FT_INT, .itype = FI_LONG,
+     .off = offsetof(sy_config, breaker_sync_ms), .def_int = 250, .min = 10, .max = 60000,
+     .doc = "with Redis: how often this instance reads the circuit breakers other instances "
+            "opened or closed (a local change is published at once); read at start"},
     {.key = "max_response_bytes", .type = FT_INT, .itype = FI_SIZE,
      .off = offsetof(sy_config, max_response_bytes), .def_int = 67108864, .min = 1024,
      .max = 1073741824, .doc = "cap on a buffered (non-stream) upstream response body"},

@@ -226,6 +226,7 @@ sy_err sy_router_pick(const sy_config *cfg, const char *model, const json_t *bod
         char name[128];
         out->affinity_key = sy_affinity_key(rc->tenant, body);
         if (sy_affinity_get(out->affinity_key, name, sizeof(name), sy_now_us())) {
+            out->affinity_local = true;
             for (size_t i = 1; i < out->ntargets && i < affinity_limit; i++) {
                 if (strcmp(out->targets[i]->name, name) == 0) {
                     const sy_deployment *d = out->targets[i];
@@ -237,6 +238,36 @@ sy_err sy_router_pick(const sy_config *cfg, const char *model, const json_t *bod
             out->affinity_hit = strcmp(out->targets[0]->name, name) == 0;
         }
     }
+    const sy_deployment *eligible[SY_ROUTER_MAX_TARGETS];
+    size_t neligible = out->ntargets < affinity_limit ? out->ntargets : affinity_limit;
+    memcpy(eligible, out->targets, neligible * sizeof(eligible[0]));
     bool held = partition_available(out);
+    /* the partition reordered the targets: find the eligible ones again */
+    for (size_t i = 0; i < out->ntargets; i++)
+        for (size_t k = 0; k < neligible; k++)
+            if (out->targets[i] == eligible[k])
+                out->affinity_ok |= 1u << i;
     return out->navailable > 0 || !held ? SY_OK : SY_EUNAVAIL;
+}
+
+bool sy_router_prefer(sy_pick *p, const char *name)
+{
+    int64_t now = sy_now_us();
+    for (size_t i = 0; i < p->navailable; i++) {
+        const sy_deployment *d = p->targets[i];
+        if (strcmp(d->name, name) != 0)
+            continue;
+        if (!(p->affinity_ok & (1u << i)) || d->disabled ||
+            !sy_health_available(d->health, d->max_inflight, now))
+            return false;
+        /* keep the eligibility bits with their targets while rotating d to the front */
+        uint32_t bits = p->affinity_ok;
+        uint32_t low = bits & ((1u << i) - 1), rest = bits & ~((2u << i) - 1);
+        memmove(p->targets + 1, p->targets, i * sizeof(p->targets[0]));
+        p->targets[0] = d;
+        p->affinity_ok = rest | (low << 1) | 1u;
+        p->affinity_hit = true;
+        return true;
+    }
+    return false;
 }

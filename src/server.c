@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "switchyard/affinity.h"
 #include "switchyard/api.h"
 #include "switchyard/bridge.h"
 #include "switchyard/cache.h"
@@ -22,6 +23,8 @@
 #include "switchyard/json_util.h"
 #include "switchyard/routes.h"
 #include "switchyard/metrics.h"
+#include "switchyard/router.h"
+#include "switchyard/shared.h"
 #include "switchyard/spend.h"
 #include "switchyard/store.h"
 #include "switchyard/workers.h"
@@ -38,6 +41,7 @@ struct sy_server {
     sy_upstream *up;
     sy_store *store;     /* shared state: Redis or embedded; created once, not on reload */
     sy_workers *workers; /* blocking work (store calls) off the MHD and curl threads */
+    sy_shared *shared;   /* affinity and breakers exchanged with Redis; NULL when embedded */
     sy_metrics *metrics;
     sy_spend *spend;     /* every finished relayed request is recorded here (journal + store) */
     sy_workers *api_workers; /* Files and Batches API handlers (store and disk calls) */
@@ -274,7 +278,49 @@ static void start_upstream(sy_server *s, sy_request *req)
 typedef struct lookup_job {
     sy_server *srv;
     sy_request *req; /* a reference */
+    bool affinity;   /* look the conversation up in the store first */
 } lookup_job;
+
+/* A conversation this instance does not remember may have been served by another instance:
+ * with Redis, a worker asks the store before the request starts. The embedded store is this
+ * process's own memory, and a route without affinity never pays the hop. */
+static bool wants_affinity_lookup(const sy_request *req)
+{
+    return req->ep == SY_EP_CHAT && req->pick.affinity_key != 0 && !req->pick.affinity_local &&
+           req->store != NULL && sy_store_kind_of(req->store) == SY_STORE_REDIS;
+}
+
+/* Worker thread, before the upstream thread sees <req>: the deployment the store remembers
+ * goes first when this instance may use it now. The prompt-cache key names the first target's
+ * model, so it follows the move. Store trouble leaves the router's choice. */
+static void affinity_lookup(sy_request *req)
+{
+    char name[SY_AFFINITY_NAME_MAX];
+    const sy_deployment *before = req->pick.targets[0];
+    if (!sy_affinity_store_get(req->store, req->pick.affinity_key, name, sizeof(name)))
+        return;
+    bool first = sy_router_prefer(&req->pick, name);
+    sy_log(SY_LOG_DEBUG, &req->log, "affinity: the store remembers %s%s", name,
+           first ? "" : " (not usable here now)");
+    const sy_deployment *now = req->pick.targets[0];
+    if (!first || now == before || strcmp(now->model, before->model) == 0 ||
+        (!req->cache_lookup && !req->cache_store))
+        return;
+    sy_cache_key_in k = {.ep = req->ep, .route = req->pick.route, .model = now->model,
+                         .tenant = req->tenant[0] ? req->tenant : NULL, .body = req->body};
+    if (sy_cache_key(&k, req->cache_key) != SY_OK)
+        req->cache_lookup = req->cache_store = false; /* no key: not cached, never an error */
+}
+
+/* Worker thread: only the affinity lookup, then upstream. */
+static void affinity_job(void *arg)
+{
+    lookup_job *j = arg;
+    affinity_lookup(j->req);
+    start_upstream(j->srv, j->req);
+    sy_request_unref(j->req);
+    free(j);
+}
 
 /* Worker thread: the prompt-cache lookup. A hit answers in the client's mode (JSON, or the
  * answer replayed as SSE); a miss, or any store trouble, goes upstream. */
@@ -283,6 +329,8 @@ static void cache_lookup_job(void *arg)
     lookup_job *j = arg;
     sy_request *req = j->req;
     sy_cache_entry e;
+    if (j->affinity)
+        affinity_lookup(req);
     sy_cache_entry_init(&e);
     sy_cache_status st = sy_cache_get(req->store, req->cache_key, req->ep, &e);
     sy_log(SY_LOG_DEBUG, &req->log, "cache: get %s: %s", req->cache_key, sy_cache_status_name(st));
@@ -393,19 +441,24 @@ static enum MHD_Result relay(struct MHD_Connection *conn, conn_ctx *ctx, sy_requ
     /* Suspend before any other thread can possibly want to resume. */
     sy_bridge_suspend(req);
     bool embed = req->ep == SY_EP_EMBEDDINGS && (req->cache_lookup || req->cache_store);
-    if (req->cache_lookup || embed) {
+    bool aff = wants_affinity_lookup(req);
+    if (req->cache_lookup || embed || aff) {
         lookup_job *j = malloc(sizeof(*j));
         if (j != NULL) {
             j->srv = s;
             j->req = sy_request_ref(req);
-            if (sy_workers_submit(s->workers, embed ? embed_lookup_job : cache_lookup_job, j) ==
-                SY_OK)
+            j->affinity = aff;
+            sy_job_fn fn = embed ? embed_lookup_job
+                           : req->cache_lookup ? cache_lookup_job
+                                               : affinity_job;
+            if (sy_workers_submit(s->workers, fn, j) == SY_OK)
                 return MHD_YES;
             sy_request_unref(req);
             free(j);
         }
-        /* workers saturated: skip the cache rather than fail or wait */
-        req->cache_hdr = "miss";
+        /* workers saturated: skip the cache (and the shared affinity) rather than fail or wait */
+        if (req->cache_lookup || embed)
+            req->cache_hdr = "miss";
     }
     start_upstream(s, req);
     return MHD_YES;
@@ -1002,6 +1055,10 @@ sy_err sy_server_start(sy_config *cfg, const char *listen, sy_server **out, char
         snprintf(err, errlen, "cannot start worker threads");
         goto fail;
     }
+    if ((rc = sy_shared_start(s->store, cfg->breaker_sync_ms, &s->shared)) != SY_OK) {
+        snprintf(err, errlen, "cannot start the shared-state thread");
+        goto fail;
+    }
     if ((rc = sy_workers_new(2, 1024, &s->api_workers)) != SY_OK) {
         snprintf(err, errlen, "cannot start worker threads");
         goto fail;
@@ -1084,6 +1141,7 @@ fail:
     sy_files_free(s->files);
     sy_spend_free(s->spend);
     sy_metrics_free(s->metrics);
+    sy_shared_stop(s->shared);
     sy_store_free(s->store);
     sy_config_unref(s->cfg);
     pthread_mutex_destroy(&s->relay_mu);
@@ -1141,6 +1199,7 @@ void sy_server_stop(sy_server *s, long grace_ms)
     sy_bridge_free(s->bridge);
     sy_spend_free(s->spend); /* flushes the journal and the store */
     sy_metrics_free(s->metrics);
+    sy_shared_stop(s->shared); /* after the upstream thread: nothing queues affinity puts now */
     sy_store_free(s->store);
     sy_config_unref(s->cfg);
     pthread_mutex_destroy(&s->relay_mu);

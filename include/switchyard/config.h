@@ -97,6 +97,7 @@ typedef struct sy_config {
     size_t max_response_bytes;  /* cap on a buffered (non-stream) upstream body, 64 MiB */
     int breaker_failures;       /* 5: consecutive failures that open a deployment's breaker */
     long breaker_cooldown_ms;   /* 10000: how long it stays open before a probe */
+    long breaker_sync_ms;       /* 250: how often breakers are exchanged through Redis */
 
     /* "batch": Files + Batches API (all optional) */
     size_t file_max_bytes;      /* 200 MiB: largest uploaded file */

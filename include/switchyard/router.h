@@ -32,6 +32,9 @@ typedef struct sy_pick {
     double threshold;          /* the threshold the score was compared with, or -1 */
     uint64_t affinity_key;     /* 0 when the route keeps no affinity */
     bool affinity_hit;         /* the first target came from the conversation's memory */
+    bool affinity_local;       /* the in-process table knew the conversation */
+    uint32_t affinity_ok;      /* bit i: targets[i] may take the conversation (a rule-forced
+                                * tier keeps it within the tier) */
 } sy_pick;
 
 typedef struct sy_route_ctx {
@@ -50,5 +53,11 @@ typedef struct sy_route_ctx {
  * caller reports the variable to set). */
 sy_err sy_router_pick(const sy_config *cfg, const char *model, const json_t *body,
                       const sy_route_ctx *rc, sy_pick *out);
+
+/* Puts deployment <name> (remembered for the conversation elsewhere, e.g. in the store) first
+ * when it is a target the conversation may go to and it can take a request now (enabled,
+ * breaker not open, below max_inflight); sets affinity_hit. Returns whether <name> is now
+ * first. Reads runtime state through atomics; no I/O. */
+bool sy_router_prefer(sy_pick *p, const char *name);
 
 #endif
