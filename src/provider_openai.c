@@ -360,6 +360,115 @@ static void fix_completion_choice(sy_stream_fix *f, json_t *c, size_t i)
         json_object_set_new(c, "finish_reason", json_null());
 }
 
+/* ---- the plain-delta fast path ----
+ * Most chunks of a long answer are content deltas that need no fix-up once the first chunk
+ * went out (role sent, envelope known). They are recognised by their bytes and forwarded as
+ * they are, skipping a parse and a dump, which were most of the proxy's own CPU per streamed
+ * token. Anything unusual (tool calls, a finish_reason, usage, errors, several choices, odd
+ * structure) takes the general path. A key pattern such as "usage": cannot match inside a
+ * string value, where every quote is escaped. */
+
+static size_t count_pat(const char *d, size_t n, const char *pat)
+{
+    size_t k = strlen(pat), c = 0;
+    const char *p = d, *end = d + n;
+    while ((p = memmem(p, (size_t)(end - p), pat, k)) != NULL) {
+        c++;
+        p += k;
+    }
+    return c;
+}
+
+/* A shallow structure check: strings closed with valid escapes, no control bytes, brackets
+ * balanced and matched, depth at most 16, outside strings only JSON's structural characters,
+ * number characters and the letters of true/false/null. Not a full validator: what passes is
+ * relayed, and jansson still checks every chunk the general path handles. */
+static bool shallow_json_object(const char *d, size_t n)
+{
+    char stack[16];
+    int depth = 0;
+    bool in_str = false;
+    if (n < 2 || d[0] != '{' || d[n - 1] != '}')
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)d[i];
+        if (ch < 0x20)
+            return false;
+        if (in_str) {
+            if (ch == '\\') {
+                if (++i >= n || strchr("\"\\/bfnrtu", d[i]) == NULL)
+                    return false;
+            } else if (ch == '"') {
+                in_str = false;
+            }
+            continue;
+        }
+        switch (ch) {
+        case '"':
+            in_str = true;
+            break;
+        case '{':
+        case '[':
+            if (depth == (int)sizeof(stack))
+                return false;
+            stack[depth++] = (char)(ch == '{' ? '}' : ']');
+            break;
+        case '}':
+        case ']':
+            if (depth == 0 || stack[--depth] != (char)ch)
+                return false;
+            if (depth == 0 && i != n - 1)
+                return false;
+            break;
+        default:
+            if (strchr(":, \t-+.0123456789eEtrufalsn", ch) == NULL)
+                return false;
+        }
+    }
+    return depth == 0 && !in_str;
+}
+
+static const char USAGE_NULL[] = "\"usage\":null";
+
+/* Whether <d> is a plain chat content delta for <f>; *cut_at and *cut_len say which bytes to drop
+ * (a "usage":null member the client did not ask for), or cut_len 0. */
+static bool plain_delta(const sy_stream_fix *f, const char *d, size_t n, size_t *cut_at,
+                        size_t *cut_len)
+{
+    *cut_len = 0;
+    if (!f->saw_role || f->id[0] == '\0' || f->model[0] == '\0' || f->created == 0)
+        return false;
+    if (count_pat(d, n, "\"finish_reason\":null") != 1 ||
+        count_pat(d, n, "\"finish_reason\"") != 1 || count_pat(d, n, "\"index\":") != 1 ||
+        count_pat(d, n, "\"choices\":[{") != 1 || count_pat(d, n, "\"delta\":{") != 1 ||
+        memmem(d, n, "\"object\":\"chat.completion.chunk\"", 32) == NULL ||
+        memmem(d, n, "\"id\":\"", 6) == NULL || memmem(d, n, "\"model\":\"", 9) == NULL ||
+        memmem(d, n, "\"created\":", 10) == NULL || memmem(d, n, "\"tool_calls\"", 12) != NULL ||
+        memmem(d, n, "\"function_call\"", 15) != NULL || memmem(d, n, "\"error\"", 7) != NULL)
+        return false;
+    size_t usages = count_pat(d, n, "\"usage\"");
+    if (usages > 1)
+        return false;
+    if (usages == 1) {
+        const char *u = memmem(d, n, USAGE_NULL, sizeof(USAGE_NULL) - 1);
+        if (u == NULL)
+            return false; /* real usage: the general path keeps it for spend */
+        if (!f->client_usage) {
+            size_t at = (size_t)(u - d), k = sizeof(USAGE_NULL) - 1;
+            if (at > 0 && d[at - 1] == ',') {
+                *cut_at = at - 1;
+                *cut_len = k + 1;
+            } else if (at + k < n && d[at + k] == ',') {
+                *cut_at = at;
+                *cut_len = k + 1;
+            } else {
+                return false;
+            }
+        }
+    }
+    return shallow_json_object(d, n);
+}
+
 sy_err sy_openai_stream_event(sy_stream_fix *f, sy_endpoint ep, const char *data, size_t len,
                               sy_buf *out)
 {
@@ -369,6 +478,15 @@ sy_err sy_openai_stream_event(sy_stream_fix *f, sy_endpoint ep, const char *data
     if (len == 6 && memcmp(data, "[DONE]", 6) == 0) {
         f->saw_done = true;
         return sy_sse_frame(out, "[DONE]", 6);
+    }
+    size_t cut_at = 0, cut_len = 0;
+    if (ep == SY_EP_CHAT && plain_delta(f, data, len, &cut_at, &cut_len)) {
+        f->chunks++;
+        f->fast_chunks++;
+        if (cut_len == 0)
+            return sy_sse_frame(out, data, len);
+        return sy_sse_frame_parts(out, data, cut_at, data + cut_at + cut_len,
+                                  len - cut_at - cut_len);
     }
     chunk = json_loadb(data, len, 0, NULL);
     if (!json_is_object(chunk))

@@ -182,6 +182,27 @@ out:
     return rc;
 }
 
+sy_err sy_sse_frame_parts(sy_buf *out, const char *a, size_t alen, const char *b, size_t blen)
+{
+    size_t old = out->len;
+    sy_err rc = SY_EINVAL;
+    if (has_newline(a, alen) || has_newline(b, blen))
+        goto out;
+    rc = SY_ETOOBIG;
+    if (alen > out->max || blen > out->max || alen + blen + 8 > out->max - out->len)
+        goto out;
+    if ((rc = sy_buf_append(out, "data: ", 6)) != SY_OK ||
+        (rc = sy_buf_append(out, a, alen)) != SY_OK ||
+        (rc = sy_buf_append(out, b, blen)) != SY_OK ||
+        (rc = sy_buf_append(out, "\n\n", 2)) != SY_OK)
+        goto out;
+    rc = SY_OK;
+out:
+    if (rc != SY_OK)
+        rollback(out, old);
+    return rc;
+}
+
 sy_err sy_sse_frame(sy_buf *out, const char *data, size_t len)
 {
     return frame(out, NULL, data, len);

@@ -39,6 +39,7 @@ typedef struct sy_stream_fix {
     bool saw_done;     /* [DONE] arrived */
     bool saw_error;    /* the upstream sent an error event */
     int chunks;        /* chunks passed to the client */
+    int fast_chunks;   /* of those, plain deltas relayed byte for byte (no parse, no dump) */
     int tool_calls;    /* tool calls opened so far, for upstreams that omit index */
     json_t *usage;     /* the last usage seen (new reference), for spend; may be NULL */
     char id[64];       /* first chunk id, reused when later chunks lack one */

@@ -37,6 +37,8 @@ int sy_sse_pending(const sy_sse_parser *p);
 /* Appends "data: <data>\n\n" to <out> (data must not contain newlines; JSON from jansson's
  * compact dump never does). */
 sy_err sy_sse_frame(sy_buf *out, const char *data, size_t len);
+/* The same for data given in two pieces (joined without a separator). */
+sy_err sy_sse_frame_parts(sy_buf *out, const char *a, size_t alen, const char *b, size_t blen);
 /* Appends "event: <event>\ndata: <data>\n\n". */
 sy_err sy_sse_frame_event(sy_buf *out, const char *event, const char *data, size_t len);
 

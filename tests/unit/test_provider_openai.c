@@ -231,6 +231,100 @@ static void test_stream_fixups(void **state)
     sy_stream_fix_cleanup(&f);
 }
 
+/* Plain content deltas after the first chunk are relayed byte for byte (the fast path); their
+ * parsed form is what the general path would have produced, and anything unusual still takes
+ * the general path. */
+static void test_stream_fast_path(void **state)
+{
+    (void)state;
+    const char *head = "{\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":7,"
+                       "\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"role\":"
+                       "\"assistant\",\"content\":\"\"},\"finish_reason\":null}],\"usage\":null}";
+    const char *plain = "{\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":7,"
+                        "\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":"
+                        "\"say \\\"finish_reason\\\":null \\u00e9\"},\"finish_reason\":null}],"
+                        "\"usage\":null}";
+    const char *ev[] = {head, plain, plain};
+    sy_stream_fix f;
+    char *s = run_stream(false, ev, 3, &f);
+    assert_int_equal(f.chunks, 3);
+    assert_int_equal(f.fast_chunks, 2);
+    assert_null(strstr(s, "\"usage\"")); /* the client did not ask: removed, fast or not */
+    struct collect c;
+    parse_sse(s, &c);
+    assert_int_equal(json_array_size(c.chunks), 3);
+    json_t *d = json_object_get(json_array_get(json_object_get(json_array_get(c.chunks, 2),
+                                                               "choices"), 0), "delta");
+    assert_string_equal(json_string_value(json_object_get(d, "content")),
+                        "say \"finish_reason\":null \xc3\xa9");
+    json_decref(c.chunks);
+    free(s);
+    sy_stream_fix_cleanup(&f);
+
+    /* the client asked for usage: the usage:null member stays, the bytes are the upstream's */
+    s = run_stream(true, ev, 3, &f);
+    assert_int_equal(f.fast_chunks, 2);
+    assert_non_null(strstr(s, plain));
+    free(s);
+    sy_stream_fix_cleanup(&f);
+
+    /* each of these takes the general path (and is still relayed correctly or refused) */
+    const char *general[] = {
+        /* finish_reason set */
+        "{\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":7,\"model\":\"m\","
+        "\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}",
+        /* tool calls */
+        "{\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":7,\"model\":\"m\","
+        "\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":"
+        "{\"arguments\":\"{}\"}}]},\"finish_reason\":null}]}",
+        /* a usage object */
+        "{\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":7,\"model\":\"m\","
+        "\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"},\"finish_reason\":null}],"
+        "\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1,\"total_tokens\":2}}",
+        /* two choices */
+        "{\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":7,\"model\":\"m\","
+        "\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"},\"finish_reason\":null},"
+        "{\"index\":1,\"delta\":{\"content\":\"y\"},\"finish_reason\":null}]}",
+        /* no object member: the general path adds it */
+        "{\"id\":\"c1\",\"created\":7,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":"
+        "{\"content\":\"x\"},\"finish_reason\":null}]}",
+    };
+    for (size_t i = 0; i < sizeof(general) / sizeof(general[0]); i++) {
+        const char *two[] = {head, general[i]};
+        s = run_stream(false, two, 2, &f);
+        assert_int_equal(f.fast_chunks, 0);
+        assert_int_equal(f.chunks, 2);
+        assert_non_null(strstr(s, "\"object\":\"chat.completion.chunk\""));
+        free(s);
+        sy_stream_fix_cleanup(&f);
+    }
+
+    /* malformed chunks that carry every pattern are refused, not relayed */
+    const char *bad[] = {
+        "{\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":7,\"model\":\"m\","
+        "\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"},\"finish_reason\":null}]",
+        "{\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":7,\"model\":\"m\","
+        "\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"},\"finish_reason\":null]}}",
+        "{\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":7,\"model\":\"m\","
+        "\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\\q\"},\"finish_reason\":null}]}",
+        "{\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":7,\"model\":\"m\","
+        "\"choices\":[{\"index\":0,\"delta\":{\"content\":x},\"finish_reason\":null}]}",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        sy_buf out;
+        sy_buf_init(&out, 1 << 16);
+        memset(&f, 0, sizeof(f));
+        assert_int_equal(sy_openai_stream_event(&f, SY_EP_CHAT, head, strlen(head), &out), SY_OK);
+        size_t before = out.len;
+        assert_int_equal(sy_openai_stream_event(&f, SY_EP_CHAT, bad[i], strlen(bad[i]), &out),
+                         SY_EUPSTREAM);
+        assert_int_equal(out.len, before);
+        assert_int_equal(f.fast_chunks, 0);
+        sy_buf_cleanup(&out);
+        sy_stream_fix_cleanup(&f);
+    }
+}
+
 static void test_stream_error_and_garbage(void **state)
 {
     (void)state;
@@ -333,6 +427,7 @@ int main(void)
         cmocka_unit_test(test_normalize_ollama_chat),
         cmocka_unit_test(test_normalize_completion_and_embeddings),
         cmocka_unit_test(test_stream_fixups),
+        cmocka_unit_test(test_stream_fast_path),
         cmocka_unit_test(test_stream_error_and_garbage),
         cmocka_unit_test(test_to_sse),
         cmocka_unit_test(test_wrap_error_shapes),
