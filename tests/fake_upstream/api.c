@@ -72,6 +72,9 @@ typedef struct directives {
     long cache_write; /* Anthropic usage.cache_creation_input_tokens */
     long error_after; /* Anthropic streams: an error event after N content chunks; -1 = never */
     bool thinking;    /* Anthropic: a thinking block before the answer */
+    long batch_polls;        /* batches: retrieves until a batch ends (batch_openai.c) */
+    long batch_ms;           /* batches: and at least this long after creation */
+    long batch_expire_after; /* batches: lines past the first N expire; -1 = none */
 } directives;
 
 static void directives_init(directives *d)
@@ -86,6 +89,8 @@ static void directives_init(directives *d)
     d->words = -1;
     d->tool_calls = 1;
     d->error_after = -1;
+    d->batch_polls = 2;
+    d->batch_expire_after = -1;
 }
 
 static bool span_eq(const char *s, size_t n, const char *lit)
@@ -172,6 +177,15 @@ static void directive_set(directives *d, const char *k, size_t kn, const char *v
             d->error_after = n;
     } else if (span_eq(k, kn, "thinking")) {
         parse_bool(v, vn, &d->thinking);
+    } else if (span_eq(k, kn, "batch_polls")) {
+        if (parse_num(v, vn, 0, 1000000L, &n))
+            d->batch_polls = n;
+    } else if (span_eq(k, kn, "batch_ms")) {
+        if (parse_num(v, vn, 0, MAX_DELAY_MS, &n))
+            d->batch_ms = n;
+    } else if (span_eq(k, kn, "batch_expire_after")) {
+        if (parse_num(v, vn, 0, 1000000000L, &n))
+            d->batch_expire_after = n;
     } else if (span_eq(k, kn, "shape")) {
         d->shape_set = true;
         if (span_eq(v, vn, "openai"))
@@ -1500,7 +1514,72 @@ static int text_reply(fake_reply *r, char *json_new)
     return rc;
 }
 
+int fake_error_reply(fake_reply *r, bool anthropic, int status, const char *msg)
+{
+    return error_reply(r, anthropic ? SHAPE_ANTHROPIC : SHAPE_OPENAI, status, msg, NULL, NULL,
+                       NULL);
+}
+
+/* The batch endpoints (batch_openai.c, batch_anthropic.c) see path directives only: their
+ * bodies carry many lines, and a line's [[fake ...]] is for that line. Returns 1 when <path>
+ * is one of theirs (reply filled), 0 when not, -1 when out of memory. */
+static int batch_dispatch(const fake_request *rq, const char *path, size_t plen,
+                          const directives *d, fake_reply *r)
+{
+    fake_batch_opts o = {.polls = d->batch_polls,
+                         .delay_ms = d->batch_ms,
+                         .expire_after = d->batch_expire_after};
+    int k = fake_batch_kind(path, plen);
+    char msg[64];
+
+    if (k == 0)
+        return 0;
+    r->first_byte_ms = (unsigned)d->first_byte_ms;
+    if (d->stall) {
+        r->stall = true;
+        return 1;
+    }
+    if (d->status) {
+        snprintf(msg, sizeof(msg), "fake error: status %d", d->status);
+        r->retry_after = d->retry_after;
+        return error_reply(r, d->shape_set ? d->shp : k == 2 ? SHAPE_ANTHROPIC : SHAPE_OPENAI,
+                           d->status, msg, NULL, NULL, NULL) == 0 ? 1 : -1;
+    }
+    return k == 2 ? fake_batch_anthropic(rq, path, plen, &o, r)
+                  : fake_batch_openai(rq, path, plen, &o, r);
+}
+
+static int answer(const fake_request *rq, fake_reply *r, bool api);
+
+int fake_handle_line(const fake_request *rq, fake_reply *r)
+{
+    return answer(rq, r, false);
+}
+
 int fake_handle(const fake_request *rq, fake_reply *r)
+{
+    const char *path = rq->target;
+    size_t plen = 0;
+
+    while (plen < rq->target_len && path[plen] != '?' && path[plen] != '#')
+        plen++;
+    if (span_eq(path, plen, "/_stats"))
+        return text_reply(r, fake_stats_json());
+    if (span_eq(path, plen, "/_reset")) {
+        fake_stats_reset();
+        return fbuf_puts(&r->body, "{\"ok\":true}");
+    }
+    if (span_eq(path, plen, "/_last"))
+        return text_reply(r, fake_last_json());
+
+    fake_stat_add(FAKE_STAT_requests, 1);
+    fake_last_record(rq);
+    return answer(rq, r, true);
+}
+
+/* <api>: a request from a client (batch endpoints and per-endpoint counters); false: one line
+ * of a provider batch, answered as the endpoint would answer it, counted by the batch code. */
+static int answer(const fake_request *rq, fake_reply *r, bool api)
 {
     const char *path = rq->target;
     size_t plen = 0;
@@ -1516,33 +1595,27 @@ int fake_handle(const fake_request *rq, fake_reply *r)
 
     while (plen < rq->target_len && path[plen] != '?' && path[plen] != '#')
         plen++;
-    if (span_eq(path, plen, "/_stats"))
-        return text_reply(r, fake_stats_json());
-    if (span_eq(path, plen, "/_reset")) {
-        fake_stats_reset();
-        return fbuf_puts(&r->body, "{\"ok\":true}");
-    }
-    if (span_eq(path, plen, "/_last"))
-        return text_reply(r, fake_last_json());
-
-    fake_stat_add(FAKE_STAT_requests, 1);
-    fake_last_record(rq);
     directives_init(&d);
     directives_from_path(&d, path, plen);
+    if (api && (rc = batch_dispatch(rq, path, plen, &d, r)) != 0)
+        return rc < 0 ? -1 : 0;
     directives_from_body(&d, rq->body, rq->body_len);
     ep = classify(path, plen);
     if (ep == EP_MESSAGES && !d.shape_set)
         d.shp = SHAPE_ANTHROPIC; /* Anthropic errors on the Anthropic endpoint */
-    if (ep == EP_CHAT)
+    if (!api) {
+        /* a batch line: the batch code counts it */
+    } else if (ep == EP_CHAT) {
         fake_stat_add(FAKE_STAT_chat, 1);
-    else if (ep == EP_COMPLETIONS)
+    } else if (ep == EP_COMPLETIONS) {
         fake_stat_add(FAKE_STAT_completions, 1);
-    else if (ep == EP_EMBEDDINGS)
+    } else if (ep == EP_EMBEDDINGS) {
         fake_stat_add(FAKE_STAT_embeddings, 1);
-    else if (ep == EP_MODELS || ep == EP_MODEL)
+    } else if (ep == EP_MODELS || ep == EP_MODEL) {
         fake_stat_add(FAKE_STAT_models, 1);
-    else if (ep == EP_MESSAGES)
+    } else if (ep == EP_MESSAGES) {
         fake_stat_add(FAKE_STAT_messages, 1);
+    }
 
     if (rq->body_len > 0 && ep != EP_NONE && ep != EP_MODELS && ep != EP_MODEL)
         root = json_loadb(rq->body, rq->body_len, 0, NULL);

@@ -127,6 +127,40 @@ const char *fake_anth_stop(const char *text, size_t n, const struct json_t *root
 /* Appends a Messages usage object with the cache fields. */
 int fake_anth_usage(fbuf *o, long input, long output, long cache_read, long cache_write);
 
+/* ------------------------------------------------------------------ provider batches ------ */
+
+/* OpenAI Files + Batches (batch_openai.c) and Anthropic Message Batches (batch_anthropic.c),
+ * kept in memory. Lines run when a batch ends, each answered by fake_handle_line exactly as the
+ * endpoint would answer it directly (its [[fake ...]] directives included). */
+
+/* Per-batch behaviour from the path directives of the creating request. */
+typedef struct fake_batch_opts {
+    long polls;        /* batch_polls: retrieves before the batch ends (default 2) */
+    long delay_ms;     /* batch_ms: and at least this long after creation (default 0) */
+    long expire_after; /* batch_expire_after: lines past the first N expire; -1 = none */
+} fake_batch_opts;
+
+/* 0: not a batch path; 1: OpenAI files/batches; 2: Anthropic message batches. */
+int fake_batch_kind(const char *path, size_t plen);
+/* Handle one request on a path of that kind. Return 1 (reply filled) or -1 (out of memory). */
+int fake_batch_openai(const fake_request *rq, const char *path, size_t plen,
+                      const fake_batch_opts *o, fake_reply *r);
+int fake_batch_anthropic(const fake_request *rq, const char *path, size_t plen,
+                         const fake_batch_opts *o, fake_reply *r);
+/* Answers one batch line (<rq>: method, target, the batch request's headers, the line's body)
+ * as fake_handle would, without counting it in the stats or /_last. Returns 0 or -1 (OOM). */
+int fake_handle_line(const fake_request *rq, fake_reply *r);
+/* Fills <r> with an error reply in the OpenAI or Anthropic shape. 0 or -1. */
+int fake_error_reply(fake_reply *r, bool anthropic, int status, const char *msg);
+/* The value of header <name> (case-insensitive) in <rq>'s header block, or NULL. */
+const char *fake_header(const fake_request *rq, const char *name, size_t *vlen);
+/* Counts one executed batch line under <custom_id> (batch_line_runs in /_stats). */
+void fake_batch_line_ran(const char *custom_id);
+/* Adds "batch_line_runs" ({custom_id: times run}) and "batch_line_dups" (custom_ids run more
+ * than once) to the /_stats object <o>; 0 or -1. */
+int fake_batch_stats(struct json_t *o);
+void fake_batch_stats_reset(void);
+
 /* ------------------------------------------------------------------ stats ------------------ */
 
 #define FAKE_STATS(X)                                                                            \
@@ -136,6 +170,10 @@ int fake_anth_usage(fbuf *o, long input, long output, long cache_read, long cach
     X(embeddings)                                                                                \
     X(models)                                                                                    \
     X(messages)                                                                                  \
+    X(files)                                                                                     \
+    X(batches)                                                                                   \
+    X(message_batches)                                                                           \
+    X(batch_lines)                                                                               \
     X(streams_started)                                                                           \
     X(streams_completed)                                                                         \
     X(streams_cancelled)                                                                         \

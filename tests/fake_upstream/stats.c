@@ -40,6 +40,8 @@ char *fake_stats_json(void)
         if (json_object_set_new(o, stat_names[i], json_integer(v)) != 0)
             goto out;
     }
+    if (fake_batch_stats(o) != 0)
+        goto out;
     s = json_dumps(o, JSON_COMPACT);
 out:
     json_decref(o);
@@ -62,6 +64,7 @@ void fake_stats_reset(void)
             continue; /* gauges: zeroing them would make them negative later */
         atomic_store_explicit(&counters[i], 0, memory_order_relaxed);
     }
+    fake_batch_stats_reset();
     pthread_mutex_lock(&last_mu);
     last_set = false;
     fbuf_cleanup(&last_buf);
