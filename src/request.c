@@ -58,6 +58,12 @@ void sy_request_ready_locked(sy_request *r, int status, char *body, size_t len)
     r->resp_len = len;
 }
 
+void sy_request_hold_final_locked(sy_request *r, size_t before)
+{
+    if (r->out.len > before)
+        r->out_hold += r->out.len - before;
+}
+
 sy_request *sy_request_ref(sy_request *r)
 {
     __atomic_add_fetch(&r->refs, 1, __ATOMIC_RELAXED);

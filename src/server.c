@@ -169,8 +169,11 @@ static enum MHD_Result queue_error(struct MHD_Connection *conn, conn_ctx *ctx, s
     return queue_buffer(conn, ctx, sy_err_status(e), body, len, ctx->req, NULL, NULL);
 }
 
+static bool record_spend(sy_request *req, int status, bool aborted, bool ack);
+
 /* The stream reader: copies what the upstream thread buffered; suspends when there is nothing
- * yet. Runs on the MHD thread. */
+ * yet. The stream's final bytes (out_hold) and its end wait until its spend record is journaled:
+ * the record is made as soon as the stream is DONE. Runs on the MHD thread. */
 static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
 {
     sy_request *req = cls;
@@ -179,8 +182,15 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
     (void)pos;
 
     pthread_mutex_lock(&req->mu);
-    if (req->out.len > 0) {
-        size_t k = req->out.len < max ? req->out.len : max;
+    if (req->state == SY_RS_DONE && !req->spend_recorded && !req->cancelled) {
+        pthread_mutex_unlock(&req->mu); /* the ack may run before record_spend returns */
+        record_spend(req, 200, false, true);
+        pthread_mutex_lock(&req->mu);
+    }
+    size_t held = req->spend_acked ? 0 : req->out_hold;
+    size_t avail = req->out.len > held ? req->out.len - held : 0;
+    if (avail > 0) {
+        size_t k = avail < max ? avail : max;
         memcpy(buf, req->out.data, k);
         sy_buf_consume(&req->out, k);
         req->bytes_out += k;
@@ -191,9 +201,11 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
             unpause = true;
         }
         n = (ssize_t)k;
-    } else if (req->state == SY_RS_DONE || req->cancelled) {
+    } else if (req->cancelled || (req->state == SY_RS_DONE && req->spend_acked)) {
         n = MHD_CONTENT_READER_END_OF_STREAM;
     } else {
+        /* DONE: only the spend ack is missing; it wakes us through the bridge */
+        req->spend_waiting = req->state == SY_RS_DONE;
         sy_bridge_suspend_locked(req);
         n = 0;
     }
@@ -234,6 +246,19 @@ static enum MHD_Result on_resumed(struct MHD_Connection *conn, conn_ctx *ctx)
         sy_bridge_suspend_locked(req); /* woken early: wait on */
         pthread_mutex_unlock(&req->mu);
         return MHD_YES;
+    }
+    if (st == SY_RS_READY && !req->spend_acked) {
+        /* The whole answer is here: record its spend, and queue it only once that record is
+         * journaled (the ack resumes us through the bridge). */
+        pthread_mutex_unlock(&req->mu);
+        record_spend(req, req->status, false, true); /* a no-op after the first time */
+        pthread_mutex_lock(&req->mu);
+        if (!req->spend_acked) {
+            req->spend_waiting = true;
+            sy_bridge_suspend_locked(req);
+            pthread_mutex_unlock(&req->mu);
+            return MHD_YES;
+        }
     }
     if (st == SY_RS_READY) {
         char *body = req->resp_body;
@@ -340,8 +365,10 @@ static void cache_lookup_job(void *arg)
                              .client_usage = req->client_usage, .embed_b64 = req->embed_b64};
         pthread_mutex_lock(&req->mu);
         if (req->stream) {
+            size_t before = req->out.len;
             served = sy_cache_replay_sse(&e, &o, &req->out) == SY_OK;
             if (served) {
+                sy_request_hold_final_locked(req, before); /* one answer: all of it ends it */
                 req->state = SY_RS_DONE;
                 req->status = 200;
             } else {
@@ -437,6 +464,8 @@ static enum MHD_Result relay(struct MHD_Connection *conn, conn_ctx *ctx, sy_requ
     req->bridge = s->bridge;
     req->store = s->store;
     req->workers = s->workers;
+    req->spend = s->spend;
+    req->t_start_us = ctx->t0_us; /* latency and TTFT count from the connection's request */
     __atomic_add_fetch(&s->inflight, 1, __ATOMIC_RELAXED);
     /* Suspend before any other thread can possibly want to resume. */
     sy_bridge_suspend(req);
@@ -903,21 +932,54 @@ static void access_log(conn_ctx *ctx, enum MHD_RequestTerminationCode toe)
                  toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "ok" : "aborted");
 }
 
-/* Records a finished relayed request: usage from the upstream (or the cached answer), or an
- * estimate from the bytes relayed when the upstream sent none (a cut stream, a client that went
- * away): a client that disconnects is billed for what was generated. */
-static void record_spend(sy_server *s, conn_ctx *ctx, sy_request *req,
-                         enum MHD_RequestTerminationCode toe)
+/* Any thread (the spend flusher; the recording thread when the record was dropped): the record
+ * of <ud>'s answer is journaled, so the held bytes may go. The connection is resumed by the
+ * upstream thread (SY_CMD_WAKE, batched): libmicrohttpd is not called from here. */
+static void spend_acked(void *ud, bool durable)
+{
+    sy_request *req = ud;
+    (void)durable; /* a failing journal is logged and counted by spend; the answer still goes */
+    pthread_mutex_lock(&req->mu);
+    req->spend_acked = true;
+    /* under req->mu: on_completed clears spend_waiting under it too, so nothing is posted for
+     * a connection that is gone (the bridge may be freed after it) */
+    if (req->spend_waiting) {
+        req->spend_waiting = false;
+        if (sy_bridge_post(req->bridge, SY_CMD_WAKE, req) != SY_OK)
+            sy_bridge_resume_locked(req); /* no memory for the command: do not strand it */
+    }
+    pthread_mutex_unlock(&req->mu);
+    sy_request_unref(req);
+}
+
+/* Records a relayed request's spend, exactly once (false when it was recorded already): usage
+ * from the upstream (or the cached answer), or an estimate from the bytes relayed when the
+ * upstream sent none (a cut stream, a client that went away): a client that disconnects is
+ * billed for what was generated. <status> is the client's; <aborted>: the connection ended
+ * before the whole answer went out. With <ack> the answer is complete but not yet sent (its last
+ * bytes wait for spend_acked, set by the journal's ack); without it the connection is over. */
+static bool record_spend(sy_request *req, int status, bool aborted, bool ack)
 {
     sy_spend_rec r;
     memset(&r, 0, sizeof(r));
+    int64_t now = sy_now_us();
     pthread_mutex_lock(&req->mu);
+    if (req->spend_recorded) {
+        pthread_mutex_unlock(&req->mu);
+        return false;
+    }
+    req->spend_recorded = true;
     const sy_deployment *dep = req->dep;
     r.usage = req->usage;
     bool have = req->have_usage;
     uint64_t bytes = req->bytes_out;
-    r.ttft_us = req->t_first_us ? req->t_first_us - ctx->t0_us : -1;
-    r.error = req->stream_error || toe != MHD_REQUEST_TERMINATED_COMPLETED_OK;
+    if (ack) /* what is about to go out counts too */
+        bytes += req->state == SY_RS_READY ? req->resp_len : req->out.len;
+    /* an answer held for its ack: its first byte goes out with the ack */
+    r.ttft_us = req->t_first_us ? req->t_first_us - req->t_start_us
+                : ack           ? now - req->t_start_us
+                                : -1;
+    r.error = req->stream_error || aborted;
     pthread_mutex_unlock(&req->mu);
     r.route = req->pick.route;
     r.tier = req->pick.tier;
@@ -928,13 +990,13 @@ static void record_spend(sy_server *s, conn_ctx *ctx, sy_request *req,
               : dep != NULL                      ? dep->model
                                                  : NULL;
     r.key = req->tenant[0] ? req->tenant : NULL;
-    r.status = ctx->status;
-    r.error = r.error || ctx->status >= 400;
+    r.status = status;
+    r.error = r.error || status >= 400;
     r.stream = req->stream;
     r.cache_lookup = req->cache_lookup;
     r.cache_hit = req->cache_hit;
-    r.latency_us = sy_now_us() - ctx->t0_us;
-    if (!have && !req->cache_hit && dep != NULL && ctx->status < 400 && bytes > 0) {
+    r.latency_us = now - req->t_start_us; /* with <ack>: to the answer's completion */
+    if (!have && !req->cache_hit && dep != NULL && status < 400 && bytes > 0) {
         /* no usage from the upstream: count what was relayed (JSON and SSE framing make this
          * an over-estimate of the text; billing errs on the side of not hiding spend) */
         r.usage.prompt = sy_spend_estimate_tokens(req->body_bytes);
@@ -949,7 +1011,11 @@ static void record_spend(sy_server *s, conn_ctx *ctx, sy_request *req,
                                    : NULL;
     if (priced != NULL)
         sy_spend_price(&r, &priced->price, ref != NULL ? &ref->price : NULL);
-    sy_spend_record(s->spend, &r);
+    if (ack)
+        sy_spend_record_ack(req->spend, &r, spend_acked, sy_request_ref(req));
+    else
+        sy_spend_record(req->spend, &r);
+    return true;
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
@@ -962,11 +1028,14 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         return;
     access_log(ctx, toe);
     sy_request *req = ctx->req;
+    /* Answers were recorded when they were complete; what ends otherwise (a client that went
+     * away, an aborted stream) is recorded here. */
     if (req != NULL)
-        record_spend(s, ctx, req, toe);
+        record_spend(req, ctx->status, toe != MHD_REQUEST_TERMINATED_COMPLETED_OK, false);
     if (req != NULL) {
         bool cancel = false;
         pthread_mutex_lock(&req->mu);
+        req->spend_waiting = false; /* the connection is gone: nothing to wake */
         if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && req->state != SY_RS_READY &&
             req->state != SY_RS_DONE) {
             req->cancelled = true;
@@ -1159,6 +1228,29 @@ static void wait_idle(sy_server *s, int64_t deadline_us)
         nanosleep(&ts, NULL);
 }
 
+/* After the upstream thread stopped: answers held for their spend ack are woken through the
+ * bridge (SY_CMD_WAKE), whose commands nobody else reads now; this thread takes that part over
+ * (and the bridge's resume batch) until the last relayed request completes, at most until
+ * <deadline_us>. */
+static void settle_held(sy_server *s, int64_t deadline_us)
+{
+    struct timespec ts = {0, 1000 * 1000};
+    for (;;) {
+        for (sy_cmd *c = sy_bridge_drain(s->bridge); c != NULL;) {
+            sy_cmd *next = c->next;
+            if (c->kind == SY_CMD_WAKE)
+                sy_bridge_wake(s->bridge, c->req);
+            sy_request_unref(c->req);
+            free(c);
+            c = next;
+        }
+        sy_bridge_flush(s->bridge, 1);
+        if (__atomic_load_n(&s->inflight, __ATOMIC_RELAXED) == 0 || sy_now_us() >= deadline_us)
+            return;
+        nanosleep(&ts, NULL);
+    }
+}
+
 void sy_server_stop(sy_server *s, long grace_ms)
 {
     if (s == NULL)
@@ -1189,6 +1281,7 @@ void sy_server_stop(sy_server *s, long grace_ms)
     /* Joins the thread; whatever it still had ends with an error and is resumed, so no
      * connection is left suspended when the daemon stops. */
     sy_upstream_stop(s->up);
+    settle_held(s, sy_now_us() + 2000 * 1000);
     /* Queued jobs run to the end (cache lookups answer their suspended clients, cache writes
      * land) while the daemon can still resume connections. */
     sy_workers_free(s->workers);

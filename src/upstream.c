@@ -137,7 +137,9 @@ static void finish_error(sy_upstream *u, sy_request *req, const sy_deployment *d
     req->dep = dep;
     if (req->state == SY_RS_STREAMING) {
         /* Already streaming: the client learns of the failure as a final error event. */
+        size_t before = req->out.len;
         sy_sse_frame(&req->out, body, len);
+        sy_request_hold_final_locked(req, before);
         req->stream_error = true;
         req->state = SY_RS_DONE;
         free(body);
@@ -443,6 +445,7 @@ static bool cache_store_then(sy_request *req, const sy_deployment *dep, json_t *
 static void done_stream_ok(sy_upstream *u, sy_xfer *x, sy_request *req)
 {
     pthread_mutex_lock(&req->mu);
+    size_t before = req->out.len;
     if (!x->fix.saw_done && !x->fix.saw_error) {
         if (x->fix.saw_finish && !sy_sse_pending(&x->sse)) {
             /* Some servers end without [DONE]; the SDKs need it. */
@@ -457,6 +460,7 @@ static void done_stream_ok(sy_upstream *u, sy_xfer *x, sy_request *req)
             req->stream_error = true;
         }
     }
+    sy_request_hold_final_locked(req, before);
     req->stream_error = req->stream_error || x->fix.saw_error;
     bool clean = !req->stream_error && x->fix.saw_done && x->fix.saw_finish;
     pthread_mutex_unlock(&req->mu);
@@ -500,7 +504,9 @@ static void done_json_ok(sy_upstream *u, sy_xfer *x, sy_request *req)
         if (req->cache_store)
             cache_store(req, x->dep, json_incref(resp));
         pthread_mutex_lock(&req->mu);
+        size_t before = req->out.len;
         sy_openai_to_sse(req->ep, resp, req->client_usage, &req->out);
+        sy_request_hold_final_locked(req, before); /* one answer: all of it ends the stream */
         req->dep = x->dep;
         req->status = 200;
         req->state = SY_RS_DONE;
@@ -836,7 +842,10 @@ static size_t write_cb(char *p, size_t size, size_t n, void *ud)
         acc_feed_frames(x);
     if (x->tmp.len > 0) {
         pthread_mutex_lock(&req->mu);
+        size_t before = req->out.len;
         sy_err arc = sy_buf_append(&req->out, x->tmp.data, x->tmp.len);
+        if (x->stream_over)
+            sy_request_hold_final_locked(req, before); /* the frames up to [DONE] or the error */
         if (req->state == SY_RS_PENDING) {
             req->state = SY_RS_STREAMING;
             req->status = 200;
@@ -1093,6 +1102,9 @@ static void handle_cmds(sy_upstream *u)
             break;
         case SY_CMD_CANCEL:
             cancel_req(u, req);
+            break;
+        case SY_CMD_WAKE:
+            sy_bridge_wake(u->bridge, req);
             break;
         }
         sy_request_unref(req);

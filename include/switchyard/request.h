@@ -22,6 +22,7 @@ struct MHD_Connection;
 struct sy_xfer;
 struct sy_bridge;
 struct sy_cache_embed;
+struct sy_spend;
 
 typedef enum sy_endpoint { SY_EP_CHAT, SY_EP_COMPLETIONS, SY_EP_EMBEDDINGS } sy_endpoint;
 
@@ -61,6 +62,7 @@ typedef struct sy_request {
     struct sy_cache_embed *embed; /* embeddings: per-input cache state (owned), or NULL */
     struct sy_store *store;     /* borrowed from the server */
     struct sy_workers *workers; /* borrowed from the server */
+    struct sy_spend *spend;     /* borrowed from the server */
 
     /* owned by the curl thread only */
     struct sy_xfer *xfer;
@@ -88,6 +90,14 @@ typedef struct sy_request {
     sy_usage usage;          /* from the upstream (or the cached answer); see have_usage */
     bool have_usage;
     const sy_deployment *cache_dep; /* a hit: the deployment that produced the cached answer */
+    /* Spend (server.c): the record is made once the answer is complete, and the answer's last
+     * bytes reach the client only after the journal took it (sy_spend_record_ack), so a crash
+     * loses nothing the client has. */
+    size_t out_hold;     /* STREAMING/DONE: the stream's final bytes ([DONE], an error event)
+                            at the end of <out>, held until spend_acked */
+    bool spend_recorded; /* the record was made (exactly once, whichever path came first) */
+    bool spend_acked;    /* its ack ran: held bytes may go */
+    bool spend_waiting;  /* the connection is suspended until that ack */
 
     int refs; /* atomic */
 } sy_request;
@@ -101,6 +111,11 @@ void sy_request_unref(sy_request *r);
 /* With r->mu held: the request's whole answer is <body> (taken; the previous one is freed) with
  * <status>; the client connection queues it when next resumed. */
 void sy_request_ready_locked(sy_request *r, int status, char *body, size_t len);
+
+/* With r->mu held: what was appended to r->out since it held <before> bytes ends the stream
+ * ([DONE], an error event, a whole replayed answer); it waits at the end of <out> until the
+ * request's spend record is journaled. */
+void sy_request_hold_final_locked(sy_request *r, size_t before);
 
 int64_t sy_now_us(void);
 

@@ -419,14 +419,83 @@ async function acknowledged(proxy, n, model = 'saver') {
   return sum;
 }
 
+/** The proxy's tenant of an Authorization header (api_relay.c: FNV-1a 64), the "key" dimension. */
+function tenantOf(authorization) {
+  let h = 14695981039346656037n;
+  for (const b of Buffer.from(authorization)) {
+    h ^= BigInt(b);
+    h = (h * 1099511628211n) & 0xffffffffffffffffn;
+  }
+  return `k:${h.toString(16).padStart(16, '0')}`;
+}
+
+/** <n> concurrent requests, each under its own key (so each is its own /v1/spend row), every
+ *  third one a stream with include_usage. The proxy is SIGKILLed the moment the <killAt>-th answer
+ *  is acknowledged to its client: a non-stream body received whole, or a stream's [DONE] event
+ *  (clients such as the Python SDK stop reading there). Every answer acknowledged, before or
+ *  after the kill was sent, is returned as key -> its cost in micro-dollars (header, or the
+ *  stream's usage priced like the proxy does); <keys> are all the keys used. */
+async function burstThenKill(proxy, n, killAt, round) {
+  const acked = new Map();
+  const keys = [];
+  let seen = 0;
+  const ack = (key, cost) => {
+    acked.set(key, cost);
+    if (++seen === killAt) proxy.kill(); // synchronously, in the callback that saw the answer
+  };
+  const runs = Array.from({ length: n }, (_, i) => {
+    const auth = `Bearer sk-burst-${process.pid}-${round}-${i}`;
+    const key = tenantOf(auth);
+    keys.push(key);
+    const text = uniq(`burst ${round}/${i} ${'z'.repeat(i % 17)}`);
+    if (i % 3 === 2) {
+      let usage = null;
+      return streamRaw(proxy.url, '/v1/chat/completions',
+        chatBody('saver', text, { stream: true, stream_options: { include_usage: true } }), {
+          headers: { authorization: auth },
+          onEvent: (ev) => {
+            if (ev.data === '[DONE]') ack(key, costMicro(PRICES.cheap, usage));
+            else if (ev.data.startsWith('{')) usage = JSON.parse(ev.data).usage || usage;
+          },
+        }).catch(() => null); // cut by the kill before [DONE]: not acknowledged
+    }
+    return post(proxy.url, '/v1/chat/completions', chatBody('saver', text), { headers: { authorization: auth } })
+      .then((r) => { if (r.status === 200) ack(key, micro(r.headers['x-switchyard-cost-usd'])); },
+        () => null); // cut by the kill: not acknowledged
+  });
+  await Promise.all(runs);
+  proxy.kill(); // when fewer than <killAt> made it (should not happen)
+  await proxy.exitPromise;
+  assert.ok(seen >= killAt, `only ${seen} of ${n} answers before the kill`);
+  return { acked, keys };
+}
+
+/** After a restart: every acknowledged answer of a burst is in /v1/spend exactly once with its
+ *  exact cost; the others are there at most once. Returns the burst's {requests, cost_micro}. */
+async function checkBurst(proxy, { acked, keys }) {
+  const rows = new Map((await spend(proxy, '&group_by=key')).rows.map((r) => [r.key, r]));
+  let requests = 0;
+  let cost = 0;
+  for (const key of keys) {
+    const row = rows.get(key);
+    if (acked.has(key)) {
+      assert.ok(row, `an acknowledged answer (key ${key}) is missing after SIGKILL`);
+      assert.equal(row.cost_micro, acked.get(key), `cost of ${key}`);
+    }
+    if (row) {
+      assert.equal(row.requests, 1, `${key} counted once`);
+      requests += 1;
+      cost += row.cost_micro;
+    }
+  }
+  return { requests, cost_micro: cost };
+}
+
 describe('spend survives SIGKILL (embedded store, journal only)', () => {
-  // KNOWN GAP (issue 5 stays open): the relay records spend when the connection completes,
-  // after the client already has its answer, and the journal is group-committed; a SIGKILL in
-  // that window loses the last record. The fix is sy_spend_record_ack (answer only once the
-  // record is durable). Runs and reports, but does not fail the suite until then.
-  test('every acknowledged request is counted once after a restart', {
-    todo: 'spend is recorded after the answer is acknowledged; see the note above',
-  }, (tc) => withCleanup(async (spawned) => {
+  // A relayed answer's last byte (a whole non-stream body, a stream's [DONE] and end) reaches
+  // the client only once its spend record is in the journal (sy_spend_record_ack), so a SIGKILL
+  // right after an answer loses nothing the client has.
+  test('every acknowledged request is counted once after a restart', (tc) => withCleanup(async (spawned) => {
     const fake = await startFake();
     spawned.push(fake);
     const cfgPath = writeConfig(spendConfig(fake));
@@ -453,12 +522,25 @@ describe('spend survives SIGKILL (embedded store, journal only)', () => {
     t = await totals(proxy);
     assert.equal(t.requests, 20);
     assert.equal(t.cost_micro, want);
+    // concurrent answers, killed while half of them are still in flight
+    let requests = 20;
+    for (let round = 0; round < 3; round++) {
+      const burst = await burstThenKill(proxy, 30, 15, round);
+      proxy = await startProxy(cfgPath, { env: ENV });
+      spawned.push(proxy);
+      const got = await checkBurst(proxy, burst);
+      requests += got.requests;
+      want += got.cost_micro;
+      t = await totals(proxy);
+      assert.equal(t.requests, requests);
+      assert.equal(t.cost_micro, want);
+    }
     await assertCleanExit(proxy);
     // a clean stop and start: still exactly once
     proxy = await startProxy(cfgPath, { env: ENV });
     spawned.push(proxy);
     t = await totals(proxy);
-    assert.equal(t.requests, 20);
+    assert.equal(t.requests, requests);
     assert.equal(t.cost_micro, want);
     await assertCleanExit(proxy);
     await assertCleanExit(fake);
@@ -542,11 +624,7 @@ describe('spend on Redis', { skip: haveRedis ? false : 'redis-server not install
     await assertCleanExit(proxy);
   }));
 
-  // The same known gap as the SIGKILL test above: the last answer's record may not be journaled
-  // yet when the kill comes (seen under parallel load).
-  test('proxy SIGKILLed with Redis up: a restart counts everything exactly once', {
-    todo: 'spend is recorded after the answer is acknowledged; see the SIGKILL note above',
-  }, (tc) => withCleanup(async (spawned) => {
+  test('proxy SIGKILLed with Redis up: a restart counts everything exactly once', (tc) => withCleanup(async (spawned) => {
     const cfgPath = writeConfig(spendConfig(fake, { redis: { url: `redis://127.0.0.1:${redis.port}`, timeout_ms: 300 } }));
     let proxy = await startProxy(cfgPath, { env: ENV });
     spawned.push(proxy);
@@ -564,6 +642,21 @@ describe('spend on Redis', { skip: haveRedis ? false : 'redis-server not install
     await waitFor(async () => { t = await totals(proxy); return t.requests - base.requests >= 12; }, { what: 'replay' });
     assert.equal(t.requests - base.requests, 12);
     assert.equal(t.cost_micro - base.cost_micro, want);
+    // concurrent answers, killed while half of them are still in flight
+    let requests = t.requests;
+    let cost = t.cost_micro;
+    for (let round = 0; round < 2; round++) {
+      const burst = await burstThenKill(proxy, 30, 15, `redis-${round}`);
+      proxy = await startProxy(cfgPath, { env: ENV });
+      spawned.push(proxy);
+      let got;
+      await waitFor(async () => { got = await checkBurst(proxy, burst); return true; },
+        { what: 'the burst replayed into Redis' });
+      requests += got.requests;
+      cost += got.cost_micro;
+      await waitFor(async () => { t = await totals(proxy); return t.requests === requests; }, { what: 'replay' });
+      assert.equal(t.cost_micro, cost);
+    }
     await assertCleanExit(proxy);
   }));
 });
