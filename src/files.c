@@ -1,34 +1,960 @@
-/* files: placeholder until the Files API lands (see include/switchyard/files.h). */
+/* files: the OpenAI Files API. Content is one plain file per id under <data_dir>/files/;
+ * metadata is the OpenAI file object, stored as JSON under "{file:<id>}" (with a store TTL when
+ * the file expires), and listing uses one index hash "{files}:index" (field = id, value =
+ * creation time in ms), sorted in memory.
+ *
+ * The design decision: a file becomes visible in one order — content renamed into place, then
+ * its metadata, then its index entry — and goes away in the reverse order (metadata first). So
+ * a reader that finds metadata always finds content (when it shares data_dir), and an index
+ * entry without metadata (a crash between steps, a store TTL, another instance's delete) is
+ * just skipped and cleaned up by the next listing. Expiry is lazy: an expired file behaves as
+ * deleted on every access, and the store's TTL removes its metadata even if nobody looks.
+ *
+ * Uploads: the MHD thread feeds the multipart body to MHD's post processor, which hands over
+ * the `file` part in pieces; they go straight to a temporary file (O_EXCL, 0600), counted
+ * (bytes, lines) and capped, so memory stays bounded whatever the file's size. */
 #include "switchyard/files.h"
 
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <microhttpd.h>
+#include <stdarg.h>
+#include <openssl/rand.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "switchyard/api.h"
+#include "switchyard/buf.h"
+#include "switchyard/json_util.h"
+#include "switchyard/log.h"
+#include "switchyard/store.h"
+
+#define ID_PREFIX "file-"
+#define ID_RANDOM 24          /* base62 characters after the prefix (~143 bits) */
+#define ID_MAX 64             /* longest id accepted from a client */
+#define META_MAX 65536        /* one file object's JSON */
+#define FIELD_CAP 64          /* a form field's value (purpose, expires_after[...]) */
+#define FILENAME_CAP 1024     /* the file part's filename */
+#define PP_BUFFER 32768       /* MHD post processor buffer */
+#define TMP_STALE_S 86400     /* temporary files older than this are removed at start */
+#define EXPIRES_MIN_S 3600
+#define EXPIRES_MAX_S 2592000 /* 30 days, also the default expiry of `batch` files (OpenAI) */
+#define LIST_MAX 10000
+#define INDEX_KEY "{files}:index"
 
 struct sy_files {
-    int unused;
+    char *dir; /* <data_dir>/files */
+    sy_store *store;
+    size_t max_bytes, max_lines;
+    int64_t (*clock)(void *ud);
+    void *clock_ud;
 };
+
+typedef struct field {
+    char v[FIELD_CAP + 1];
+    size_t len;
+    bool seen;
+} field;
+
 struct sy_upload {
-    int unused;
+    sy_files *f;
+    struct MHD_PostProcessor *pp;
+    sy_err err; /* the first problem; later pieces are dropped */
+    char msg[300];
+    const char *param;
+    int fd;
+    char tmp[PATH_MAX]; /* "" once published or removed */
+    bool file_seen;
+    char filename[FILENAME_CAP + 1];
+    uint64_t bytes, newlines;
+    char last; /* last byte of the file part */
+    field purpose, anchor, seconds;
 };
+
+static const char *const purposes[] = {"assistants", "batch", "fine-tune",
+                                       "vision",     "user_data", "evals"};
+
+/* ---- small helpers ---------------------------------------------------------------------- */
+
+static int64_t real_ms(void *ud)
+{
+    (void)ud;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t now_ms(const sy_files *f)
+{
+    return f->clock(f->clock_ud);
+}
+
+/* <n> random base62 characters plus a NUL at <out>. */
+static bool random_b62(char *out, size_t n)
+{
+    static const char a[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    unsigned char b[64];
+    size_t got = 0;
+
+    while (got < n) {
+        if (RAND_bytes(b, sizeof(b)) != 1)
+            return false;
+        for (size_t i = 0; i < sizeof(b) && got < n; i++)
+            if (b[i] < 248) /* 248 = 4 * 62: no modulo bias */
+                out[got++] = a[b[i] % 62];
+    }
+    out[n] = '\0';
+    return true;
+}
+
+/* Whether <id> could be one of ours: "file-" and 1..ID_MAX alphanumerics. Anything else is
+ * never looked up (it would also be a path under dir). */
+static bool id_ok(const char *id)
+{
+    size_t pl = strlen(ID_PREFIX);
+    if (id == NULL || strncmp(id, ID_PREFIX, pl) != 0)
+        return false;
+    size_t n = strlen(id + pl);
+    if (n == 0 || n > ID_MAX)
+        return false;
+    for (const char *p = id + pl; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9')))
+            return false;
+    return true;
+}
+
+static void meta_key(const char *id, char *buf, size_t n)
+{
+    (void)snprintf(buf, n, "{file:%s}", id);
+}
+
+static bool content_path(const sy_files *f, const char *id, char *buf, size_t n)
+{
+    int w = snprintf(buf, n, "%s/%s", f->dir, id);
+    return w > 0 && (size_t)w < n;
+}
+
+static sy_err mkdir_p1(const char *path)
+{
+    if (mkdir(path, 0700) == 0 || errno == EEXIST)
+        return SY_OK;
+    return SY_EINTERNAL;
+}
+
+/* Removes temporary files a crash left behind. Uploads in progress (here or on another instance
+ * sharing data_dir) keep writing theirs, so only old ones go. */
+static void sweep_tmp(const sy_files *f)
+{
+    DIR *d = opendir(f->dir);
+    struct dirent *e;
+    time_t now = time(NULL);
+
+    if (d == NULL)
+        return;
+    while ((e = readdir(d)) != NULL) {
+        struct stat st;
+        if (strncmp(e->d_name, "tmp-", 4) != 0)
+            continue;
+        if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+            S_ISREG(st.st_mode) && now - st.st_mtime > TMP_STALE_S)
+            (void)unlinkat(dirfd(d), e->d_name, 0);
+    }
+    closedir(d);
+}
 
 sy_err sy_files_new(const char *data_dir, struct sy_store *store, size_t max_bytes,
                     size_t max_lines, sy_files **out)
 {
-    (void)data_dir, (void)store, (void)max_bytes, (void)max_lines;
-    *out = calloc(1, sizeof(**out));
-    return *out != NULL ? SY_OK : SY_ENOMEM;
+    sy_files *f = NULL;
+    sy_err rc = SY_EINVAL;
+
+    if (data_dir == NULL || data_dir[0] == '\0' || store == NULL || out == NULL)
+        goto out;
+    rc = SY_ENOMEM;
+    if ((f = calloc(1, sizeof(*f))) == NULL)
+        goto out;
+    size_t n = strlen(data_dir) + sizeof("/files");
+    if ((f->dir = malloc(n)) == NULL)
+        goto out;
+    (void)snprintf(f->dir, n, "%s/files", data_dir);
+    f->store = store;
+    f->max_bytes = max_bytes;
+    f->max_lines = max_lines;
+    f->clock = real_ms;
+    if ((rc = mkdir_p1(data_dir)) != SY_OK || (rc = mkdir_p1(f->dir)) != SY_OK)
+        goto out;
+    if (access(f->dir, W_OK | X_OK) != 0) {
+        rc = SY_EINTERNAL;
+        goto out;
+    }
+    sweep_tmp(f);
+    *out = f;
+    f = NULL;
+out:
+    sy_files_free(f);
+    return rc;
 }
-void sy_files_free(sy_files *f) { free(f); }
+
+void sy_files_free(sy_files *f)
+{
+    if (f == NULL)
+        return;
+    free(f->dir);
+    free(f);
+}
+
+void sy_files_set_clock(sy_files *f, int64_t (*fn)(void *ud), void *ud)
+{
+    f->clock = fn != NULL ? fn : real_ms;
+    f->clock_ud = fn != NULL ? ud : NULL;
+}
+
+sy_err sy_files_tmp_path(sy_files *f, char *buf, size_t n)
+{
+    char r[ID_RANDOM + 1];
+    if (f == NULL || buf == NULL)
+        return SY_EINVAL;
+    if (!random_b62(r, ID_RANDOM))
+        return SY_EINTERNAL;
+    int w = snprintf(buf, n, "%s/tmp-%s.part", f->dir, r);
+    return w > 0 && (size_t)w < n ? SY_OK : SY_ETOOBIG;
+}
+
+/* ---- metadata ------------------------------------------------------------------------------ */
+
+static sy_err remove_file(sy_files *f, const char *id, bool *existed)
+{
+    char key[96], path[PATH_MAX];
+    bool had = false;
+    sy_err rc;
+
+    meta_key(id, key, sizeof(key));
+    if ((rc = sy_store_del(f->store, key, &had)) != SY_OK)
+        return rc;
+    /* metadata gone: the file is invisible now; the rest is cleanup */
+    if ((rc = sy_store_hdel(f->store, INDEX_KEY, id, NULL)) != SY_OK)
+        sy_log(SY_LOG_WARN, NULL, "files: %s: index entry not removed (%s); a listing will",
+               id, sy_err_name(rc));
+    if (content_path(f, id, path, sizeof(path)) && unlink(path) != 0 && errno != ENOENT)
+        sy_log(SY_LOG_WARN, NULL, "files: %s: cannot remove content: %s", id, strerror(errno));
+    if (existed != NULL)
+        *existed = had;
+    return SY_OK;
+}
+
+/* The stored object of <id> as JSON (new), expired ones removed (SY_ENOTFOUND). */
+static sy_err load(sy_files *f, const char *id, json_t **obj)
+{
+    char key[96];
+    sy_buf b;
+    sy_err rc;
+    json_t *o = NULL;
+
+    if (!id_ok(id))
+        return SY_ENOTFOUND;
+    meta_key(id, key, sizeof(key));
+    sy_buf_init(&b, META_MAX);
+    if ((rc = sy_store_get(f->store, key, &b)) != SY_OK)
+        goto out;
+    o = json_loadb(b.data, b.len, 0, NULL);
+    if (!json_is_object(o)) {
+        sy_log(SY_LOG_WARN, NULL, "files: %s: stored object is not JSON; ignored", id);
+        rc = SY_ENOTFOUND;
+        goto out;
+    }
+    json_t *exp = json_object_get(o, "expires_at");
+    if (json_is_integer(exp) && json_integer_value(exp) * 1000 <= now_ms(f)) {
+        (void)remove_file(f, id, NULL);
+        rc = SY_ENOTFOUND;
+        goto out;
+    }
+    *obj = o;
+    o = NULL;
+out:
+    json_decref(o);
+    sy_buf_cleanup(&b);
+    return rc;
+}
+
+sy_err sy_files_get(sy_files *f, const char *id, json_t **obj)
+{
+    if (f == NULL || obj == NULL)
+        return SY_EINVAL;
+    return load(f, id, obj);
+}
+
+sy_err sy_files_open(sy_files *f, const char *id, int *fd, uint64_t *len)
+{
+    json_t *o = NULL;
+    char path[PATH_MAX];
+    struct stat st;
+    sy_err rc;
+
+    if (f == NULL || fd == NULL || len == NULL)
+        return SY_EINVAL;
+    if ((rc = load(f, id, &o)) != SY_OK)
+        return rc;
+    json_decref(o);
+    if (!content_path(f, id, path, sizeof(path)))
+        return SY_ENOTFOUND;
+    int d = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (d < 0) {
+        if (errno == ENOENT) {
+            sy_log(SY_LOG_WARN, NULL,
+                   "files: %s: metadata but no content under this data_dir (instances serving "
+                   "each other's files must share data_dir)",
+                   id);
+            return SY_ENOTFOUND;
+        }
+        return SY_EINTERNAL;
+    }
+    if (fstat(d, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(d);
+        return SY_EINTERNAL;
+    }
+    *fd = d;
+    *len = (uint64_t)st.st_size;
+    return SY_OK;
+}
+
+sy_err sy_files_delete(sy_files *f, const char *id, bool *existed)
+{
+    json_t *o = NULL;
+    sy_err rc;
+
+    if (f == NULL)
+        return SY_EINVAL;
+    if ((rc = load(f, id, &o)) != SY_OK) {
+        if (rc == SY_ENOTFOUND && existed != NULL)
+            *existed = false;
+        return rc == SY_ENOTFOUND ? SY_OK : rc;
+    }
+    json_decref(o);
+    return remove_file(f, id, existed);
+}
+
+/* Moves the finished file at <tmp> into place as a new file and publishes its metadata and
+ * index entry. <expires_s> > 0: it expires that long after creation. On failure the file is
+ * back at <tmp> (the caller removes it) and nothing else is left behind. */
+static sy_err publish(sy_files *f, const char *tmp, const char *purpose, const char *filename,
+                      uint64_t bytes, int64_t expires_s, json_t **obj)
+{
+    char id[sizeof(ID_PREFIX) + ID_RANDOM], path[PATH_MAX], key[96], ms[24];
+    json_t *o = NULL;
+    char *js = NULL;
+    size_t jlen = 0;
+    bool placed = false, stored = false;
+    int64_t ttl_ms = 0;
+    sy_err rc = SY_EINTERNAL;
+
+    memcpy(id, ID_PREFIX, sizeof(ID_PREFIX) - 1);
+    if (!random_b62(id + sizeof(ID_PREFIX) - 1, ID_RANDOM) ||
+        !content_path(f, id, path, sizeof(path)))
+        goto out;
+    if (rename(tmp, path) != 0) {
+        sy_log(SY_LOG_ERROR, NULL, "files: cannot move %s into place: %s", tmp, strerror(errno));
+        goto out;
+    }
+    placed = true;
+    int64_t now = now_ms(f), created = now / 1000;
+    rc = SY_ENOMEM;
+    o = json_pack("{s:s, s:s, s:I, s:I, s:s, s:s, s:s}", "id", id, "object", "file", "bytes",
+                  (json_int_t)bytes, "created_at", (json_int_t)created, "filename", filename,
+                  "purpose", purpose, "status", "processed");
+    if (o == NULL)
+        goto out;
+    if (expires_s > 0) {
+        int64_t at = created + expires_s;
+        if (json_object_set_new(o, "expires_at", json_integer(at)) != 0)
+            goto out;
+        ttl_ms = at * 1000 - now;
+    }
+    if ((js = sy_json_dump(o, &jlen)) == NULL)
+        goto out;
+    meta_key(id, key, sizeof(key));
+    if ((rc = sy_store_set(f->store, key, js, jlen, ttl_ms, SY_STORE_NX, &stored)) != SY_OK)
+        goto out;
+    if (!stored) { /* 143 random bits collided: practically impossible */
+        rc = SY_EINTERNAL;
+        goto out;
+    }
+    (void)snprintf(ms, sizeof(ms), "%" PRId64, now);
+    if ((rc = sy_store_hset(f->store, INDEX_KEY, id, ms, strlen(ms), 0, NULL)) != SY_OK) {
+        (void)sy_store_del(f->store, key, NULL);
+        goto out;
+    }
+    placed = false; /* published */
+    if (obj != NULL) {
+        *obj = o;
+        o = NULL;
+    }
+    rc = SY_OK;
+out:
+    if (placed && rename(path, tmp) != 0)
+        (void)unlink(path);
+    free(js);
+    json_decref(o);
+    return rc;
+}
+
+static bool write_all(int fd, const void *p, size_t n)
+{
+    const char *c = p;
+    while (n > 0) {
+        ssize_t w = write(fd, c, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return false;
+        c += w;
+        n -= (size_t)w;
+    }
+    return true;
+}
+
+sy_err sy_files_create(sy_files *f, const char *purpose, const char *filename,
+                       const void *data, size_t len, json_t **obj)
+{
+    char tmp[PATH_MAX];
+    sy_err rc;
+
+    if (f == NULL || purpose == NULL || purpose[0] == '\0' || filename == NULL ||
+        (data == NULL && len > 0))
+        return SY_EINVAL;
+    if ((rc = sy_files_tmp_path(f, tmp, sizeof(tmp))) != SY_OK)
+        return rc;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return SY_EINTERNAL;
+    bool ok = write_all(fd, data, len);
+    if (close(fd) != 0)
+        ok = false;
+    rc = ok ? publish(f, tmp, purpose, filename, len, 0, obj) : SY_EINTERNAL;
+    if (rc != SY_OK)
+        (void)unlink(tmp);
+    return rc;
+}
+
+sy_err sy_files_create_from_path(sy_files *f, const char *purpose, const char *filename,
+                                 const char *path, json_t **obj)
+{
+    struct stat st;
+
+    if (f == NULL || purpose == NULL || purpose[0] == '\0' || filename == NULL || path == NULL)
+        return SY_EINVAL;
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode))
+        return SY_EINVAL;
+    return publish(f, path, purpose, filename, (uint64_t)st.st_size, 0, obj);
+}
+
+/* ---- listing ------------------------------------------------------------------------------- */
+
+typedef struct entry {
+    const char *id; /* borrowed from the index result */
+    int64_t ms;
+} entry;
+
+static int cmp_asc(const void *a, const void *b)
+{
+    const entry *x = a, *y = b;
+    if (x->ms != y->ms)
+        return x->ms < y->ms ? -1 : 1;
+    return strcmp(x->id, y->id);
+}
+
+static int cmp_desc(const void *a, const void *b)
+{
+    return cmp_asc(b, a);
+}
+
+sy_err sy_files_list(sy_files *f, const char *purpose, size_t limit, bool asc, const char *after,
+                     json_t **out)
+{
+    sy_store_kvs kv;
+    entry *e = NULL;
+    json_t *data = NULL, *res = NULL;
+    size_t n = 0, start = 0;
+    bool more = false;
+    sy_err rc;
+
+    if (f == NULL || out == NULL || limit < 1 || limit > LIST_MAX)
+        return SY_EINVAL;
+    sy_store_kvs_init(&kv);
+    if ((rc = sy_store_hgetall(f->store, INDEX_KEY, &kv)) != SY_OK)
+        goto out;
+    rc = SY_ENOMEM;
+    if (kv.n > 0 && (e = calloc(kv.n, sizeof(*e))) == NULL)
+        goto out;
+    for (size_t i = 0; i < kv.n; i++) {
+        if (!id_ok(kv.items[i].name))
+            continue;
+        e[n].id = kv.items[i].name;
+        e[n].ms = strtoll(kv.items[i].value, NULL, 10);
+        n++;
+    }
+    if (n > 1)
+        qsort(e, n, sizeof(*e), asc ? cmp_asc : cmp_desc);
+    if (after != NULL) {
+        while (start < n && strcmp(e[start].id, after) != 0)
+            start++;
+        if (start == n) {
+            rc = SY_ENOTFOUND;
+            goto out;
+        }
+        start++;
+    }
+    if ((data = json_array()) == NULL)
+        goto out;
+    for (size_t i = start; i < n; i++) {
+        json_t *o = NULL;
+        rc = load(f, e[i].id, &o);
+        if (rc == SY_ENOTFOUND) {
+            /* an index entry outliving its metadata (expired, or a crash mid-delete) */
+            (void)sy_store_hdel(f->store, INDEX_KEY, e[i].id, NULL);
+            continue;
+        }
+        if (rc != SY_OK)
+            goto out;
+        rc = SY_ENOMEM;
+        const char *p = json_string_value(json_object_get(o, "purpose"));
+        if (purpose != NULL && (p == NULL || strcmp(p, purpose) != 0)) {
+            json_decref(o);
+            continue;
+        }
+        if (json_array_size(data) == limit) {
+            json_decref(o);
+            more = true;
+            break;
+        }
+        if (json_array_append_new(data, o) != 0)
+            goto out;
+    }
+    size_t got = json_array_size(data);
+    json_t *first = got ? json_object_get(json_array_get(data, 0), "id") : NULL;
+    json_t *last = got ? json_object_get(json_array_get(data, got - 1), "id") : NULL;
+    res = json_pack("{s:s, s:O, s:O, s:O, s:b}", "object", "list", "data", data, "first_id",
+                    first ? first : json_null(), "last_id", last ? last : json_null(),
+                    "has_more", more);
+    if (res == NULL)
+        goto out;
+    *out = res;
+    rc = SY_OK;
+out:
+    json_decref(data);
+    free(e);
+    sy_store_kvs_cleanup(&kv);
+    return rc;
+}
+
+/* ---- uploads (MHD thread) ------------------------------------------------------------------ */
+
+static void fail(sy_upload *u, sy_err e, const char *param, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void fail(sy_upload *u, sy_err e, const char *param, const char *fmt, ...)
+{
+    va_list ap;
+    if (u->err != SY_OK)
+        return;
+    u->err = e;
+    u->param = param;
+    va_start(ap, fmt);
+    (void)vsnprintf(u->msg, sizeof(u->msg), fmt, ap);
+    va_end(ap);
+    if (u->fd >= 0) {
+        close(u->fd);
+        u->fd = -1;
+    }
+    if (u->tmp[0] != '\0') {
+        (void)unlink(u->tmp);
+        u->tmp[0] = '\0';
+    }
+}
+
+static void field_add(sy_upload *u, field *fl, const char *name, const char *data, size_t size)
+{
+    fl->seen = true;
+    if (fl->len + size > FIELD_CAP) {
+        fail(u, SY_EINVAL, name, "'%s' is too long (at most %d bytes)", name, FIELD_CAP);
+        return;
+    }
+    memcpy(fl->v + fl->len, data, size);
+    fl->len += size;
+    fl->v[fl->len] = '\0';
+}
+
+static void file_piece(sy_upload *u, const char *filename, const char *data, uint64_t off,
+                       size_t size)
+{
+    if (off == 0 && u->file_seen && u->bytes > 0) {
+        fail(u, SY_EINVAL, "file", "only one 'file' part may be sent");
+        return;
+    }
+    if (!u->file_seen) {
+        u->file_seen = true;
+        if (filename != NULL) {
+            if (strlen(filename) > FILENAME_CAP) {
+                fail(u, SY_EINVAL, "file", "the file name is longer than %d bytes",
+                     FILENAME_CAP);
+                return;
+            }
+            memcpy(u->filename, filename, strlen(filename) + 1);
+        }
+        if (sy_files_tmp_path(u->f, u->tmp, sizeof(u->tmp)) != SY_OK ||
+            (u->fd = open(u->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) < 0) {
+            sy_log(SY_LOG_ERROR, NULL, "files: cannot create a temporary file in %s: %s",
+                   u->f->dir, strerror(errno));
+            u->tmp[0] = '\0';
+            fail(u, SY_EINTERNAL, NULL, "cannot store the upload");
+            return;
+        }
+    }
+    if (size == 0)
+        return;
+    if (u->bytes + size > u->f->max_bytes) {
+        fail(u, SY_ETOOBIG, "file", "File is larger than the limit of %zu bytes.",
+             u->f->max_bytes);
+        return;
+    }
+    if (!write_all(u->fd, data, size)) {
+        sy_log(SY_LOG_ERROR, NULL, "files: cannot write the upload: %s", strerror(errno));
+        fail(u, SY_EINTERNAL, NULL, "cannot store the upload (disk full?)");
+        return;
+    }
+    u->bytes += size;
+    for (const char *p = data, *end = data + size; (p = memchr(p, '\n', (size_t)(end - p)));
+         p++)
+        u->newlines++;
+    u->last = data[size - 1];
+}
+
+static enum MHD_Result on_part(void *cls, enum MHD_ValueKind kind, const char *key,
+                               const char *filename, const char *content_type,
+                               const char *transfer_encoding, const char *data, uint64_t off,
+                               size_t size)
+{
+    sy_upload *u = cls;
+    (void)kind, (void)content_type, (void)transfer_encoding;
+
+    if (u->err != SY_OK)
+        return MHD_NO;
+    if (key == NULL)
+        return MHD_YES;
+    if (strcmp(key, "file") == 0)
+        file_piece(u, filename, data, off, size);
+    else if (strcmp(key, "purpose") == 0)
+        field_add(u, &u->purpose, "purpose", data, size);
+    else if (strcmp(key, "expires_after[anchor]") == 0)
+        field_add(u, &u->anchor, "expires_after[anchor]", data, size);
+    else if (strcmp(key, "expires_after[seconds]") == 0)
+        field_add(u, &u->seconds, "expires_after[seconds]", data, size);
+    /* other fields are ignored, as unknown JSON keys are elsewhere in the API */
+    return u->err == SY_OK ? MHD_YES : MHD_NO;
+}
+
 sy_upload *sy_upload_begin(sy_files *f, struct MHD_Connection *conn)
 {
-    (void)f, (void)conn;
-    return calloc(1, sizeof(sy_upload));
+    sy_upload *u = calloc(1, sizeof(*u));
+    if (u == NULL)
+        return NULL;
+    u->f = f;
+    u->fd = -1;
+    const char *ct =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+    if (ct == NULL || strncasecmp(ct, "multipart/form-data", 19) != 0) {
+        fail(u, SY_EINVAL, NULL,
+             "Invalid Content-Type header (%.80s): POST /v1/files takes multipart/form-data "
+             "with a 'file' and a 'purpose' field",
+             ct != NULL ? ct : "none");
+        return u;
+    }
+    u->pp = MHD_create_post_processor(conn, PP_BUFFER, on_part, u);
+    if (u->pp == NULL)
+        fail(u, SY_EINVAL, NULL,
+             "Invalid Content-Type header (%.80s): multipart/form-data needs a boundary", ct);
+    return u;
 }
-void sy_upload_feed(sy_upload *u, const char *data, size_t len) { (void)u, (void)data, (void)len; }
-void sy_upload_free(sy_upload *u) { free(u); }
+
+void sy_upload_feed(sy_upload *u, const char *data, size_t len)
+{
+    if (u == NULL || u->err != SY_OK || u->pp == NULL)
+        return;
+    if (MHD_post_process(u->pp, data, len) != MHD_YES)
+        fail(u, SY_EINVAL, NULL, "the multipart/form-data body is malformed");
+}
+
+void sy_upload_free(sy_upload *u)
+{
+    if (u == NULL)
+        return;
+    if (u->pp != NULL)
+        (void)MHD_destroy_post_processor(u->pp);
+    if (u->fd >= 0)
+        close(u->fd);
+    if (u->tmp[0] != '\0')
+        (void)unlink(u->tmp);
+    free(u);
+}
+
+/* Worker thread, once the whole body arrived: the post processor says whether the body ended
+ * properly (a missing closing boundary means a truncated upload). */
+static void upload_finish(sy_upload *u)
+{
+    if (u->pp != NULL) {
+        enum MHD_Result ok = MHD_destroy_post_processor(u->pp);
+        u->pp = NULL;
+        if (ok != MHD_YES)
+            fail(u, SY_EINVAL, NULL,
+                 "the multipart/form-data body is truncated or malformed (no closing boundary)");
+    }
+    if (u->fd >= 0) {
+        if (close(u->fd) != 0)
+            fail(u, SY_EINTERNAL, NULL, "cannot store the upload (disk full?)");
+        u->fd = -1;
+    }
+}
+
+/* ---- the HTTP API (worker thread) ---------------------------------------------------------- */
+
+static void reply_err(sy_reply *out, sy_err rc, const char *id)
+{
+    char msg[200];
+    switch (rc) {
+    case SY_ENOTFOUND:
+        (void)snprintf(msg, sizeof(msg), "No such File object: %s", id != NULL ? id : "");
+        sy_api_error(out, SY_ENOTFOUND, msg, "id");
+        break;
+    case SY_ENOMEM:
+        sy_api_error(out, SY_ENOMEM, NULL, NULL);
+        break;
+    case SY_ETIMEOUT:
+    case SY_EUNAVAIL:
+    case SY_EINTERNAL:
+    default:
+        sy_api_error(out, rc == SY_EINTERNAL ? SY_EINTERNAL : SY_EUNAVAIL,
+                     rc == SY_EINTERNAL ? "the file could not be read or stored"
+                                        : "the file store is unavailable; retry shortly",
+                     NULL);
+        break;
+    }
+}
+
+static bool parse_long(const char *s, long long min, long long max, long long *out)
+{
+    char *end;
+    if (s == NULL || *s == '\0' || !(*s == '-' || (*s >= '0' && *s <= '9')))
+        return false;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno != 0 || *end != '\0' || v < min || v > max)
+        return false;
+    *out = v;
+    return true;
+}
+
+static void api_create(const sy_api_in *in, sy_reply *out)
+{
+    sy_files *f = in->files;
+    sy_upload *u = in->upload;
+    char msg[300];
+    int64_t expires_s = 0;
+
+    if (u == NULL) {
+        sy_api_error(out, SY_EINTERNAL, "the upload was not received", NULL);
+        return;
+    }
+    upload_finish(u);
+    if (u->err != SY_OK) {
+        sy_api_error(out, u->err, u->msg, u->param);
+        return;
+    }
+    if (!u->file_seen) {
+        sy_api_error(out, SY_EINVAL, "Missing required parameter: 'file'.", "file");
+        return;
+    }
+    if (!u->purpose.seen || u->purpose.len == 0) {
+        sy_api_error(out, SY_EINVAL, "Missing required parameter: 'purpose'.", "purpose");
+        return;
+    }
+    bool known = false;
+    for (size_t i = 0; i < sizeof(purposes) / sizeof(purposes[0]); i++)
+        known = known || strcmp(u->purpose.v, purposes[i]) == 0;
+    if (!known) {
+        (void)snprintf(msg, sizeof(msg),
+                       "Invalid value for 'purpose': '%s'. Expected one of 'assistants', "
+                       "'batch', 'fine-tune', 'vision', 'user_data', 'evals'.",
+                       u->purpose.v);
+        sy_api_error(out, SY_EINVAL, msg, "purpose");
+        return;
+    }
+    if (u->anchor.seen || u->seconds.seen) {
+        long long secs = 0;
+        if (!u->anchor.seen || strcmp(u->anchor.v, "created_at") != 0) {
+            sy_api_error(out, SY_EINVAL,
+                         "Invalid value for 'expires_after[anchor]': expected 'created_at'.",
+                         "expires_after[anchor]");
+            return;
+        }
+        if (!parse_long(u->seconds.v, EXPIRES_MIN_S, EXPIRES_MAX_S, &secs)) {
+            (void)snprintf(msg, sizeof(msg),
+                           "Invalid value for 'expires_after[seconds]': expected an integer "
+                           "between %d and %d.",
+                           EXPIRES_MIN_S, EXPIRES_MAX_S);
+            sy_api_error(out, SY_EINVAL, msg, "expires_after[seconds]");
+            return;
+        }
+        expires_s = secs;
+    } else if (strcmp(u->purpose.v, "batch") == 0) {
+        expires_s = EXPIRES_MAX_S; /* OpenAI: batch files expire after 30 days by default */
+    }
+    uint64_t lines = u->newlines + (u->bytes > 0 && u->last != '\n' ? 1 : 0);
+    if (strcmp(u->purpose.v, "batch") == 0 && lines > f->max_lines) {
+        (void)snprintf(msg, sizeof(msg),
+                       "A batch input file may have at most %zu lines; this one has %" PRIu64
+                       ".",
+                       f->max_lines, lines);
+        sy_api_error(out, SY_EINVAL, msg, "file");
+        return;
+    }
+    json_t *obj = NULL;
+    sy_err rc = publish(f, u->tmp, u->purpose.v, u->filename[0] ? u->filename : "file",
+                        u->bytes, expires_s, &obj);
+    if (rc != SY_OK) { /* the temporary file goes with the upload */
+        reply_err(out, rc, NULL);
+        return;
+    }
+    u->tmp[0] = '\0'; /* it is the file's content now */
+    sy_api_json(out, 200, obj);
+}
+
+static void api_list(const sy_api_in *in, sy_reply *out)
+{
+    const char *purpose = in->get_arg ? in->get_arg(in->hctx, "purpose") : NULL;
+    const char *lim = in->get_arg ? in->get_arg(in->hctx, "limit") : NULL;
+    const char *order = in->get_arg ? in->get_arg(in->hctx, "order") : NULL;
+    const char *after = in->get_arg ? in->get_arg(in->hctx, "after") : NULL;
+    long long limit = LIST_MAX;
+    char msg[200];
+    json_t *res = NULL;
+
+    if (lim != NULL && !parse_long(lim, 1, LIST_MAX, &limit)) {
+        sy_api_error(out, SY_EINVAL,
+                     "Invalid value for 'limit': expected an integer between 1 and 10000.",
+                     "limit");
+        return;
+    }
+    if (order != NULL && strcmp(order, "asc") != 0 && strcmp(order, "desc") != 0) {
+        sy_api_error(out, SY_EINVAL, "Invalid value for 'order': expected 'asc' or 'desc'.",
+                     "order");
+        return;
+    }
+    if (purpose != NULL && purpose[0] == '\0')
+        purpose = NULL;
+    if (after != NULL && after[0] == '\0')
+        after = NULL;
+    sy_err rc = sy_files_list(in->files, purpose, (size_t)limit,
+                              order != NULL && strcmp(order, "asc") == 0, after, &res);
+    if (rc == SY_ENOTFOUND) {
+        (void)snprintf(msg, sizeof(msg), "Invalid value for 'after': no such File object: %.80s",
+                       after);
+        sy_api_error(out, SY_EINVAL, msg, "after");
+        return;
+    }
+    if (rc != SY_OK) {
+        reply_err(out, rc, NULL);
+        return;
+    }
+    sy_api_json(out, 200, res);
+}
+
 void sy_api_files(const sy_api_in *in, sy_reply *out)
 {
-    (void)in;
-    sy_api_error(out, SY_EUNSUPPORTED, "the Files API is not built yet", NULL);
+    const char *p = in->path + strlen("/v1/files");
+    const char *m = in->method;
+    bool get = strcmp(m, "GET") == 0 || strcmp(m, "HEAD") == 0;
+    char id[ID_MAX + 16];
+    char msg[200];
+
+    out->fd = -1;
+    if (in->files == NULL) {
+        sy_api_error(out, SY_EUNAVAIL, "the Files API is not available", NULL);
+        return;
+    }
+    if (*p == '\0' || strcmp(p, "/") == 0) {
+        if (strcmp(m, "POST") == 0) {
+            api_create(in, out);
+        } else if (get) {
+            api_list(in, out);
+        } else {
+            out->allow = "GET, POST";
+            (void)snprintf(msg, sizeof(msg), "Method %.16s is not allowed on /v1/files.", m);
+            sy_api_error(out, SY_EMETHOD, msg, NULL);
+        }
+        return;
+    }
+    /* "/{id}" or "/{id}/content" */
+    p++;
+    const char *slash = strchr(p, '/');
+    size_t idlen = slash != NULL ? (size_t)(slash - p) : strlen(p);
+    bool content = slash != NULL && strcmp(slash, "/content") == 0;
+    if (idlen == 0 || idlen >= sizeof(id) || (slash != NULL && !content)) {
+        (void)snprintf(msg, sizeof(msg), "Unknown request URL: %.16s %.120s.", m, in->path);
+        sy_api_error(out, SY_ENOTFOUND, msg, NULL);
+        return;
+    }
+    memcpy(id, p, idlen);
+    id[idlen] = '\0';
+    if (content) {
+        if (!get) {
+            out->allow = "GET";
+            (void)snprintf(msg, sizeof(msg), "Method %.16s is not allowed on file content.", m);
+            sy_api_error(out, SY_EMETHOD, msg, NULL);
+            return;
+        }
+        int fd = -1;
+        uint64_t len = 0;
+        sy_err rc = sy_files_open(in->files, id, &fd, &len);
+        if (rc != SY_OK) {
+            reply_err(out, rc, id);
+            return;
+        }
+        out->status = 200;
+        out->has_fd = true;
+        out->fd = fd;
+        out->fd_len = len;
+        out->content_type = "application/octet-stream";
+        return;
+    }
+    if (get) {
+        json_t *obj = NULL;
+        sy_err rc = sy_files_get(in->files, id, &obj);
+        if (rc != SY_OK)
+            reply_err(out, rc, id);
+        else
+            sy_api_json(out, 200, obj);
+        return;
+    }
+    if (strcmp(m, "DELETE") == 0) {
+        bool existed = false;
+        sy_err rc = sy_files_delete(in->files, id, &existed);
+        if (rc == SY_OK && !existed)
+            rc = SY_ENOTFOUND;
+        if (rc != SY_OK) {
+            reply_err(out, rc, id);
+            return;
+        }
+        sy_api_json(out, 200,
+                    json_pack("{s:s, s:s, s:b}", "id", id, "object", "file", "deleted", 1));
+        return;
+    }
+    out->allow = "GET, DELETE";
+    (void)snprintf(msg, sizeof(msg), "Method %.16s is not allowed on /v1/files/{file_id}.", m);
+    sy_api_error(out, SY_EMETHOD, msg, NULL);
 }

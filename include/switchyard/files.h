@@ -47,10 +47,33 @@ sy_err sy_files_open(sy_files *f, const char *id, int *fd, uint64_t *len);
 sy_err sy_files_create(sy_files *f, const char *purpose, const char *filename,
                        const void *data, size_t len, json_t **obj);
 /* The same from a finished file at <path> (moved into the store's directory; same file system
- * as data_dir). Used for large outputs written incrementally. */
+ * as data_dir, e.g. a path from sy_files_tmp_path). Used for large outputs written
+ * incrementally. On failure the file is still at <path> (the caller removes it). */
 sy_err sy_files_create_from_path(sy_files *f, const char *purpose, const char *filename,
                                  const char *path, json_t **obj);
-/* A path under data_dir where a caller may write a temporary file for the function above. */
+/* A path under data_dir where a caller may write a temporary file for the function above
+ * ("<data_dir>/files/tmp-<random>.part"; nothing is created). SY_ETOOBIG when <n> is too
+ * small. Temporary files left by a crash are removed at the next start once a day old. */
 sy_err sy_files_tmp_path(sy_files *f, char *buf, size_t n);
+
+/* Removes <id> (metadata, index entry, content). *existed (may be NULL) says whether it was
+ * there. Store errors are returned (SY_ETIMEOUT, SY_EUNAVAIL, ...). */
+sy_err sy_files_delete(sy_files *f, const char *id, bool *existed);
+
+/* One page of the file list, ordered by creation (<asc> oldest first), of <purpose> only when
+ * not NULL, after the file <after> (NULL = from the start), at most <limit> (1..10000) files:
+ * *out is the ListFilesResponse object (new reference). SY_ENOTFOUND when <after> is not a
+ * known file. */
+sy_err sy_files_list(sy_files *f, const char *purpose, size_t limit, bool asc, const char *after,
+                     json_t **out);
+
+/* Tests: replaces the wall clock (Unix milliseconds) used for created_at and expiry. NULL
+ * restores the real clock. Not thread-safe with other calls. */
+void sy_files_set_clock(sy_files *f, int64_t (*now_ms)(void *ud), void *ud);
+
+/* Error contract of every sy_files_* call above: SY_OK; SY_ENOTFOUND (no such file, expired
+ * included, or its content is not under this instance's data_dir); SY_EINVAL (bad argument);
+ * SY_EINTERNAL (disk); or the store's SY_ETIMEOUT / SY_EUNAVAIL / SY_ENOMEM. They may block on
+ * the store and the disk: worker threads only. Thread-safe. */
 
 #endif

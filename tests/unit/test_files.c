@@ -1,0 +1,555 @@
+/* Unit tests of files.c's C interface (what batch.c uses) and of the JSON side of its HTTP API,
+ * on the embedded store with an injected clock shared by the store and the module (expiry is
+ * tested without sleeping). Uploads (multipart) need a live connection: the integration test
+ * tests/integration/files.test.mjs covers them. */
+#include "switchyard/files.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "switchyard/api.h"
+#include "switchyard/store.h"
+
+static int64_t g_now = 1700000000000LL; /* ms */
+
+static int64_t fake_clock(void *ud)
+{
+    (void)ud;
+    return g_now;
+}
+
+typedef struct fx {
+    char dir[128];
+    sy_store *store;
+    sy_files *f;
+} fx;
+
+static void rm_rf(const char *dir)
+{
+    char cmd[300];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+static int setup(void **state)
+{
+    fx *x = calloc(1, sizeof(*x));
+    sy_store_opts o;
+
+    snprintf(x->dir, sizeof(x->dir), "/tmp/sy_files_XXXXXX");
+    if (mkdtemp(x->dir) == NULL)
+        return -1;
+    sy_store_opts_init(&o);
+    o.mem.clock = fake_clock;
+    if (sy_store_new(&o, &x->store) != SY_OK)
+        return -1;
+    sy_store_opts_cleanup(&o);
+    if (sy_files_new(x->dir, x->store, 1 << 20, 100, &x->f) != SY_OK)
+        return -1;
+    sy_files_set_clock(x->f, fake_clock, NULL);
+    *state = x;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fx *x = *state;
+    sy_files_free(x->f);
+    sy_store_free(x->store);
+    rm_rf(x->dir);
+    free(x);
+    return 0;
+}
+
+static const char *sget(const json_t *o, const char *k)
+{
+    return json_string_value(json_object_get(o, k));
+}
+
+static json_int_t iget(const json_t *o, const char *k)
+{
+    return json_integer_value(json_object_get(o, k));
+}
+
+static void read_fd(int fd, uint64_t len, char *buf, size_t cap)
+{
+    assert_true(len <= cap);
+    size_t got = 0;
+    while (got < len) {
+        ssize_t r = read(fd, buf + got, cap - got);
+        assert_true(r > 0);
+        got += (size_t)r;
+    }
+    assert_int_equal(read(fd, buf, 1), 0); /* nothing past len */
+}
+
+static size_t count_dir(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    size_t n = 0;
+    assert_non_null(d);
+    while ((e = readdir(d)) != NULL)
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n;
+}
+
+static void test_create_get_open(void **state)
+{
+    fx *x = *state;
+    const char data[] = {'{', '"', 'a', '"', ':', '1', '}', '\n', 0, (char)0xff, '\r', '\n'};
+    json_t *obj = NULL, *got = NULL;
+    int fd = -1;
+    uint64_t len = 0;
+    char buf[64], path[512];
+    struct stat st;
+
+    assert_int_equal(sy_files_create(x->f, "batch_output", "out.jsonl", data, sizeof(data), &obj),
+                     SY_OK);
+    const char *id = sget(obj, "id");
+    assert_non_null(id);
+    assert_int_equal(strncmp(id, "file-", 5), 0);
+    assert_true(strlen(id) >= 5 + 24);
+    for (const char *p = id + 5; *p; p++)
+        assert_true((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                    (*p >= '0' && *p <= '9'));
+    assert_string_equal(sget(obj, "object"), "file");
+    assert_string_equal(sget(obj, "purpose"), "batch_output");
+    assert_string_equal(sget(obj, "filename"), "out.jsonl");
+    assert_string_equal(sget(obj, "status"), "processed");
+    assert_int_equal(iget(obj, "bytes"), sizeof(data));
+    assert_int_equal(iget(obj, "created_at"), g_now / 1000);
+    assert_null(json_object_get(obj, "expires_at"));
+
+    assert_int_equal(sy_files_get(x->f, id, &got), SY_OK);
+    assert_true(json_equal(obj, got));
+    assert_int_equal(sy_files_open(x->f, id, &fd, &len), SY_OK);
+    assert_int_equal(len, sizeof(data));
+    read_fd(fd, len, buf, sizeof(buf));
+    assert_memory_equal(buf, data, sizeof(data));
+    close(fd);
+
+    /* content is private to the proxy's user */
+    snprintf(path, sizeof(path), "%s/files/%s", x->dir, id);
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+
+    /* an empty file is a file */
+    json_t *e = NULL;
+    assert_int_equal(sy_files_create(x->f, "batch_output", "empty", NULL, 0, &e), SY_OK);
+    assert_int_equal(sy_files_open(x->f, sget(e, "id"), &fd, &len), SY_OK);
+    assert_int_equal(len, 0);
+    close(fd);
+    /* obj may be NULL */
+    assert_int_equal(sy_files_create(x->f, "batch_output", "x", "a", 1, NULL), SY_OK);
+
+    assert_int_equal(sy_files_create(x->f, "", "x", "a", 1, NULL), SY_EINVAL);
+    assert_int_equal(sy_files_create(x->f, "batch", NULL, "a", 1, NULL), SY_EINVAL);
+    assert_int_equal(sy_files_create(x->f, "batch", "x", NULL, 1, NULL), SY_EINVAL);
+    json_decref(e);
+    json_decref(obj);
+    json_decref(got);
+}
+
+static void test_create_from_path(void **state)
+{
+    fx *x = *state;
+    char p1[512], p2[512], buf[64];
+    json_t *obj = NULL;
+    int fd;
+    uint64_t len;
+
+    assert_int_equal(sy_files_tmp_path(x->f, p1, sizeof(p1)), SY_OK);
+    assert_int_equal(sy_files_tmp_path(x->f, p2, sizeof(p2)), SY_OK);
+    assert_string_not_equal(p1, p2);
+    assert_int_equal(strncmp(p1, x->dir, strlen(x->dir)), 0);
+    assert_int_equal(access(p1, F_OK), -1); /* only a name */
+    assert_int_equal(sy_files_tmp_path(x->f, p2, 10), SY_ETOOBIG);
+
+    FILE *w = fopen(p1, "w");
+    assert_non_null(w);
+    fputs("line 1\nline 2\n", w);
+    fclose(w);
+    assert_int_equal(sy_files_create_from_path(x->f, "batch_output", "res.jsonl", p1, &obj),
+                     SY_OK);
+    assert_int_equal(access(p1, F_OK), -1); /* moved */
+    assert_int_equal(iget(obj, "bytes"), 14);
+    assert_int_equal(sy_files_open(x->f, sget(obj, "id"), &fd, &len), SY_OK);
+    read_fd(fd, len, buf, sizeof(buf));
+    assert_memory_equal(buf, "line 1\nline 2\n", 14);
+    close(fd);
+    assert_int_equal(sy_files_create_from_path(x->f, "batch_output", "r", "/nonexistent/x", NULL),
+                     SY_EINVAL);
+    json_decref(obj);
+}
+
+static void test_unknown_ids(void **state)
+{
+    fx *x = *state;
+    json_t *o = NULL;
+    int fd = -1;
+    uint64_t len;
+    bool existed = true;
+    const char *bad[] = {"", "file-", "file-../../etc/passwd", "../files", "file-abc/x",
+                         "file-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                         "file-AAAAAAAAAAAAAAAAAAAAAAAA"};
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(sy_files_get(x->f, bad[i], &o), SY_ENOTFOUND);
+        assert_int_equal(sy_files_open(x->f, bad[i], &fd, &len), SY_ENOTFOUND);
+        assert_int_equal(sy_files_delete(x->f, bad[i], &existed), SY_OK);
+        assert_false(existed);
+    }
+    assert_int_equal(fd, -1);
+}
+
+static void test_delete(void **state)
+{
+    fx *x = *state;
+    json_t *obj = NULL, *o = NULL;
+    bool existed = false;
+    int fd;
+    uint64_t len;
+    sy_store_kvs kv;
+
+    assert_int_equal(sy_files_create(x->f, "batch", "in.jsonl", "x\n", 2, &obj), SY_OK);
+    const char *id = sget(obj, "id");
+    assert_int_equal(count_dir(x->dir), 1); /* "files" */
+    char fdir[256];
+    snprintf(fdir, sizeof(fdir), "%s/files", x->dir);
+    assert_int_equal(count_dir(fdir), 1);
+    assert_int_equal(sy_files_delete(x->f, id, &existed), SY_OK);
+    assert_true(existed);
+    assert_int_equal(count_dir(fdir), 0);
+    assert_int_equal(sy_files_get(x->f, id, &o), SY_ENOTFOUND);
+    assert_int_equal(sy_files_open(x->f, id, &fd, &len), SY_ENOTFOUND);
+    assert_int_equal(sy_files_delete(x->f, id, &existed), SY_OK);
+    assert_false(existed);
+    /* the index entry went too */
+    sy_store_kvs_init(&kv);
+    assert_int_equal(sy_store_hgetall(x->store, "{files}:index", &kv), SY_OK);
+    assert_int_equal(kv.n, 0);
+    sy_store_kvs_cleanup(&kv);
+    json_decref(obj);
+}
+
+/* Makes <n> files one second apart, purposes alternating; ids in creation order. */
+static void make_files(fx *x, int n, char ids[][64])
+{
+    for (int i = 0; i < n; i++) {
+        json_t *o = NULL;
+        g_now += 1000;
+        assert_int_equal(sy_files_create(x->f, i % 2 ? "batch_output" : "batch", "f", "x", 1, &o),
+                         SY_OK);
+        snprintf(ids[i], 64, "%s", sget(o, "id"));
+        json_decref(o);
+    }
+}
+
+static const char *list_id(const json_t *l, size_t i)
+{
+    return sget(json_array_get(json_object_get(l, "data"), i), "id");
+}
+
+static void test_list(void **state)
+{
+    fx *x = *state;
+    char ids[5][64];
+    json_t *l = NULL;
+
+    assert_int_equal(sy_files_list(x->f, NULL, 10, false, NULL, &l), SY_OK);
+    assert_string_equal(sget(l, "object"), "list");
+    assert_int_equal(json_array_size(json_object_get(l, "data")), 0);
+    assert_true(json_is_null(json_object_get(l, "first_id")));
+    assert_false(json_is_true(json_object_get(l, "has_more")));
+    json_decref(l);
+
+    make_files(x, 5, ids);
+    /* newest first, two per page */
+    assert_int_equal(sy_files_list(x->f, NULL, 2, false, NULL, &l), SY_OK);
+    assert_int_equal(json_array_size(json_object_get(l, "data")), 2);
+    assert_string_equal(list_id(l, 0), ids[4]);
+    assert_string_equal(list_id(l, 1), ids[3]);
+    assert_string_equal(sget(l, "first_id"), ids[4]);
+    assert_string_equal(sget(l, "last_id"), ids[3]);
+    assert_true(json_is_true(json_object_get(l, "has_more")));
+    json_decref(l);
+    assert_int_equal(sy_files_list(x->f, NULL, 2, false, ids[3], &l), SY_OK);
+    assert_string_equal(list_id(l, 0), ids[2]);
+    assert_string_equal(list_id(l, 1), ids[1]);
+    assert_true(json_is_true(json_object_get(l, "has_more")));
+    json_decref(l);
+    assert_int_equal(sy_files_list(x->f, NULL, 2, false, ids[1], &l), SY_OK);
+    assert_int_equal(json_array_size(json_object_get(l, "data")), 1);
+    assert_string_equal(list_id(l, 0), ids[0]);
+    assert_false(json_is_true(json_object_get(l, "has_more")));
+    json_decref(l);
+    /* exactly a full last page: has_more false */
+    assert_int_equal(sy_files_list(x->f, NULL, 5, true, NULL, &l), SY_OK);
+    assert_int_equal(json_array_size(json_object_get(l, "data")), 5);
+    assert_string_equal(list_id(l, 0), ids[0]);
+    assert_string_equal(list_id(l, 4), ids[4]);
+    assert_false(json_is_true(json_object_get(l, "has_more")));
+    json_decref(l);
+    /* purpose filter: batch files are 0, 2, 4; has_more looks past non-matching files */
+    assert_int_equal(sy_files_list(x->f, "batch", 2, true, NULL, &l), SY_OK);
+    assert_int_equal(json_array_size(json_object_get(l, "data")), 2);
+    assert_string_equal(list_id(l, 0), ids[0]);
+    assert_string_equal(list_id(l, 1), ids[2]);
+    assert_true(json_is_true(json_object_get(l, "has_more")));
+    json_decref(l);
+    assert_int_equal(sy_files_list(x->f, "batch_output", 2, true, ids[1], &l), SY_OK);
+    assert_int_equal(json_array_size(json_object_get(l, "data")), 1);
+    assert_string_equal(list_id(l, 0), ids[3]);
+    assert_false(json_is_true(json_object_get(l, "has_more")));
+    json_decref(l);
+    /* unknown cursor, bad limits */
+    assert_int_equal(sy_files_list(x->f, NULL, 2, true, "file-nope", &l), SY_ENOTFOUND);
+    assert_int_equal(sy_files_list(x->f, NULL, 0, true, NULL, &l), SY_EINVAL);
+    assert_int_equal(sy_files_list(x->f, NULL, 10001, true, NULL, &l), SY_EINVAL);
+
+    /* metadata gone behind the index's back (store TTL, crash mid-delete): skipped, cleaned */
+    char key[96];
+    snprintf(key, sizeof(key), "{file:%s}", ids[2]);
+    assert_int_equal(sy_store_del(x->store, key, NULL), SY_OK);
+    assert_int_equal(sy_files_list(x->f, NULL, 10, true, NULL, &l), SY_OK);
+    assert_int_equal(json_array_size(json_object_get(l, "data")), 4);
+    assert_string_equal(list_id(l, 2), ids[3]);
+    json_decref(l);
+    sy_store_kvs kv;
+    sy_store_kvs_init(&kv);
+    assert_int_equal(sy_store_hgetall(x->store, "{files}:index", &kv), SY_OK);
+    assert_int_equal(kv.n, 4);
+    sy_store_kvs_cleanup(&kv);
+}
+
+/* A file whose metadata says it expires (uploads set it; here it is written directly). */
+static void test_expiry(void **state)
+{
+    fx *x = *state;
+    json_t *obj = NULL, *o = NULL, *l = NULL;
+    char key[96], path[512];
+    int fd;
+    uint64_t len;
+
+    assert_int_equal(sy_files_create(x->f, "batch", "in.jsonl", "x\n", 2, &obj), SY_OK);
+    const char *id = sget(obj, "id");
+    json_object_set_new(obj, "expires_at", json_integer(g_now / 1000 + 3600));
+    char *js = json_dumps(obj, JSON_COMPACT);
+    snprintf(key, sizeof(key), "{file:%s}", id);
+    assert_int_equal(sy_store_set(x->store, key, js, strlen(js), 0, 0, NULL), SY_OK);
+    free(js);
+    snprintf(path, sizeof(path), "%s/files/%s", x->dir, id);
+
+    g_now += 3599 * 1000;
+    assert_int_equal(sy_files_get(x->f, id, &o), SY_OK);
+    json_decref(o);
+    g_now += 1000; /* now == expires_at */
+    assert_int_equal(sy_files_open(x->f, id, &fd, &len), SY_ENOTFOUND);
+    assert_int_equal(sy_files_get(x->f, id, &o), SY_ENOTFOUND);
+    assert_int_equal(access(path, F_OK), -1); /* content removed on access */
+    assert_int_equal(sy_files_list(x->f, NULL, 10, true, NULL, &l), SY_OK);
+    assert_int_equal(json_array_size(json_object_get(l, "data")), 0);
+    json_decref(l);
+    json_decref(obj);
+}
+
+/* Two instances on one store, with different data_dirs: both see the metadata; content is
+ * only where it was written. */
+static void test_shared_store(void **state)
+{
+    fx *x = *state;
+    char dir2[128];
+    sy_files *f2 = NULL;
+    json_t *obj = NULL, *o = NULL, *l = NULL;
+    int fd;
+    uint64_t len;
+
+    snprintf(dir2, sizeof(dir2), "/tmp/sy_files2_XXXXXX");
+    assert_non_null(mkdtemp(dir2));
+    assert_int_equal(sy_files_new(dir2, x->store, 1 << 20, 100, &f2), SY_OK);
+    assert_int_equal(sy_files_create(x->f, "batch", "a", "abc", 3, &obj), SY_OK);
+    assert_int_equal(sy_files_get(f2, sget(obj, "id"), &o), SY_OK);
+    assert_true(json_equal(o, obj));
+    assert_int_equal(sy_files_list(f2, NULL, 10, true, NULL, &l), SY_OK);
+    assert_int_equal(json_array_size(json_object_get(l, "data")), 1);
+    assert_int_equal(sy_files_open(f2, sget(obj, "id"), &fd, &len), SY_ENOTFOUND);
+    assert_int_equal(sy_files_open(x->f, sget(obj, "id"), &fd, &len), SY_OK);
+    close(fd);
+    sy_files_free(f2);
+    rm_rf(dir2);
+    json_decref(obj);
+    json_decref(o);
+    json_decref(l);
+}
+
+static void test_new_errors(void **state)
+{
+    (void)state;
+    sy_files *f = NULL;
+    sy_store *s = NULL;
+    sy_store_opts o;
+    sy_store_opts_init(&o);
+    assert_int_equal(sy_store_new(&o, &s), SY_OK);
+    assert_int_not_equal(sy_files_new("/proc/nope/x", s, 1, 1, &f), SY_OK);
+    assert_int_equal(sy_files_new(NULL, s, 1, 1, &f), SY_EINVAL);
+    assert_null(f);
+    sy_files_free(NULL);
+    sy_upload_free(NULL);
+    sy_store_free(s);
+    sy_store_opts_cleanup(&o);
+}
+
+/* ---- the HTTP side, without HTTP -------------------------------------------------------- */
+
+typedef struct args {
+    const char *names[4];
+    const char *values[4];
+} args;
+
+static const char *get_arg(void *hctx, const char *name)
+{
+    args *a = hctx;
+    for (int i = 0; i < 4 && a->names[i] != NULL; i++)
+        if (strcmp(a->names[i], name) == 0)
+            return a->values[i];
+    return NULL;
+}
+
+static json_t *call(fx *x, const char *method, const char *path, args *a, sy_reply *out)
+{
+    sy_api_in in = {.method = method, .path = path, .get_arg = get_arg, .hctx = a,
+                    .files = x->f};
+    memset(out, 0, sizeof(*out));
+    sy_api_files(&in, out);
+    json_t *j = out->body ? json_loadb(out->body, out->len, 0, NULL) : NULL;
+    free(out->body);
+    out->body = NULL;
+    return j;
+}
+
+static void assert_error(json_t *j, const char *type, const char *param)
+{
+    json_t *e = json_object_get(j, "error");
+    assert_true(json_is_object(e));
+    assert_string_equal(sget(e, "type"), type);
+    assert_non_null(sget(e, "message"));
+    if (param != NULL)
+        assert_string_equal(sget(e, "param"), param);
+    assert_non_null(json_object_get(e, "code"));
+    json_decref(j);
+}
+
+static void test_api(void **state)
+{
+    fx *x = *state;
+    char ids[3][64], path[160];
+    args none = {{NULL}, {NULL}};
+    sy_reply r;
+    json_t *j;
+
+    make_files(x, 3, ids);
+    args a = {{"limit", "order", NULL}, {"2", "asc", NULL}};
+    j = call(x, "GET", "/v1/files", &a, &r);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(json_array_size(json_object_get(j, "data")), 2);
+    assert_string_equal(list_id(j, 0), ids[0]);
+    assert_true(json_is_true(json_object_get(j, "has_more")));
+    json_decref(j);
+    args b = {{"after", "purpose", NULL}, {ids[1], "batch", NULL}};
+    j = call(x, "GET", "/v1/files", &b, &r);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(json_array_size(json_object_get(j, "data")), 1); /* desc: ids[0] */
+    assert_string_equal(list_id(j, 0), ids[0]);
+    json_decref(j);
+    args bad[] = {{{"limit"}, {"0"}}, {{"limit"}, {"10001"}}, {{"limit"}, {"x"}},
+                  {{"order"}, {"up"}}, {{"after"}, {"file-nope"}}};
+    const char *params[] = {"limit", "limit", "limit", "order", "after"};
+    for (size_t i = 0; i < 5; i++) {
+        j = call(x, "GET", "/v1/files", &bad[i], &r);
+        assert_int_equal(r.status, 400);
+        assert_error(j, "invalid_request_error", params[i]);
+    }
+
+    snprintf(path, sizeof(path), "/v1/files/%s", ids[1]);
+    j = call(x, "GET", path, &none, &r);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(sget(j, "id"), ids[1]);
+    json_decref(j);
+    snprintf(path, sizeof(path), "/v1/files/%s/content", ids[1]);
+    j = call(x, "GET", path, &none, &r);
+    assert_int_equal(r.status, 200);
+    assert_true(r.has_fd);
+    assert_int_equal(r.fd_len, 1);
+    assert_string_equal(r.content_type, "application/octet-stream");
+    close(r.fd);
+    j = call(x, "POST", path, &none, &r);
+    assert_int_equal(r.status, 405);
+    assert_string_equal(r.allow, "GET");
+    assert_error(j, "invalid_request_error", NULL);
+
+    snprintf(path, sizeof(path), "/v1/files/%s", ids[1]);
+    j = call(x, "PUT", path, &none, &r);
+    assert_int_equal(r.status, 405);
+    assert_string_equal(r.allow, "GET, DELETE");
+    assert_error(j, "invalid_request_error", NULL);
+    j = call(x, "DELETE", path, &none, &r);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(sget(j, "id"), ids[1]);
+    assert_string_equal(sget(j, "object"), "file");
+    assert_true(json_is_true(json_object_get(j, "deleted")));
+    json_decref(j);
+    j = call(x, "DELETE", path, &none, &r);
+    assert_int_equal(r.status, 404);
+    assert_error(j, "invalid_request_error", "id");
+    j = call(x, "GET", path, &none, &r);
+    assert_int_equal(r.status, 404);
+    assert_error(j, "invalid_request_error", "id");
+    snprintf(path, sizeof(path), "/v1/files/%s/content", ids[1]);
+    j = call(x, "GET", path, &none, &r);
+    assert_int_equal(r.status, 404);
+    assert_false(r.has_fd);
+    assert_error(j, "invalid_request_error", "id");
+
+    j = call(x, "GET", "/v1/files/file-abc/other", &none, &r);
+    assert_int_equal(r.status, 404);
+    assert_error(j, "invalid_request_error", NULL);
+    j = call(x, "PATCH", "/v1/files", &none, &r);
+    assert_int_equal(r.status, 405);
+    assert_string_equal(r.allow, "GET, POST");
+    assert_error(j, "invalid_request_error", NULL);
+    j = call(x, "POST", "/v1/files", &none, &r); /* no upload object: a server bug */
+    assert_int_equal(r.status, 500);
+    assert_error(j, "api_error", NULL);
+
+    sy_api_in in = {.method = "GET", .path = "/v1/files", .files = NULL};
+    memset(&r, 0, sizeof(r));
+    sy_api_files(&in, &r);
+    assert_int_equal(r.status, 503);
+    free(r.body);
+}
+
+#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        T(test_create_get_open), T(test_create_from_path), T(test_unknown_ids), T(test_delete),
+        T(test_list),            T(test_expiry),           T(test_shared_store),
+        cmocka_unit_test(test_new_errors), T(test_api),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
