@@ -3,10 +3,12 @@
  * the router, and hands back a request for the upstream thread. Nothing here blocks. */
 #include "switchyard/api.h"
 
+#include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "switchyard/batch.h"
 #include "switchyard/json_util.h"
 #include "switchyard/router.h"
 #include "switchyard/cache.h"
@@ -219,7 +221,7 @@ static int check_embeddings(check *c, const json_t *b, bool *b64)
 
 /* The tenant for affinity: a digest of the bearer token, so two API keys never share a
  * conversation's memory (and the token itself is never stored). */
-static const char *tenant_of(const char *authorization, char *buf, size_t n)
+const char *sy_api_tenant(const char *authorization, char *buf, size_t n)
 {
     if (authorization == NULL)
         return NULL;
@@ -229,6 +231,32 @@ static const char *tenant_of(const char *authorization, char *buf, size_t n)
         h *= 1099511628211ull;
     }
     snprintf(buf, n, "k:%016llx", (unsigned long long)h);
+    return buf;
+}
+
+static const char *tenant_of(const char *authorization, char *buf, size_t n)
+{
+    return sy_api_tenant(authorization, buf, n);
+}
+
+bool sy_api_batch_ok(const sy_api_in *in)
+{
+    if (in->batch_token == NULL || in->batch_token[0] == '\0' || in->get_header == NULL)
+        return false;
+    const char *t = in->get_header(in->hctx, SY_BATCH_HDR_TOKEN);
+    size_t n = t != NULL ? strlen(t) : 0, m = strlen(in->batch_token);
+    /* constant time in the token's bytes; only the length can leak */
+    return n == m && CRYPTO_memcmp(t, in->batch_token, n) == 0;
+}
+
+/* A batch line's tenant as its worker sent it: the creator's digest ("k:" + 16 hex). */
+static const char *batch_tenant(const sy_api_in *in, char *buf, size_t n)
+{
+    const char *t = in->get_header(in->hctx, SY_BATCH_HDR_TENANT);
+    if (t == NULL || strlen(t) != 18 || strncmp(t, "k:", 2) != 0 ||
+        strspn(t + 2, "0123456789abcdef") != 16)
+        return NULL;
+    snprintf(buf, n, "%s", t);
     return buf;
 }
 
@@ -305,9 +333,29 @@ void sy_api_relay(const sy_api_in *in, sy_endpoint ep, sy_reply *out)
     }
     sy_pick pick;
     char tenant[24];
+    bool batch = sy_api_batch_ok(in);
     sy_route_ctx rctx = {.get_header = in->get_header, .hctx = in->hctx,
-                         .tenant = tenant_of(in->authorization, tenant, sizeof(tenant))};
+                         .tenant = batch ? batch_tenant(in, tenant, sizeof(tenant))
+                                         : tenant_of(in->authorization, tenant, sizeof(tenant))};
     rc = sy_router_pick(in->cfg, json_string_value(model), body, &rctx, &pick);
+    int *slot = NULL;
+    if (batch && rc == SY_OK)
+        rc = sy_router_pick_batch(&pick, in->cfg->batch_share, &slot);
+    if (batch && rc == SY_ENOMEM) {
+        sy_api_error(out, SY_ENOMEM, NULL, NULL);
+        goto out;
+    }
+    if (batch && rc == SY_EUNAVAIL) {
+        /* every target's batch share is taken (or every target is full): the worker waits
+         * and retries without spending an attempt */
+        out->status = 503;
+        out->body = sy_err_body_raw("api_error", "batch_capacity", NULL,
+                                    "every deployment of this route is at its batch share; "
+                                    "retry shortly",
+                                    &out->len);
+        snprintf(out->retry_after, sizeof(out->retry_after), "1");
+        goto out;
+    }
     if (rc == SY_ENOMODEL) {
         snprintf(msg, sizeof(msg),
                  "The model '%.200s' does not exist or is not served by this proxy (see GET "
@@ -329,6 +377,7 @@ void sy_api_relay(const sy_api_in *in, sy_endpoint ep, sy_reply *out)
         goto out;
     }
     if (in->shutting_down) {
+        sy_router_batch_release(slot);
         sy_api_error(out, SY_ESHUTDOWN, NULL, NULL);
         goto out;
     }
@@ -338,6 +387,12 @@ void sy_api_relay(const sy_api_in *in, sy_endpoint ep, sy_reply *out)
         json_object_get(json_object_get(body, "stream_options"), "include_usage"));
     sy_request *req = sy_request_new(in->cfg, ep, body, m); /* takes body and m */
     body = NULL;
+    if (req != NULL) {
+        req->batch = batch;
+        req->batch_slot = slot; /* released when the request is freed */
+        slot = NULL;
+    }
+    sy_router_batch_release(slot);
     if (req == NULL || req->model == NULL) {
         sy_request_unref(req);
         sy_api_error(out, SY_ENOMEM, NULL, NULL);

@@ -55,7 +55,36 @@ struct sy_metrics {
     size_t n, cap;
     series *other;
     int64_t start_s;
+    /* batch queue (batch_run.c): counters and the sweeper's last gauges, atomics */
+    uint64_t batch_lines[4]; /* completed, failed, retried, skipped */
+    int64_t batch_depth;     /* -1 = never measured */
+    int64_t batch_status[8];
 };
+
+static const char *const batch_results[4] = {"completed", "failed", "retried", "skipped"};
+static const char *const batch_statuses[8] = {"validating", "failed",     "in_progress",
+                                              "finalizing", "completed",  "expired",
+                                              "cancelling", "cancelled"};
+
+void sy_metrics_batch_line(sy_metrics *m, const char *result)
+{
+    if (m == NULL || result == NULL)
+        return;
+    for (int i = 0; i < 4; i++)
+        if (strcmp(batch_results[i], result) == 0)
+            __atomic_fetch_add(&m->batch_lines[i], 1, __ATOMIC_RELAXED);
+}
+
+void sy_metrics_batch_gauges(sy_metrics *m, int64_t queue_depth, const int64_t by_status[8])
+{
+    if (m == NULL)
+        return;
+    __atomic_store_n(&m->batch_depth, queue_depth, __ATOMIC_RELAXED);
+    for (int i = 0; i < 8; i++)
+        __atomic_store_n(&m->batch_status[i], by_status[i], __ATOMIC_RELAXED);
+}
+
+static sy_err render_batch(sy_metrics *m, sy_buf *out);
 
 #define LOAD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
 #define ADD(x, v) __atomic_fetch_add(&(x), (v), __ATOMIC_RELAXED)
@@ -68,6 +97,7 @@ sy_err sy_metrics_new(sy_metrics **out)
         return SY_ENOMEM;
     pthread_mutex_init(&m->mu, NULL);
     m->start_s = (int64_t)time(NULL);
+    m->batch_depth = -1;
     *out = m;
     return SY_OK;
 }
@@ -480,6 +510,8 @@ sy_err sy_metrics_render(sy_metrics *m, const sy_metrics_src *src, sy_buf *out)
     if (rc == SY_OK && src != NULL && src->spend != NULL)
         rc = render_spend(out, src->spend);
     if (rc == SY_OK)
+        rc = render_batch(m, out);
+    if (rc == SY_OK)
         rc = head(out, "switchyard_build_info", "gauge", "Build information.");
     if (rc == SY_OK)
         rc = sy_buf_printf(out, "switchyard_build_info{version=\"%s\"} 1\n", SY_VERSION);
@@ -489,5 +521,31 @@ sy_err sy_metrics_render(sy_metrics *m, const sy_metrics_src *src, sy_buf *out)
     if (rc == SY_OK)
         rc = sy_buf_printf(out, "process_start_time_seconds %lld\n", (long long)m->start_s);
     free(v);
+    return rc;
+}
+
+static sy_err render_batch(sy_metrics *m, sy_buf *out)
+{
+    sy_err rc = head(out, "switchyard_batch_lines_total", "counter",
+                     "Batch lines finished by this instance (completed: 2xx; failed: error file), "
+                     "retried attempts, and skipped lines of cancelled or expired batches.");
+    for (int i = 0; i < 4 && rc == SY_OK; i++)
+        rc = sy_buf_printf(out, "switchyard_batch_lines_total{result=\"%s\"} %llu\n",
+                           batch_results[i],
+                           (unsigned long long)LOAD(m->batch_lines[i]));
+    int64_t depth = LOAD(m->batch_depth);
+    if (rc == SY_OK && depth >= 0) {
+        rc = head(out, "switchyard_batch_queue_depth", "gauge",
+                  "Entries in the batch queue stream (waiting or running), all instances.");
+        if (rc == SY_OK)
+            rc = sy_buf_printf(out, "switchyard_batch_queue_depth %lld\n", (long long)depth);
+        if (rc == SY_OK)
+            rc = head(out, "switchyard_batches", "gauge",
+                      "Batches by status (running ones as of the last sweep, finished ones "
+                      "since the store was created).");
+        for (int i = 0; i < 8 && rc == SY_OK; i++)
+            rc = sy_buf_printf(out, "switchyard_batches{status=\"%s\"} %lld\n",
+                               batch_statuses[i], (long long)LOAD(m->batch_status[i]));
+    }
     return rc;
 }

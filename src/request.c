@@ -74,6 +74,7 @@ void sy_request_unref(sy_request *r)
 {
     if (r == NULL || __atomic_sub_fetch(&r->refs, 1, __ATOMIC_ACQ_REL) != 0)
         return;
+    sy_router_batch_release(r->batch_slot);
     json_decref(r->body);
     if (r->embed != NULL) {
         sy_cache_embed_cleanup(r->embed);

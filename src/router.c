@@ -2,6 +2,9 @@
  * availability filter. Weighted choice uses a per-thread xorshift generator: no locks. */
 #include "switchyard/router.h"
 
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -270,4 +273,77 @@ bool sy_router_prefer(sy_pick *p, const char *name)
         return true;
     }
     return false;
+}
+
+/* ---- batch share ---- */
+
+typedef struct bslot {
+    char name[128];
+    int inflight; /* atomic */
+    struct bslot *next;
+} bslot;
+
+static pthread_mutex_t bslot_mu = PTHREAD_MUTEX_INITIALIZER;
+static bslot *bslots; /* never freed: one small node per deployment name ever seen */
+
+static bslot *bslot_of(const char *name, bool create)
+{
+    pthread_mutex_lock(&bslot_mu);
+    bslot *s = bslots;
+    while (s != NULL && strcmp(s->name, name) != 0)
+        s = s->next;
+    if (s == NULL && create && (s = calloc(1, sizeof(*s))) != NULL) {
+        snprintf(s->name, sizeof(s->name), "%s", name);
+        s->next = bslots;
+        bslots = s;
+    }
+    pthread_mutex_unlock(&bslot_mu);
+    return s;
+}
+
+int sy_router_batch_cap(const sy_deployment *d, double share)
+{
+    if (d->max_inflight <= 0)
+        return 0;
+    int cap = (int)(share * (double)d->max_inflight);
+    return cap < 1 ? 1 : cap;
+}
+
+int sy_router_batch_inflight(const char *name)
+{
+    bslot *s = bslot_of(name, false);
+    return s != NULL ? __atomic_load_n(&s->inflight, __ATOMIC_RELAXED) : 0;
+}
+
+sy_err sy_router_pick_batch(sy_pick *pick, double share, int **slot)
+{
+    *slot = NULL;
+    if (pick->navailable == 0)
+        return SY_OK;
+    for (size_t i = 0; i < pick->navailable; i++) {
+        const sy_deployment *d = pick->targets[i];
+        bslot *s = bslot_of(d->name, true);
+        if (s == NULL)
+            return SY_ENOMEM;
+        int cap = sy_router_batch_cap(d, share);
+        int now = __atomic_add_fetch(&s->inflight, 1, __ATOMIC_ACQ_REL);
+        if (cap > 0 && now > cap) {
+            __atomic_sub_fetch(&s->inflight, 1, __ATOMIC_ACQ_REL);
+            continue;
+        }
+        /* one target: a fallback would run outside the reserved share; the batch worker
+         * retries the line instead, and the router picks again */
+        pick->targets[0] = d;
+        pick->ntargets = 1;
+        pick->navailable = 1;
+        *slot = &s->inflight;
+        return SY_OK;
+    }
+    return SY_EUNAVAIL;
+}
+
+void sy_router_batch_release(int *slot)
+{
+    if (slot != NULL)
+        __atomic_sub_fetch(slot, 1, __ATOMIC_ACQ_REL);
 }

@@ -884,6 +884,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         .spend = s->spend,
         .metrics = s->metrics,
         .get_arg = get_arg,
+        .batch_token = s->batch != NULL ? sy_batch_token(s->batch) : NULL,
     };
     sy_reply rep;
     sy_api_handle(&in, &rep);
@@ -995,6 +996,7 @@ static bool record_spend(sy_request *req, int status, bool aborted, bool ack)
     r.stream = req->stream;
     r.cache_lookup = req->cache_lookup;
     r.cache_hit = req->cache_hit;
+    r.batch = req->batch;
     r.latency_us = now - req->t_start_us; /* with <ack>: to the answer's completion */
     if (!have && !req->cache_hit && dep != NULL && status < 400 && bytes > 0) {
         /* no usage from the upstream: count what was relayed (JSON and SSE framing make this

@@ -149,7 +149,7 @@ int64_t sy_spend_estimate_tokens(size_t bytes) { return (int64_t)((bytes + 3) / 
 
 void sy_spend_price(sy_spend_rec *r, const sy_price *actual, const sy_price *reference)
 {
-    int64_t cost = actual != NULL ? sy_price_cost_micro(actual, &r->usage, r->batch) : 0;
+    int64_t cost = actual != NULL ? sy_price_cost_micro(actual, &r->usage, r->batch_discount) : 0;
 
     if (r->cache_hit) {
         r->cost_micro = 0;
@@ -158,7 +158,7 @@ void sy_spend_price(sy_spend_rec *r, const sy_price *actual, const sy_price *ref
     }
     r->cost_micro = cost;
     r->counterfactual_micro =
-        reference != NULL ? sy_price_cost_micro(reference, &r->usage, r->batch) : cost;
+        reference != NULL ? sy_price_cost_micro(reference, &r->usage, r->batch_discount) : cost;
 }
 
 /* %-escapes one dimension into <out> (at most DIM_MAX bytes, never cutting an escape). NULL or

@@ -64,6 +64,13 @@ void sy_api_handle(const sy_api_in *in, sy_reply *out);
 /* Whether <authorization> carries the master key (constant time). False when none is set. */
 bool sy_api_master_ok(const sy_config *cfg, const char *authorization);
 
+/* api_relay.c: whether the request carries this process's batch token (constant time): a
+ * batch worker's own line, authorized even with require_keys. */
+bool sy_api_batch_ok(const sy_api_in *in);
+/* The tenant of a bearer <authorization> ("k:" + 16 hex digits of a digest; the key itself is
+ * never stored) into <buf>, or NULL without one. */
+const char *sy_api_tenant(const char *authorization, char *buf, size_t n);
+
 /* Helpers shared by the endpoint files. */
 void sy_api_error(sy_reply *out, sy_err e, const char *message, const char *param);
 void sy_api_json(sy_reply *out, int status, json_t *j); /* takes <j> */

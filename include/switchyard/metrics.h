@@ -26,6 +26,9 @@
  *   switchyard_breaker_state{deployment}       gauge    0 closed, 1 open, 2 half-open
  *   switchyard_store_up                        gauge    1 while the store is healthy
  *   switchyard_spend_* (queued records, pending groups, journal bytes, dropped, store errors)
+ *   switchyard_batch_lines_total{result}       counter  batch lines: completed|failed|retried|skipped
+ *   switchyard_batch_queue_depth               gauge    entries in the batch stream (all instances)
+ *   switchyard_batches{status}                 gauge    batches by status (batch.h)
  *   switchyard_build_info{version}, process_start_time_seconds
  * Counters start at 0 with the process; they are not restored from the store. */
 #ifndef SY_METRICS_H
@@ -53,6 +56,13 @@ void sy_metrics_free(sy_metrics *m);
  * is seen. sy_spend_record calls it when the spend recorder was given this registry, so the relay
  * calls only sy_spend_record. */
 void sy_metrics_observe_request(sy_metrics *m, const sy_spend_rec *r);
+
+/* Batch queue (batch_run.c). <result>: "completed", "failed", "retried" or "skipped"; others
+ * are ignored. The gauges are set by the batch sweeper; <by_status> in the order validating,
+ * failed, in_progress, finalizing, completed, expired, cancelling, cancelled; <queue_depth> < 0
+ * = unknown (family omitted). NULL <m> is a no-op. Thread-safe, no I/O. */
+void sy_metrics_batch_line(sy_metrics *m, const char *result);
+void sy_metrics_batch_gauges(sy_metrics *m, int64_t queue_depth, const int64_t by_status[8]);
 
 /* What the exposition reads besides the registry; every pointer may be NULL (family omitted). */
 typedef struct sy_metrics_src {

@@ -62,6 +62,8 @@ typedef struct sy_request {
     struct sy_cache_embed *embed; /* embeddings: per-input cache state (owned), or NULL */
     struct sy_store *store;     /* borrowed from the server */
     struct sy_workers *workers; /* borrowed from the server */
+    bool batch;          /* a batch worker's line (x-switchyard-batch-token) */
+    int *batch_slot;     /* its reserved batch share (router.h), released when freed; or NULL */
     struct sy_spend *spend;     /* borrowed from the server */
 
     /* owned by the curl thread only */

@@ -60,4 +60,23 @@ sy_err sy_router_pick(const sy_config *cfg, const char *model, const json_t *bod
  * first. Reads runtime state through atomics; no I/O. */
 bool sy_router_prefer(sy_pick *p, const char *name);
 
+/* ---- batch share (DESIGN §9) ------------------------------------------------------------------
+ * Batch lines may hold at most max(1, floor(<share> * max_inflight)) attempts of a deployment
+ * with max_inflight > 0; interactive requests keep the rest. A batch request reserves its slot
+ * when it is picked and releases it when the request is freed; counts live in a process-wide
+ * registry keyed by deployment name (they outlive reloads like health.h's). */
+
+/* The batch cap of <d>: 0 = no cap (max_inflight 0). */
+int sy_router_batch_cap(const sy_deployment *d, double share);
+/* Batch requests holding a slot of the deployment named <name> now. */
+int sy_router_batch_inflight(const char *name);
+/* Narrows <pick> (from sy_router_pick) to its first available target with a free batch slot and
+ * reserves that slot: *slot is the counter to give back with sy_router_batch_release (NULL when
+ * nothing was reserved: no target is available for any request, the relay reports that as
+ * usual). SY_EUNAVAIL when every available target's batch share is taken (nothing reserved).
+ * Thread-safe; no I/O. */
+sy_err sy_router_pick_batch(sy_pick *pick, double share, int **slot);
+/* Gives back a slot from sy_router_pick_batch. NULL is a no-op. */
+void sy_router_batch_release(int *slot);
+
 #endif

@@ -114,16 +114,19 @@ typedef struct sy_spend_rec {
     bool stream;
     bool cache_lookup;  /* the prompt cache was consulted (a miss unless cache_hit) */
     bool cache_hit;     /* answered from the prompt cache (cost 0) */
-    bool batch;         /* a /v1/batches line (priced with the batch discount) */
+    bool batch;         /* a /v1/batches line (for reporting; it pays the normal price when it
+                           ran through the proxy like an interactive request) */
+    bool batch_discount; /* priced with the deployment's batch discount: only a line that went
+                            through the provider's own batch API */
     sy_usage usage;     /* usage.estimated: no usage from the upstream */
-    int64_t cost_micro; /* sy_price_cost_micro(&dep->price, &usage, batch); cache hit: 0 */
+    int64_t cost_micro; /* sy_price_cost_micro(&dep->price, &usage, batch_discount); hit: 0 */
     int64_t counterfactual_micro; /* the route's reference deployment's price for the same
                                      usage; no reference: = cost; cache hit: the original cost */
     int64_t latency_us;           /* request start to last byte; < 0 = unknown */
     int64_t ttft_us;              /* request start to first byte to the client; < 0 = unknown */
 } sy_spend_rec;
 
-/* Fills cost_micro and counterfactual_micro of <r> from r->usage and r->batch: <actual> is the
+/* Fills cost_micro and counterfactual_micro of <r> from r->usage and r->batch_discount: <actual> is the
  * serving deployment's price, <reference> the route's reference deployment's (NULL = none: the
  * counterfactual is the cost). For a cache hit pass <actual> = the price of the deployment that
  * produced the cached answer: the cost is 0 and the whole original cost is the counterfactual. */

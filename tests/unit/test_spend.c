@@ -149,12 +149,18 @@ static void test_estimate_and_price(void **state)
     sy_spend_price(&r, &flag, NULL);
     assert_int_equal(r.cost_micro, 4500);
     assert_int_equal(r.counterfactual_micro, 4500);
+    /* a batch line run through the proxy pays the normal price; only the provider's batch
+     * API gets the discount */
     r.batch = true;
+    sy_spend_price(&r, &flag, &flag);
+    assert_int_equal(r.cost_micro, 4500);
+    r.batch_discount = true;
     sy_spend_price(&r, &flag, &flag);
     assert_int_equal(r.cost_micro, 2250);
     assert_int_equal(r.counterfactual_micro, 2250);
     /* a cache hit costs nothing and saves what the answer cost when it was made */
     r.batch = false;
+    r.batch_discount = false;
     r.cache_hit = true;
     sy_spend_price(&r, &flag, &flag);
     assert_int_equal(r.cost_micro, 0);
