@@ -1571,9 +1571,12 @@ int fake_handle(const fake_request *rq, fake_reply *r)
     }
     if (span_eq(path, plen, "/_last"))
         return text_reply(r, fake_last_json());
+    if (span_eq(path, plen, "/_reqlog")) /* reqlog.c */
+        return text_reply(r, fake_reqlog_json(span_eq(rq->method, rq->method_len, "POST")));
 
     fake_stat_add(FAKE_STAT_requests, 1);
     fake_last_record(rq);
+    fake_reqlog_record(rq);
     return answer(rq, r, true);
 }
 

@@ -203,6 +203,11 @@ void fake_last_record(const fake_request *req);
 char *fake_last_json(void);
 void fake_last_cleanup(void);
 
+/* reqlog.c: every API request's path and body (GET /_reqlog; POST /_reqlog clears). */
+void fake_reqlog_record(const fake_request *req);
+char *fake_reqlog_json(bool clear);
+void fake_reqlog_cleanup(void);
+
 /* ------------------------------------------------------------------ server ----------------- */
 
 typedef struct fake_server fake_server;

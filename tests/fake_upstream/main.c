@@ -103,5 +103,6 @@ int main(int argc, char **argv)
 out:
     fake_server_free(srv);
     fake_last_cleanup();
+    fake_reqlog_cleanup();
     return rc;
 }
