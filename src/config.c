@@ -273,6 +273,11 @@ static const field batch_fields[] = {
      .off = offsetof(sy_config, batch_window_s), .def_int = 86400, .min = 1,
      .max = 604800,
      .doc = "seconds a `completion_window` of `24h` lasts (shorten only for tests)"},
+    {.key = "files_dir", .type = FT_STR, .off = offsetof(sy_config, files_dir),
+     .check = check_path, .bounds_doc = PATH_DOC,
+     .doc = "directory of uploaded and batch output file contents; unset: `<data_dir>/files`. "
+            "Instances on one Redis share file metadata; point them at one shared directory "
+            "(each keeps its own `data_dir`) so any of them serves any file's content"},
 };
 
 static const table auth_table = {"auth", "`auth`", "Client authentication.", "master_key_env",
@@ -1253,6 +1258,7 @@ static void config_free(sy_config *cfg)
         return;
     xfree(cfg->listen_host);
     xfree(cfg->data_dir);
+    xfree(cfg->files_dir);
     xfree(cfg->routes_dir);
     xfree(cfg->prices_path);
     json_decref(cfg->redis);

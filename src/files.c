@@ -170,26 +170,32 @@ static void sweep_tmp(const sy_files *f)
     closedir(d);
 }
 
-sy_err sy_files_new(const char *data_dir, struct sy_store *store, size_t max_bytes,
-                    size_t max_lines, sy_files **out)
+static sy_err files_new(const char *data_dir, const char *files_dir, sy_store *store,
+                        size_t max_bytes, size_t max_lines, sy_files **out)
 {
     sy_files *f = NULL;
     sy_err rc = SY_EINVAL;
 
-    if (data_dir == NULL || data_dir[0] == '\0' || store == NULL || out == NULL)
+    if (store == NULL || out == NULL)
         goto out;
     rc = SY_ENOMEM;
     if ((f = calloc(1, sizeof(*f))) == NULL)
         goto out;
-    size_t n = strlen(data_dir) + sizeof("/files");
-    if ((f->dir = malloc(n)) == NULL)
+    if (files_dir != NULL) {
+        f->dir = strdup(files_dir);
+    } else {
+        size_t n = strlen(data_dir) + sizeof("/files");
+        if ((f->dir = malloc(n)) != NULL)
+            (void)snprintf(f->dir, n, "%s/files", data_dir);
+    }
+    if (f->dir == NULL)
         goto out;
-    (void)snprintf(f->dir, n, "%s/files", data_dir);
     f->store = store;
     f->max_bytes = max_bytes;
     f->max_lines = max_lines;
     f->clock = real_ms;
-    if ((rc = mkdir_p1(data_dir)) != SY_OK || (rc = mkdir_p1(f->dir)) != SY_OK)
+    if ((data_dir != NULL && (rc = mkdir_p1(data_dir)) != SY_OK) ||
+        (rc = mkdir_p1(f->dir)) != SY_OK)
         goto out;
     if (access(f->dir, W_OK | X_OK) != 0) {
         rc = SY_EINTERNAL;
@@ -201,6 +207,22 @@ sy_err sy_files_new(const char *data_dir, struct sy_store *store, size_t max_byt
 out:
     sy_files_free(f);
     return rc;
+}
+
+sy_err sy_files_new(const char *data_dir, struct sy_store *store, size_t max_bytes,
+                    size_t max_lines, sy_files **out)
+{
+    if (data_dir == NULL || data_dir[0] == '\0')
+        return SY_EINVAL;
+    return files_new(data_dir, NULL, store, max_bytes, max_lines, out);
+}
+
+sy_err sy_files_new_dir(const char *files_dir, struct sy_store *store, size_t max_bytes,
+                        size_t max_lines, sy_files **out)
+{
+    if (files_dir == NULL || files_dir[0] == '\0')
+        return SY_EINVAL;
+    return files_new(NULL, files_dir, store, max_bytes, max_lines, out);
 }
 
 void sy_files_free(sy_files *f)

@@ -1134,10 +1134,14 @@ sy_err sy_server_start(sy_config *cfg, const char *listen, sy_server **out, char
         snprintf(err, errlen, "cannot start worker threads");
         goto fail;
     }
-    if ((rc = sy_files_new(cfg->data_dir, s->store, cfg->file_max_bytes, cfg->batch_max_lines,
-                           &s->files)) != SY_OK) {
-        snprintf(err, errlen, "cannot use data_dir '%s' for files (not writable?)",
-                 cfg->data_dir ? cfg->data_dir : "?");
+    rc = cfg->files_dir != NULL
+             ? sy_files_new_dir(cfg->files_dir, s->store, cfg->file_max_bytes,
+                                cfg->batch_max_lines, &s->files)
+             : sy_files_new(cfg->data_dir, s->store, cfg->file_max_bytes, cfg->batch_max_lines,
+                            &s->files);
+    if (rc != SY_OK) {
+        snprintf(err, errlen, "cannot use '%s' for files (not writable?)",
+                 cfg->files_dir ? cfg->files_dir : cfg->data_dir ? cfg->data_dir : "?");
         goto fail;
     }
     if ((rc = sy_metrics_new(&s->metrics)) != SY_OK) {

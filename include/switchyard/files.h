@@ -27,6 +27,10 @@ typedef struct sy_upload sy_upload;
  * lines of a `batch` file. *out is new, freed with sy_files_free. */
 sy_err sy_files_new(const char *data_dir, struct sy_store *store, size_t max_bytes,
                     size_t max_lines, sy_files **out);
+/* The same with contents directly in <files_dir> (config batch.files_dir: a directory several
+ * instances share; its parent must exist). */
+sy_err sy_files_new_dir(const char *files_dir, struct sy_store *store, size_t max_bytes,
+                        size_t max_lines, sy_files **out);
 void sy_files_free(sy_files *f);
 
 /* MHD thread, POST /v1/files: starts parsing the connection's multipart body. Never NULL

@@ -389,6 +389,16 @@ static void test_shared_store(void **state)
     assert_int_equal(sy_files_open(f2, sget(obj, "id"), &fd, &len), SY_ENOTFOUND);
     assert_int_equal(sy_files_open(x->f, sget(obj, "id"), &fd, &len), SY_OK);
     close(fd);
+    /* a third instance pointed at the first one's files directory (batch.files_dir) reads it */
+    char shared[200];
+    sy_files *f3 = NULL;
+    snprintf(shared, sizeof(shared), "%s/files", x->dir);
+    assert_int_equal(sy_files_new_dir(shared, x->store, 1 << 20, 100, &f3), SY_OK);
+    assert_int_equal(sy_files_open(f3, sget(obj, "id"), &fd, &len), SY_OK);
+    assert_int_equal(len, 3);
+    close(fd);
+    sy_files_free(f3);
+    assert_int_equal(sy_files_new_dir("", x->store, 1, 1, &f3), SY_EINVAL);
     sy_files_free(f2);
     rm_rf(dir2);
     json_decref(obj);
