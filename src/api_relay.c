@@ -276,6 +276,7 @@ static void plan_cache(const sy_api_in *in, sy_request *req)
         req->cache_lookup = plan.lookup;
         req->cache_store = plan.store;
         req->cache_ttl_s = r->cache_ttl_s;
+        req->cache_max_bytes = r->cache_max_entry_bytes;
         return;
     }
     sy_cache_key_in k = {.ep = req->ep, .route = req->pick.route,
@@ -286,6 +287,7 @@ static void plan_cache(const sy_api_in *in, sy_request *req)
     req->cache_lookup = plan.lookup;
     req->cache_store = plan.store;
     req->cache_ttl_s = r->cache_ttl_s;
+    req->cache_max_bytes = r->cache_max_entry_bytes;
 }
 
 void sy_api_relay(const sy_api_in *in, sy_endpoint ep, sy_reply *out)

@@ -547,8 +547,9 @@ static void parse_route(pctx *c, sy_routes *t, const json_t *j, const char *path
     json_t *cache = json_object_get(j, "cache");
     r->cache_mode = SY_CACHE_NEVER;
     r->cache_ttl_s = 86400;
+    r->cache_max_entry_bytes = 1048576;
     if (cache != NULL) {
-        static const char *const ck[] = {"mode", "ttl_s", NULL};
+        static const char *const ck[] = {"mode", "ttl_s", "max_entry_bytes", NULL};
         snprintf(p, sizeof(p), "%s.cache", path);
         if (!json_is_object(cache)) {
             perr(c, p, "expected an object");
@@ -568,6 +569,12 @@ static void parse_route(pctx *c, sy_routes *t, const json_t *j, const char *path
                 perr(c, p, "ttl_s: expected an integer >= 1");
             else if (ttl != NULL)
                 r->cache_ttl_s = (long)json_integer_value(ttl);
+            json_t *mx = json_object_get(cache, "max_entry_bytes");
+            if (mx != NULL && (!json_is_integer(mx) || json_integer_value(mx) < 256 ||
+                               json_integer_value(mx) > 1073741824))
+                perr(c, p, "max_entry_bytes: expected an integer from 256 to 1073741824");
+            else if (mx != NULL)
+                r->cache_max_entry_bytes = (size_t)json_integer_value(mx);
         }
     }
 

@@ -308,6 +308,7 @@ typedef struct put_job {
     char key[SY_CACHE_KEY_SIZE];
     sy_cache_entry entry;
     long ttl_s;
+    size_t max_bytes; /* the route's cache.max_entry_bytes */
     /* when set, the client's answer waits for the write, so that a repeat sent as soon as the
      * answer arrives is a hit */
     sy_request *req;
@@ -324,8 +325,8 @@ static void cache_put_job(void *arg)
     sy_cache_status st =
         j->embed != NULL
             ? sy_cache_embed_put(j->store, j->embed, j->model, j->entry.deployment,
-                                 (int64_t)time(NULL) * 1000, j->ttl_s, 0, NULL)
-            : sy_cache_put(j->store, j->key, &j->entry, j->ttl_s, 0);
+                                 (int64_t)time(NULL) * 1000, j->ttl_s, j->max_bytes, NULL)
+            : sy_cache_put(j->store, j->key, &j->entry, j->ttl_s, j->max_bytes);
     sy_log(SY_LOG_DEBUG, NULL, "cache: put %s: %s", j->key, sy_cache_status_name(st));
     if (j->req != NULL) {
         sy_request *req = j->req;
@@ -378,6 +379,7 @@ static bool embed_finish(sy_request *req, const sy_deployment *dep, json_t *resp
                  : dep->model);
     j->store = req->store;
     j->ttl_s = req->cache_ttl_s > 0 ? req->cache_ttl_s : 3600;
+    j->max_bytes = req->cache_max_bytes;
     j->req = sy_request_ref(req);
     j->body = body;
     j->len = len;
@@ -428,6 +430,7 @@ static bool cache_store_then(sy_request *req, const sy_deployment *dep, json_t *
         j->end_stream = end_stream;
     }
     j->ttl_s = req->cache_ttl_s > 0 ? req->cache_ttl_s : 3600;
+    j->max_bytes = req->cache_max_bytes;
     sy_cache_entry_init(&j->entry);
     sy_cache_entry_set(&j->entry, req->ep, answer, dep->name, (int64_t)time(NULL) * 1000, -1);
     json_decref(answer); /* the entry holds its own reference */

@@ -58,6 +58,7 @@ typedef struct sy_request {
     bool cache_lookup;   /* look the prompt cache up before going upstream */
     bool cache_store;    /* store a clean answer */
     long cache_ttl_s;
+    size_t cache_max_bytes; /* the route's cache.max_entry_bytes (0 = the store's cap only) */
     char cache_key[72]; /* the lookup key (first target's model); SY_CACHE_KEY_SIZE */
     struct sy_cache_embed *embed; /* embeddings: per-input cache state (owned), or NULL */
     struct sy_store *store;     /* borrowed from the server */

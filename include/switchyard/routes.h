@@ -74,6 +74,7 @@ typedef struct sy_route {
     long affinity_ttl_s;
     sy_cache_mode cache_mode;
     long cache_ttl_s;
+    size_t cache_max_entry_bytes; /* an answer encoding larger than this is not stored */
     bool by_model_name;    /* "target": "by_model_name" */
     long reference;        /* index of the reference (flagship) deployment, -1 = none */
 } sy_route;

@@ -49,6 +49,7 @@ function cacheRoutes() {
     one('always', 'always'),
     one('never', null),
     one('short', 'always', { cache: { mode: 'always', ttl_s: 1 } }),
+    one('capped', 'always', { cache: { mode: 'always', ttl_s: 600, max_entry_bytes: 3000 } }),
     one('emb', 'deterministic'),
     { name: 'direct', match: { model: '*' }, target: 'by_model_name' },
   ]);
@@ -443,6 +444,40 @@ describe('prompt cache, entry size cap', () => {
     const small = chatBody('always', uniq('small'));
     assert.equal((await chat(proxy, small)).cache, 'miss');
     assert.equal((await chat(proxy, small)).cache, 'hit');
+    assert.equal((await fake.stats()).chat, 5);
+  });
+});
+
+describe('prompt cache, the route\'s max_entry_bytes', () => {
+  let fake;
+  let proxy;
+
+  before(async () => {
+    fake = await startFake();
+    proxy = await startProxy(makeConfig({ deployments: deployments(fake), routes: cacheRoutes() }));
+  });
+
+  after(async () => {
+    await assertCleanExit(proxy);
+    await fake?.stop();
+  });
+
+  test('an answer over the route cap is served but not stored; the same answer on a route without that cap is', async () => {
+    await fake.reset();
+    const prompt = uniq('medium [[fake words=1500]]');
+    const capped = chatBody('capped', prompt);
+    const a = await chat(proxy, capped);
+    assert.equal(a.res.status, 200);
+    assert.ok(a.res.body.length > 6000);
+    assert.equal(a.cache, 'miss');
+    assert.equal((await chat(proxy, capped)).cache, 'miss');
+    const sp = uniq('medium stream [[fake chunks=1500]]');
+    const s1 = await chatStream(proxy, chatBody('capped', sp));
+    assert.ok(s1.done);
+    assert.equal((await chatStream(proxy, chatBody('capped', sp))).cache, 'miss');
+    const open = chatBody('always', prompt);
+    assert.equal((await chat(proxy, open)).cache, 'miss');
+    assert.equal((await chat(proxy, open)).cache, 'hit');
     assert.equal((await fake.stats()).chat, 5);
   });
 });
