@@ -22,6 +22,7 @@ struct sy_batch {
     sy_store *store;
     struct sy_files *files;
     struct sy_metrics *metrics;
+    struct sy_spend *spend; /* provider-batch lines record their spend here (may be NULL) */
     char self_url[160];
     char token[65];
     char consumer[96]; /* unique per process: host-pid-random */
@@ -69,6 +70,9 @@ json_t *bobj_public(sy_store *s, const json_t *obj);
 /* Marks <id> inactive and counts its terminal <status> in {b}:stats. */
 void bobj_retire(sy_store *s, const char *id, const char *status);
 bool bstatus_terminal(const char *st);
+
+/* batch_provider.c: submits due provider-batch groups and merges ended ones (sweeper). */
+void sy_batch_provider_sweep(sy_batch *b);
 
 /* batch_run.c: wakes the validator (a batch was created). */
 void brun_kick(sy_batch *b);

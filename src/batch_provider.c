@@ -1,17 +1,470 @@
-/* batch_provider: the seam where batch lines may go through a provider's own batch API
- * (OpenAI Batches, Anthropic Message Batches) at its discount instead of running one by one
- * (issue 7, item 4). A worker calls sy_batch_provider_offer for every line whose first-choice
- * deployment has "batch_api": true. This default takes nothing, so every line runs through the
- * proxy.
+/* batch_provider: the seam where batch lines go through a provider's own batch API (OpenAI
+ * Batches, Anthropic Message Batches; src/provider_batch.c) at its discount instead of running
+ * one by one (issue 7, item 4). A worker calls sy_batch_provider_offer for every line whose
+ * first-choice deployment has "batch_api": true; the sweeper calls sy_batch_provider_sweep.
  *
- * Contract for an implementation: return true only once the line is durably handed over (the
- * worker acknowledges the queue entry right after, so a crash after `true` must not lose it);
- * later write its result with sy_batch_line_done (idempotent, counts once) and record its
- * spend with sy_spend_rec.batch_discount set. */
+ * The one design decision: every step is a store record written before the step it guards, and
+ * a provider batch is never submitted twice.
+ *   offer:   the line is copied to {b}:pb:line:<batch>:<line> and indexed in the hash {b}:pb:pend
+ *            ("<batch>:<line>" -> "<enqueued ms>|<attempts>|<deployment>") before the worker
+ *            acknowledges its queue entry.
+ *   submit:  (sweeper) lines of one deployment are grouped once there are PB_MAX_LINES of them
+ *            or the oldest has waited batch.poll_ms; the group is written to {b}:pb:sub
+ *            (<sub id> -> {"dep","ep","lines":[...],"state":"submitting"}) and taken out of the
+ *            pending index, then submitted; the provider's batch id is saved ("submitted").
+ *            A failed submit puts the lines back (up to batch.max_attempts, then they fail).
+ *            A restart that finds a group still "submitting" cannot know whether the provider
+ *            took it: its lines fail with provider_batch_unknown rather than risk paying twice.
+ *   poll:    (sweeper) each submitted group is polled; once it ended, its results are written
+ *            through sy_batch_line_done (idempotent) and each line that ran and had no result
+ *            yet records its spend priced with the batch discount; then the group is deleted.
+ * Only one instance works on provider batches at a time (lease {b}:pb:lease). */
 #include "switchyard/batch.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "batch_int.h"
+#include "switchyard/json_util.h"
+#include "switchyard/log.h"
+#include "switchyard/provider_batch.h"
+#include "switchyard/router.h"
+#include "switchyard/routes.h"
+#include "switchyard/spend.h"
+
+#define PB_PEND "{b}:pb:pend"
+#define PB_SUB "{b}:pb:sub"
+#define PB_LEASE "{b}:pb:lease"
+#define PB_MAX_LINES 1000 /* lines per provider batch */
+
+static bool line_key(char *buf, size_t n, const char *ref)
+{
+    int w = snprintf(buf, n, "{b}:pb:line:%s", ref);
+    return w > 0 && (size_t)w < n;
+}
+
+/* "<batch>:<line>" -> batch id and line number. */
+static bool split_ref(const char *ref, char *id, size_t idn, long *line)
+{
+    const char *colon = strrchr(ref, ':');
+    if (colon == NULL || (size_t)(colon - ref) >= idn)
+        return false;
+    memcpy(id, ref, (size_t)(colon - ref));
+    id[colon - ref] = '\0';
+    *line = strtol(colon + 1, NULL, 10);
+    return true;
+}
 
 bool sy_batch_provider_offer(sy_batch *b, const sy_batch_job *job, const sy_deployment *dep)
 {
-    (void)b, (void)job, (void)dep;
-    return false;
+    char ref[128], key[SY_STORE_KEY_MAX], val[256];
+    json_t *rec;
+    char *text;
+    size_t len = 0;
+    bool ok = false;
+
+    if (strcmp(job->url, "/v1/embeddings") == 0 && dep->provider == SY_PROVIDER_ANTHROPIC)
+        return false;
+    snprintf(ref, sizeof(ref), "%s:%ld", job->batch_id, job->line);
+    if (!line_key(key, sizeof(key), ref))
+        return false;
+    rec = json_pack("{s:s,s:s,s:s,s:O}", "c", job->custom_id, "t", job->tenant ? job->tenant : "",
+                    "u", job->url, "body", job->body);
+    text = rec ? sy_json_dump(rec, &len) : NULL;
+    json_decref(rec);
+    if (text == NULL)
+        return false;
+    snprintf(val, sizeof(val), "%" PRId64 "|0|%s", bt_now_ms(), dep->name);
+    ok = sy_store_set(b->store, key, text, len, 0, 0, NULL) == SY_OK &&
+         sy_store_hset(b->store, PB_PEND, ref, val, strlen(val), 0, NULL) == SY_OK;
+    free(text);
+    if (ok)
+        sy_log(SY_LOG_DEBUG, NULL, "batch %s line %ld: queued for the batch API of %s",
+               job->batch_id, job->line, dep->name);
+    return ok;
+}
+
+void sy_batch_set_spend(sy_batch *b, sy_spend *spend)
+{
+    b->spend = spend;
+}
+
+static const sy_deployment *dep_by_name(const sy_config *cfg, const char *name)
+{
+    for (size_t i = 0; i < cfg->ndeployments; i++)
+        if (strcmp(cfg->deployments[i].name, name) == 0)
+            return &cfg->deployments[i];
+    return NULL;
+}
+
+static sy_endpoint ep_of(const char *url)
+{
+    return strcmp(url, "/v1/embeddings") == 0    ? SY_EP_EMBEDDINGS
+           : strcmp(url, "/v1/completions") == 0 ? SY_EP_COMPLETIONS
+                                                 : SY_EP_CHAT;
+}
+
+/* The stored line of <ref> (new), or NULL. */
+static json_t *load_line(sy_batch *b, const char *ref)
+{
+    char key[SY_STORE_KEY_MAX];
+    sy_buf v;
+    json_t *j = NULL;
+
+    sy_buf_init(&v, (size_t)64 << 20);
+    if (line_key(key, sizeof(key), ref) && sy_store_get(b->store, key, &v) == SY_OK)
+        j = json_loadb(v.data ? v.data : "", v.len, 0, NULL);
+    sy_buf_cleanup(&v);
+    return j;
+}
+
+static void drop_line(sy_batch *b, const char *ref)
+{
+    char key[SY_STORE_KEY_MAX];
+    if (line_key(key, sizeof(key), ref))
+        (void)sy_store_del(b->store, key, NULL);
+}
+
+/* Writes the result of <ref> once; records its spend (batch discount) when this call wrote it
+ * and the line ran. <body> is the OpenAI answer or error; <status> 0 = never ran. */
+static void finish_line(sy_batch *b, const sy_deployment *dep, const char *ref, int status,
+                        const json_t *body, const sy_usage *usage, const char *code,
+                        const char *message)
+{
+    char id[80], rkey[SY_STORE_KEY_MAX];
+    long line;
+    json_t *l = load_line(b, ref);
+    const char *cid = json_string_value(json_object_get(l, "c"));
+    bool existed = false;
+    char *text = NULL, *lj = NULL;
+    size_t tlen = 0, len = 0;
+
+    if (!split_ref(ref, id, sizeof(id), &line) || cid == NULL) {
+        json_decref(l);
+        drop_line(b, ref);
+        return;
+    }
+    if (bk_res(rkey, sizeof(rkey), id, line))
+        (void)sy_store_exists(b->store, rkey, &existed);
+    if (status > 0 && body != NULL)
+        text = sy_json_dump(body, &tlen);
+    lj = sy_batch_result_line(cid, status, NULL, text, tlen, code, message, &len);
+    if (lj != NULL &&
+        sy_batch_line_done(b, id, line, status >= 200 && status < 300, lj, len, NULL) == SY_OK) {
+        if (!existed && status > 0 && b->spend != NULL && dep != NULL) {
+            const json_t *req = json_object_get(l, "body");
+            const char *tenant = json_string_value(json_object_get(l, "t"));
+            const char *model = json_string_value(json_object_get(req, "model"));
+            sy_route_ctx rctx = {.tenant = tenant && tenant[0] ? tenant : NULL};
+            sy_pick pick;
+            bool picked = model != NULL &&
+                          sy_router_pick(b->cfg, model, req, &rctx, &pick) == SY_OK;
+            const sy_route *route = picked ? pick.route_def : NULL;
+            const sy_deployment *refd =
+                route != NULL && route->reference >= 0 &&
+                        (size_t)route->reference < b->cfg->ndeployments
+                    ? &b->cfg->deployments[route->reference]
+                    : NULL;
+            sy_spend_rec r = {.route = picked ? pick.route : NULL,
+                              .tier = picked ? pick.tier : NULL,
+                              .deployment = dep->name,
+                              .model = dep->model,
+                              .key = tenant && tenant[0] ? tenant : NULL,
+                              .status = status,
+                              .error = status >= 400,
+                              .batch = true,
+                              .batch_discount = true,
+                              .latency_us = -1,
+                              .ttft_us = -1};
+            if (usage != NULL)
+                r.usage = *usage;
+            sy_spend_price(&r, &dep->price, refd != NULL ? &refd->price : NULL);
+            sy_spend_record(b->spend, &r);
+        }
+        drop_line(b, ref);
+    }
+    free(lj);
+    free(text);
+    json_decref(l);
+}
+
+/* ---- submit --------------------------------------------------------------------------------- */
+
+typedef struct group {
+    char dep[128];
+    char url[32];
+    json_t *refs;  /* ["<batch>:<line>", ...] */
+    json_t *tries; /* attempts so far, per ref */
+    int64_t oldest;
+} group;
+
+typedef struct reject_ctx {
+    sy_batch *b;
+    const sy_deployment *dep;
+    json_t *refs;
+} reject_ctx;
+
+static void on_reject(void *ud, size_t index, const char *custom_id, const char *err)
+{
+    reject_ctx *c = ud;
+    json_t *body = json_loads(err, 0, NULL);
+    (void)custom_id;
+    /* status 400: the client's line cannot be translated for this provider */
+    finish_line(c->b, c->dep, json_string_value(json_array_get(c->refs, index)), 400, body, NULL,
+                NULL, NULL);
+    json_decref(body);
+}
+
+static void submit_group(sy_batch *b, group *g)
+{
+    const sy_deployment *dep = dep_by_name(b->cfg, g->dep);
+    size_t n = json_array_size(g->refs), i, submitted = 0;
+    sy_provider_batch_line *lines = calloc(n ? n : 1, sizeof(*lines));
+    json_t **loaded = calloc(n ? n : 1, sizeof(*loaded)), *sub = NULL;
+    char (*cids)[96] = calloc(n ? n : 1, sizeof(*cids));
+    char subid[64], pid[SY_PROVIDER_BATCH_ID_MAX];
+    sy_provider_batch_error e = {0};
+    reject_ctx rc = {.b = b, .dep = dep, .refs = g->refs};
+    char *text = NULL;
+    size_t len = 0;
+    sy_err err;
+
+    if (lines == NULL || loaded == NULL || cids == NULL)
+        goto out;
+    snprintf(subid, sizeof(subid), "pb%" PRId64 "x%08x", bt_now_ms(), (unsigned)rand());
+    sub = json_pack("{s:s,s:s,s:O,s:s,s:s,s:I}", "dep", g->dep, "ep", g->url, "lines", g->refs,
+                    "state", "submitting", "pid", "", "at", (json_int_t)bt_now_ms());
+    if (sub == NULL || (text = sy_json_dump(sub, &len)) == NULL ||
+        sy_store_hset(b->store, PB_SUB, subid, text, len, 0, NULL) != SY_OK)
+        goto out;
+    for (i = 0; i < n; i++)
+        (void)sy_store_hdel(b->store, PB_PEND, json_string_value(json_array_get(g->refs, i)),
+                            NULL);
+    if (dep == NULL) { /* gone from the config after a reload */
+        for (i = 0; i < n; i++)
+            finish_line(b, NULL, json_string_value(json_array_get(g->refs, i)), 0, NULL, NULL,
+                        "deployment_unavailable", "the batch_api deployment is gone");
+        (void)sy_store_hdel(b->store, PB_SUB, subid, NULL);
+        goto out;
+    }
+    for (i = 0; i < n; i++) {
+        loaded[i] = load_line(b, json_string_value(json_array_get(g->refs, i)));
+        /* unique across submissions: "<sub id>-<index>" (Anthropic: at most 64 bytes) */
+        snprintf(cids[i], sizeof(cids[i]), "%s-%zu", subid, i);
+        lines[i].custom_id = cids[i];
+        lines[i].body = json_object_get(loaded[i], "body");
+        if (lines[i].body == NULL)
+            lines[i].body = json_object(); /* unreadable: the provider rejects it */
+    }
+    err = sy_provider_batch_submit(dep, ep_of(g->url), lines, n, subid, on_reject, &rc, pid,
+                                   sizeof(pid), &submitted, &e);
+    if (err == SY_OK && submitted == 0) {
+        (void)sy_store_hdel(b->store, PB_SUB, subid, NULL);
+    } else if (err == SY_OK) {
+        json_object_set_new(sub, "state", json_string("submitted"));
+        json_object_set_new(sub, "pid", json_string(pid));
+        free(text);
+        if ((text = sy_json_dump(sub, &len)) != NULL)
+            (void)sy_store_hset(b->store, PB_SUB, subid, text, len, 0, NULL);
+    } else {
+        /* not taken: back to pending, or failed after batch.max_attempts */
+        for (i = 0; i < n; i++) {
+            const char *ref = json_string_value(json_array_get(g->refs, i));
+            long tries = (long)json_integer_value(json_array_get(g->tries, i)) + 1;
+            if (tries >= b->cfg->batch_max_attempts) {
+                json_t *body = e.body ? json_loads(e.body, 0, NULL) : NULL;
+                finish_line(b, dep, ref, e.status > 0 ? e.status : 502, body, NULL, NULL, NULL);
+                json_decref(body);
+            } else {
+                char val[256];
+                snprintf(val, sizeof(val), "%" PRId64 "|%ld|%s", bt_now_ms(), tries, g->dep);
+                (void)sy_store_hset(b->store, PB_PEND, ref, val, strlen(val), 0, NULL);
+            }
+        }
+        (void)sy_store_hdel(b->store, PB_SUB, subid, NULL);
+    }
+    for (i = 0; i < n; i++)
+        if (loaded[i] == NULL || json_object_get(loaded[i], "body") == NULL)
+            json_decref((json_t *)lines[i].body);
+out:
+    for (i = 0; loaded != NULL && i < n; i++)
+        json_decref(loaded[i]);
+    sy_provider_batch_error_cleanup(&e);
+    json_decref(sub);
+    free(text);
+    free(lines);
+    free(loaded);
+    free(cids);
+}
+
+/* Groups the pending lines by deployment and submits the groups that are due. */
+static void submit_due(sy_batch *b)
+{
+    sy_store_kvs kv;
+    group groups[16];
+    size_t ng = 0, i;
+    int64_t now = bt_now_ms();
+
+    memset(groups, 0, sizeof(groups));
+    sy_store_kvs_init(&kv);
+    if (sy_store_hgetall(b->store, PB_PEND, &kv) != SY_OK)
+        goto out;
+    for (i = 0; i < kv.n; i++) {
+        const char *v = kv.items[i].value, *p1 = strchr(v, '|'), *p2 = p1 ? strchr(p1 + 1, '|')
+                                                                          : NULL;
+        json_t *l;
+        const char *url;
+        size_t k;
+        if (p2 == NULL)
+            continue;
+        for (k = 0; k < ng; k++)
+            if (strcmp(groups[k].dep, p2 + 1) == 0)
+                break;
+        if (k == ng) {
+            if (ng == sizeof(groups) / sizeof(groups[0]))
+                continue; /* the next sweep takes the rest */
+            l = load_line(b, kv.items[i].name);
+            url = json_string_value(json_object_get(l, "u"));
+            snprintf(groups[k].dep, sizeof(groups[k].dep), "%s", p2 + 1);
+            snprintf(groups[k].url, sizeof(groups[k].url), "%s",
+                     url ? url : "/v1/chat/completions");
+            json_decref(l);
+            groups[k].refs = json_array();
+            groups[k].tries = json_array();
+            groups[k].oldest = now;
+            ng++;
+        }
+        if (json_array_size(groups[k].refs) >= PB_MAX_LINES)
+            continue;
+        json_array_append_new(groups[k].refs, json_string(kv.items[i].name));
+        json_array_append_new(groups[k].tries, json_integer(strtol(p1 + 1, NULL, 10)));
+        if (strtoll(v, NULL, 10) < groups[k].oldest)
+            groups[k].oldest = strtoll(v, NULL, 10);
+    }
+    for (i = 0; i < ng; i++)
+        if (json_array_size(groups[i].refs) >= PB_MAX_LINES ||
+            now - groups[i].oldest >= b->cfg->batch_poll_ms)
+            submit_group(b, &groups[i]);
+out:
+    for (i = 0; i < ng; i++) {
+        json_decref(groups[i].refs);
+        json_decref(groups[i].tries);
+    }
+    sy_store_kvs_cleanup(&kv);
+}
+
+/* ---- poll and merge ------------------------------------------------------------------------ */
+
+typedef struct merge_ctx {
+    sy_batch *b;
+    const sy_deployment *dep;
+    const json_t *refs;
+    char *seen; /* per line: a result arrived */
+} merge_ctx;
+
+static int on_result(void *ud, const sy_provider_batch_result *r)
+{
+    merge_ctx *c = ud;
+    size_t n = json_array_size(c->refs);
+    char *end;
+    const char *dash = strrchr(r->custom_id, '-');
+    unsigned long i = dash != NULL ? strtoul(dash + 1, &end, 10) : n;
+
+    if (i >= n || dash == NULL || *end != '\0')
+        return 0; /* not one of ours */
+    c->seen[i] = 1;
+    if (r->status == 0) {
+        const json_t *err = json_object_get(r->body, "error");
+        finish_line(c->b, c->dep, json_string_value(json_array_get(c->refs, i)), 0, NULL, NULL,
+                    json_string_value(json_object_get(err, "code")),
+                    json_string_value(json_object_get(err, "message")));
+    } else {
+        finish_line(c->b, c->dep, json_string_value(json_array_get(c->refs, i)), r->status,
+                    r->body, r->has_usage ? &r->usage : NULL, NULL, NULL);
+    }
+    return 0;
+}
+
+static void poll_sub(sy_batch *b, const char *subid, const char *text)
+{
+    json_t *sub = json_loads(text, 0, NULL);
+    const char *state = json_string_value(json_object_get(sub, "state"));
+    const char *pid = json_string_value(json_object_get(sub, "pid"));
+    const char *depname = json_string_value(json_object_get(sub, "dep"));
+    const char *url = json_string_value(json_object_get(sub, "ep"));
+    const json_t *refs = json_object_get(sub, "lines");
+    const sy_deployment *dep = depname ? dep_by_name(b->cfg, depname) : NULL;
+    sy_provider_batch_error e = {0};
+    sy_provider_batch_status st;
+    merge_ctx mc = {.b = b, .dep = dep, .refs = refs};
+    size_t n = json_array_size(refs), i;
+
+    if (state == NULL || refs == NULL)
+        goto drop;
+    if (strcmp(state, "submitting") == 0) {
+        /* a crash between recording the group and saving the provider's id: the provider may
+         * or may not have the batch, and resubmitting could pay twice */
+        int64_t at = json_integer_value(json_object_get(sub, "at"));
+        if (bt_now_ms() - at < b->cfg->batch_lease_ms)
+            goto out; /* another instance may be submitting it right now */
+        for (i = 0; i < n; i++)
+            finish_line(b, dep, json_string_value(json_array_get(refs, i)), 0, NULL, NULL,
+                        "provider_batch_unknown",
+                        "the proxy restarted while submitting this line to the provider's batch "
+                        "API; it was not resubmitted so that it is never paid twice");
+        goto drop;
+    }
+    if (dep == NULL || pid == NULL) {
+        for (i = 0; i < n; i++)
+            finish_line(b, NULL, json_string_value(json_array_get(refs, i)), 0, NULL, NULL,
+                        "deployment_unavailable", "the batch_api deployment is gone");
+        goto drop;
+    }
+    if (sy_provider_batch_poll(dep, pid, &st, &e) != SY_OK ||
+        st.state == SY_PROVIDER_BATCH_PENDING)
+        goto out; /* polled again next sweep */
+    if (st.state != SY_PROVIDER_BATCH_FAILED) {
+        if ((mc.seen = calloc(n ? n : 1, 1)) == NULL)
+            goto out;
+        if (sy_provider_batch_results(dep, ep_of(url ? url : ""), pid, on_result, &mc, &e) !=
+            SY_OK)
+            goto out; /* read again next sweep: finish_line is idempotent */
+    }
+    for (i = 0; i < n; i++) {
+        if (mc.seen != NULL && mc.seen[i])
+            continue;
+        finish_line(b, dep, json_string_value(json_array_get(refs, i)), 0, NULL, NULL,
+                    st.state == SY_PROVIDER_BATCH_FAILED ? "provider_batch_failed"
+                                                         : "provider_batch_missing",
+                    st.message[0] ? st.message : "the provider's batch has no result for it");
+    }
+    sy_log(SY_LOG_INFO, NULL, "provider batch %s at %s: %s, %ld ok, %ld failed", pid, dep->name,
+           st.provider_status, st.succeeded, st.errored);
+drop:
+    (void)sy_store_hdel(b->store, PB_SUB, subid, NULL);
+out:
+    free(mc.seen);
+    sy_provider_batch_error_cleanup(&e);
+    json_decref(sub);
+}
+
+void sy_batch_provider_sweep(sy_batch *b)
+{
+    sy_store_kvs kv;
+    bool leased = false;
+
+    if (sy_store_set(b->store, PB_LEASE, b->consumer, strlen(b->consumer),
+                     b->cfg->batch_lease_ms, SY_STORE_NX, &leased) != SY_OK ||
+        !leased)
+        return;
+    submit_due(b);
+    sy_store_kvs_init(&kv);
+    if (sy_store_hgetall(b->store, PB_SUB, &kv) == SY_OK)
+        for (size_t i = 0; i < kv.n; i++)
+            poll_sub(b, kv.items[i].name, kv.items[i].value);
+    sy_store_kvs_cleanup(&kv);
+    (void)sy_store_del(b->store, PB_LEASE, NULL);
 }

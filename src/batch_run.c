@@ -980,6 +980,7 @@ static void *sweeper_main(void *arg)
     while (brun_sleep(b, b->cfg->batch_poll_ms)) {
         (void)sy_store_xgroup_create(b->store, BQ_STREAM, BQ_GROUP, "0", NULL);
         reclaim(b);
+        sy_batch_provider_sweep(b);
         int64_t by_status[8] = {0};
         sy_store_kvs kv;
         sy_store_kvs_init(&kv);

@@ -1204,6 +1204,7 @@ sy_err sy_server_start(sy_config *cfg, const char *listen, sy_server **out, char
         MHD_stop_daemon(s->mhd);
         goto fail;
     }
+    sy_batch_set_spend(s->batch, s->spend); /* provider-batch lines (batch_provider.c) */
     free(host);
     *out = s;
     return SY_OK;

@@ -137,4 +137,10 @@ bool sy_batch_provider_offer(sy_batch *b, const sy_batch_job *job, const sy_depl
 sy_err sy_batch_line_done(sy_batch *b, const char *batch_id, long line, bool ok,
                           const char *line_json, size_t len, const json_t *usage);
 
+/* Where lines that went through a provider's batch API record their spend (with the batch
+ * discount); the relay records every other line. Set once after sy_batch_new, before traffic;
+ * NULL = not recorded. */
+struct sy_spend;
+void sy_batch_set_spend(sy_batch *b, struct sy_spend *spend);
+
 #endif
