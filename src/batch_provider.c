@@ -280,7 +280,7 @@ static void submit_group(sy_batch *b, group *g)
                 json_decref(body);
             } else {
                 char val[256];
-                snprintf(val, sizeof(val), "%" PRId64 "|%ld|%s", bt_now_ms(), tries, g->dep);
+                snprintf(val, sizeof(val), "%" PRId64 "|%ld|%.128s", bt_now_ms(), tries, g->dep);
                 (void)sy_store_hset(b->store, PB_PEND, ref, val, strlen(val), 0, NULL);
             }
         }
