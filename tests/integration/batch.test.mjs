@@ -244,6 +244,48 @@ describe('batches, embedded store', () => {
   });
 });
 
+describe('batch expiry', () => {
+  let fake;
+  let proxy;
+
+  before(async () => {
+    fake = await startFake();
+    proxy = await startProxy(makeConfig({
+      deployments: [fakeDeployment(fake, 'fake-small')],
+      batch: { ...FAST, workers: 2, window_s: 2 },
+    }));
+  });
+
+  after(async () => {
+    await assertCleanExit(proxy);
+    await fake?.stop();
+  });
+
+  test('past its window a batch expires: finished lines kept, the rest batch_expired', async () => {
+    const client = proxy.client();
+    const lines = [];
+    for (let i = 300; i < 340; i++) lines.push(line(i, `line-${i} [[fake first_byte_ms=250]]`));
+    const file = await uploadBatch(client, lines);
+    const b = await client.batches.create({ input_file_id: file.id, endpoint: EP, completion_window: '24h' });
+    assert.equal(b.expires_at - b.created_at, 2);
+    const end = await waitBatch(client, b.id, ['expired', 'completed'], 60000);
+    assert.equal(end.status, 'expired');
+    validateBatch(end, 'expired batch');
+    assert.equal(typeof end.expired_at, 'number');
+    const out = await fileLines(client, end.output_file_id);
+    const err = await fileLines(client, end.error_file_id);
+    assert.equal(out.length, end.request_counts.completed);
+    assert.ok(out.length > 0 && out.length < 40, `${out.length} lines finished`);
+    assert.equal(out.length + err.length, 40);
+    for (const l of err) {
+      assert.equal(l.response, null);
+      assert.equal(l.error.code, 'batch_expired');
+    }
+    const ids = [...out, ...err].map((l) => l.custom_id).sort();
+    assert.deepEqual(ids, lines.map((l) => l.custom_id).sort());
+  });
+});
+
 /* ------------------------------------------------------------------ real redis ------------- */
 
 const haveRedis = (() => {
