@@ -3,7 +3,7 @@
  * in the store under "{file:<id>}" plus an index hash "{files}:index", so every instance on one
  * Redis sees every file's metadata; instances that should serve each other's content share
  * batch.files_dir (they cannot share data_dir: the spend journal there is per instance).
- * Content is not fsync'ed: a process crash loses nothing, a power loss may. */
+ * Content is not fsync'ed: a process crash loses nothing, a power loss may.
  *
  * Uploads are multipart/form-data streamed by the MHD thread into a temporary file with bounded
  * memory (sy_upload_*); the rest runs on a worker thread (sy_api_files) where store and disk
