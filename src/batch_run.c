@@ -886,7 +886,8 @@ static void sweep_batch(sy_batch *b, const char *id, int64_t *by_status)
     const char *st = json_string_value(json_object_get(obj, "status"));
     static const char *const names[] = {"validating", "failed",     "in_progress", "finalizing",
                                         "completed",  "expired",    "cancelling",  "cancelled"};
-    for (int i = 0; st != NULL && i < 8; i++)
+    /* finished batches are counted from {b}:stats once retired */
+    for (int i = 0; st != NULL && !bstatus_terminal(st) && i < 8; i++)
         if (strcmp(st, names[i]) == 0)
             by_status[i]++;
     int64_t now = bt_now_ms() / 1000;
@@ -957,10 +958,12 @@ static void reclaim(sy_batch *b)
         }
         pthread_mutex_lock(&b->mu);
         for (size_t i = 0; i < es.n; i++) {
-            if (es.items[i].deleted || b->nreclaimed == b->capreclaimed) {
+            if (es.items[i].deleted) {
                 ack(b, es.items[i].id); /* gone from the stream: nothing to run */
                 continue;
             }
+            if (b->nreclaimed == b->capreclaimed)
+                continue; /* stays pending under this consumer: claimed again next time */
             b->reclaimed[b->nreclaimed++] = es.items[i];
             sy_store_kvs_init(&es.items[i].fields); /* moved */
         }
