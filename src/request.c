@@ -58,6 +58,12 @@ void sy_request_ready_locked(sy_request *r, int status, char *body, size_t len)
     r->resp_len = len;
 }
 
+void sy_request_answered(sy_request *r)
+{
+    if (r->on_answered != NULL)
+        r->on_answered(r);
+}
+
 void sy_request_hold_final_locked(sy_request *r, size_t before)
 {
     if (r->out.len > before)

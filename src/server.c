@@ -170,6 +170,7 @@ static enum MHD_Result queue_error(struct MHD_Connection *conn, conn_ctx *ctx, s
 }
 
 static bool record_spend(sy_request *req, int status, bool aborted, bool ack);
+static void spend_answered(sy_request *req);
 
 /* The stream reader: copies what the upstream thread buffered; suspends when there is nothing
  * yet. The stream's final bytes (out_hold) and its end wait until its spend record is journaled:
@@ -285,6 +286,7 @@ static void answer_now(sy_request *req, int status, char *body, size_t len)
     sy_request_ready_locked(req, status, body, len);
     sy_bridge_resume_locked(req);
     pthread_mutex_unlock(&req->mu);
+    sy_request_answered(req);
 }
 
 /* Hands <req> to the upstream thread, unless the server is closing. Any thread. */
@@ -389,6 +391,8 @@ static void cache_lookup_job(void *arg)
             sy_bridge_resume_locked(req);
         }
         pthread_mutex_unlock(&req->mu);
+        if (served)
+            sy_request_answered(req);
     }
     sy_cache_entry_cleanup(&e);
     if (!served)
@@ -427,6 +431,7 @@ static void embed_lookup_job(void *arg)
             sy_request_ready_locked(req, 200, body, len);
             sy_bridge_resume_locked(req);
             pthread_mutex_unlock(&req->mu);
+            sy_request_answered(req);
             served = true;
         }
         goto upstream;
@@ -465,6 +470,7 @@ static enum MHD_Result relay(struct MHD_Connection *conn, conn_ctx *ctx, sy_requ
     req->store = s->store;
     req->workers = s->workers;
     req->spend = s->spend;
+    req->on_answered = spend_answered;
     req->t_start_us = ctx->t0_us; /* latency and TTFT count from the connection's request */
     __atomic_add_fetch(&s->inflight, 1, __ATOMIC_RELAXED);
     /* Suspend before any other thread can possibly want to resume. */
@@ -1018,6 +1024,20 @@ static bool record_spend(sy_request *req, int status, bool aborted, bool ack)
     else
         sy_spend_record(req->spend, &r);
     return true;
+}
+
+/* sy_request_answered (the thread that completed the answer): record the spend now, so the
+ * journal works while the client connection is being woken; on_resumed and the stream reader
+ * record it themselves when this came too late or not at all. */
+static void spend_answered(sy_request *req)
+{
+    pthread_mutex_lock(&req->mu);
+    sy_req_state st = req->state;
+    int status = req->status;
+    bool skip = req->spend_recorded || req->cancelled;
+    pthread_mutex_unlock(&req->mu);
+    if (!skip && (st == SY_RS_READY || st == SY_RS_DONE))
+        record_spend(req, st == SY_RS_READY ? status : 200, false, true);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,

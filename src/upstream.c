@@ -124,6 +124,7 @@ static int timer_cb(CURLM *m, long timeout_ms, void *userp)
  * thread's reference. */
 static void finish(sy_upstream *u, sy_request *req)
 {
+    sy_request_answered(req); /* the spend record is journaled while the client is woken */
     sy_bridge_wake(u->bridge, req);
     req->xfer = NULL;
     __atomic_sub_fetch(&u->active, 1, __ATOMIC_RELAXED);
@@ -337,6 +338,7 @@ static void cache_put_job(void *arg)
             sy_request_ready_locked(req, 200, j->body, j->len);
         sy_bridge_resume_locked(req);
         pthread_mutex_unlock(&req->mu);
+        sy_request_answered(req);
         sy_request_unref(req);
     }
     sy_cache_entry_cleanup(&j->entry);

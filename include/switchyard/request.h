@@ -66,6 +66,8 @@ typedef struct sy_request {
     bool batch;          /* a batch worker's line (x-switchyard-batch-token) */
     int *batch_slot;     /* its reserved batch share (router.h), released when freed; or NULL */
     struct sy_spend *spend;     /* borrowed from the server */
+    /* called by sy_request_answered (any thread, r->mu not held); NULL = nothing to do */
+    void (*on_answered)(struct sy_request *r);
 
     /* owned by the curl thread only */
     struct sy_xfer *xfer;
@@ -114,6 +116,10 @@ void sy_request_unref(sy_request *r);
 /* With r->mu held: the request's whole answer is <body> (taken; the previous one is freed) with
  * <status>; the client connection queues it when next resumed. */
 void sy_request_ready_locked(sy_request *r, int status, char *body, size_t len);
+
+/* Whoever made <r>'s answer complete (state READY or DONE; r->mu not held) calls this right
+ * after: the server records the spend then, in parallel with waking the client connection. */
+void sy_request_answered(sy_request *r);
 
 /* With r->mu held: what was appended to r->out since it held <before> bytes ends the stream
  * ([DONE], an error event, a whole replayed answer); it waits at the end of <out> until the

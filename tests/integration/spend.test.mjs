@@ -10,6 +10,7 @@ import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import http from 'node:http';
 import path from 'node:path';
 import {
   startFake, startProxy, makeConfig, fakeDeployment, assertCleanExit, post, request, streamRaw,
@@ -491,7 +492,77 @@ async function checkBurst(proxy, { acked, keys }) {
   return { requests, cost_micro: cost };
 }
 
+/** An OpenAI-compatible upstream whose streams end <lingerMs> after their [DONE] (real servers
+ *  close when they like; the fake ends at once). Usage: prompt 11, completion 7. */
+async function startLingering(lingerMs) {
+  const server = http.createServer((req, res) => {
+    req.resume();
+    req.on('end', () => {
+      const chunk = (choices, extra = {}) => `data: ${JSON.stringify({
+        id: 'chatcmpl-linger', object: 'chat.completion.chunk', created: 1700000000, model: 'fake-small', choices, ...extra,
+      })}\n\n`;
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write(chunk([{ index: 0, delta: { role: 'assistant', content: '' }, finish_reason: null }]));
+      res.write(chunk([{ index: 0, delta: { content: 'Hello, lingering' }, finish_reason: null }]));
+      res.write(chunk([{ index: 0, delta: {}, finish_reason: 'stop' }]));
+      res.write(chunk([], { usage: { prompt_tokens: 11, completion_tokens: 7, total_tokens: 18 } }));
+      res.write('data: [DONE]\n\n');
+      setTimeout(() => res.end(), lingerMs);
+    });
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  return { server, base: `http://127.0.0.1:${server.address().port}/v1` };
+}
+
 describe('spend survives SIGKILL (embedded store, journal only)', () => {
+  test('a stream\'s [DONE] reaches the client only after its spend is journaled', (tc) => withCleanup(async (spawned) => {
+    const fake = await startFake();
+    spawned.push(fake);
+    const up = await startLingering(400);
+    try {
+      const cfg = spendConfig(fake);
+      cfg.deployments.push({ name: 'linger', provider: 'openai', base_url: up.base, model: 'fake-small', price: PRICES.cheap });
+      const cfgPath = writeConfig(cfg);
+      let proxy = await startProxy(cfgPath, { env: ENV });
+      spawned.push(proxy);
+      if (!(await wired(proxy))) {
+        await assertCleanExit(proxy);
+        await assertCleanExit(fake);
+        return tc.skip(NOT_WIRED);
+      }
+      const auth = `Bearer sk-linger-${process.pid}`;
+      let usage = null;
+      let done = false;
+      const res = await streamRaw(proxy.url, '/v1/chat/completions',
+        chatBody('linger', uniq('linger'), { stream: true, stream_options: { include_usage: true } }), {
+          headers: { authorization: auth },
+          onEvent: (ev) => {
+            if (ev.data === '[DONE]') {
+              done = true;
+              proxy.kill(); // the client has its whole answer: SIGKILL at once
+            } else if (ev.data.startsWith('{')) {
+              usage = JSON.parse(ev.data).usage || usage;
+            }
+          },
+        }).catch((e) => e);
+      await proxy.exitPromise;
+      assert.ok(done, `no [DONE] before the kill: ${res?.message || res?.text}`);
+      assert.deepEqual(usage, { prompt_tokens: 11, completion_tokens: 7, total_tokens: 18 });
+      proxy = await startProxy(cfgPath, { env: ENV });
+      spawned.push(proxy);
+      const row = (await spend(proxy, '&group_by=key')).rows.find((r) => r.key === tenantOf(auth));
+      assert.ok(row, 'the stream whose [DONE] the client saw is in /v1/spend after SIGKILL');
+      assert.equal(row.requests, 1);
+      assert.equal(row.estimated, 0);
+      assert.equal(row.cost_micro, costMicro(PRICES.cheap, usage));
+      await assertCleanExit(proxy);
+      await assertCleanExit(fake);
+    } finally {
+      up.server.closeAllConnections?.();
+      up.server.close();
+    }
+  }));
+
   // A relayed answer's last byte (a whole non-stream body, a stream's [DONE] and end) reaches
   // the client only once its spend record is in the journal (sy_spend_record_ack), so a SIGKILL
   // right after an answer loses nothing the client has.
