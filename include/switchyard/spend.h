@@ -31,10 +31,12 @@
  *                             at most that window; a process crash loses nothing written
  *   SY_SPEND_FSYNC_NEVER      leave it to the kernel
  * "b" lines and compactions are always fsynced before the store is touched (exactly-once needs
- * them). The relay acknowledges a request to its client by sending its last byte; to make
- * "SIGKILL loses nothing acknowledged" hold exactly, hold that last byte until the ack callback
- * of sy_spend_record_ack ran (typically well under a millisecond); sy_spend_record alone leaves a
- * window of one flusher wake-up.
+ * them). The relay acknowledges a request to its client by sending its last byte, so it holds
+ * that byte until the ack callback of sy_spend_record_ack ran (server.c: a non-stream answer is
+ * queued, a stream's final event and end are sent, only after the ack), which makes "SIGKILL
+ * loses nothing acknowledged" hold exactly; sy_spend_record alone leaves a window of one flusher
+ * wake-up (used only for requests whose client went away). The flusher also applies batches to
+ * the store, so a slow store delays acks (each store call is bounded by its timeout_ms).
  *
  * ---- Store layout -------------------------------------------------------------------------
  * One hash per UTC day, "{s:<yyyy-mm-dd>}:agg" (TTL retention_days), with integer fields
@@ -61,7 +63,8 @@
  *             sy_spend_price(&r, &dep->price, route->reference >= 0 ?
  *                            &cfg->deployments[route->reference].price : NULL);
  *             sy_usd_format(r.cost_micro, buf) -> x-switchyard-cost-usd (non-stream);
- *             sy_spend_record(sp, &r)   or   sy_spend_record_ack(sp, &r, cb, req)
+ *             sy_spend_record_ack(sp, &r, cb, req) when the answer is complete (its last
+ *             bytes wait for cb), sy_spend_record(sp, &r) when the client went away first
  *   api:      sy_api_in.spend = sp, .metrics = m, .get_arg = (MHD_GET_ARGUMENT_KIND lookup);
  *             honour sy_reply.content_type (text/plain for /metrics, text/html for /dashboard)
  *   shutdown: after the last request: sy_spend_free(sp) (journals and flushes), sy_metrics_free(m),
