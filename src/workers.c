@@ -1,4 +1,6 @@
-/* workers: mutex + condition variable queue. Free drains the queue before joining, so a job
+/* workers: mutex + condition variable queue. Threads start on demand (a job queued with no
+ * idle thread to take it starts one, up to the pool's size) and then stay: an instance that
+ * never needs the pool never pays its threads. Free drains the queue before joining, so a job
  * submitted before shutdown always runs (its owner may be waiting on it to resume a client). */
 #include "switchyard/workers.h"
 
@@ -19,7 +21,9 @@ struct sy_workers {
     size_t queued, max_queued;
     bool stopping;
     pthread_t *threads;
-    unsigned nthreads;
+    unsigned nthreads;    /* started so far */
+    unsigned max_threads; /* the pool's size */
+    unsigned idle;        /* started threads waiting for a job */
 };
 
 static void *run(void *arg)
@@ -27,8 +31,11 @@ static void *run(void *arg)
     sy_workers *w = arg;
     pthread_mutex_lock(&w->mu);
     for (;;) {
-        while (w->head == NULL && !w->stopping)
+        while (w->head == NULL && !w->stopping) {
+            w->idle++;
             pthread_cond_wait(&w->cv, &w->mu);
+            w->idle--;
+        }
         job *j = w->head;
         if (j == NULL)
             break; /* stopping and drained */
@@ -50,7 +57,8 @@ sy_err sy_workers_new(unsigned nthreads, size_t max_queued, sy_workers **out)
     sy_workers *w = calloc(1, sizeof(*w));
     if (w == NULL)
         return SY_ENOMEM;
-    w->threads = calloc(nthreads ? nthreads : 1, sizeof(pthread_t));
+    w->max_threads = nthreads ? nthreads : 1;
+    w->threads = calloc(w->max_threads, sizeof(pthread_t));
     if (w->threads == NULL) {
         free(w);
         return SY_ENOMEM;
@@ -58,17 +66,16 @@ sy_err sy_workers_new(unsigned nthreads, size_t max_queued, sy_workers **out)
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
     w->max_queued = max_queued;
-    for (unsigned i = 0; i < (nthreads ? nthreads : 1); i++) {
-        if (pthread_create(&w->threads[i], NULL, run, w) != 0)
-            break;
-        w->nthreads++;
-    }
-    if (w->nthreads == 0) {
-        sy_workers_free(w);
-        return SY_EINTERNAL;
-    }
     *out = w;
     return SY_OK;
+}
+
+unsigned sy_workers_threads(sy_workers *w)
+{
+    pthread_mutex_lock(&w->mu);
+    unsigned n = w->nthreads;
+    pthread_mutex_unlock(&w->mu);
+    return n;
 }
 
 sy_err sy_workers_submit(sy_workers *w, sy_job_fn fn, void *arg)
@@ -88,6 +95,16 @@ sy_err sy_workers_submit(sy_workers *w, sy_job_fn fn, void *arg)
             w->head = j;
         w->tail = j;
         w->queued++;
+        /* more waiting jobs than idle threads: start one more (up to the pool's size) */
+        if (w->queued > w->idle && w->nthreads < w->max_threads &&
+            pthread_create(&w->threads[w->nthreads], NULL, run, w) == 0)
+            w->nthreads++;
+        if (w->nthreads == 0) {
+            /* no thread could be started: nothing would ever run this job */
+            w->head = w->tail = NULL;
+            w->queued = 0;
+            rc = SY_EINTERNAL;
+        }
         pthread_cond_signal(&w->cv);
     }
     pthread_mutex_unlock(&w->mu);

@@ -55,8 +55,34 @@ static void test_bound(void **state)
     assert_int_equal(counter, accepted);
 }
 
+/* Threads start on demand: none for an unused pool, one per blocked job up to the size. */
+static void test_on_demand(void **state)
+{
+    (void)state;
+    sy_workers *w;
+    counter = 0;
+    gate = 0;
+    assert_int_equal(sy_workers_new(3, 100, &w), SY_OK);
+    assert_int_equal(sy_workers_threads(w), 0);
+    assert_int_equal(sy_workers_submit(w, wait_gate, NULL), SY_OK);
+    assert_int_equal(sy_workers_threads(w), 1);
+    assert_int_equal(sy_workers_submit(w, wait_gate, NULL), SY_OK);
+    assert_int_equal(sy_workers_threads(w), 2);
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(sy_workers_submit(w, bump, (void *)(intptr_t)1), SY_OK);
+    assert_int_equal(sy_workers_threads(w), 3); /* never more than the pool's size */
+    __atomic_store_n(&gate, 1, __ATOMIC_RELEASE);
+    sy_workers_free(w);
+    assert_int_equal(counter, 10);
+    sy_workers *unused;
+    assert_int_equal(sy_workers_new(4, 10, &unused), SY_OK);
+    assert_int_equal(sy_workers_threads(unused), 0);
+    sy_workers_free(unused);
+}
+
 int main(void)
 {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_runs_all), cmocka_unit_test(test_bound)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_runs_all), cmocka_unit_test(test_bound),
+                                       cmocka_unit_test(test_on_demand)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
