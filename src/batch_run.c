@@ -502,6 +502,24 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+/* Worker threads start with the first batch this instance sees (a created batch, an active
+ * one in the store, or queued lines), so an instance that never runs batches does not carry
+ * idle threads. */
+static void ensure_workers(sy_batch *b)
+{
+    pthread_mutex_lock(&b->mu);
+    if (!b->stop && b->started == 0 && b->workers != NULL) {
+        for (int i = 0; i < b->nworkers; i++) {
+            if (pthread_create(&b->workers[i], NULL, worker_main, b) != 0) {
+                sy_log(SY_LOG_ERROR, NULL, "batch: cannot start worker thread %d", i);
+                break;
+            }
+            b->started++;
+        }
+    }
+    pthread_mutex_unlock(&b->mu);
+}
+
 /* ---- validation and enqueue ----------------------------------------------------------------- */
 
 static size_t max_line_bytes(const sy_batch *b) { return b->cfg->max_body_bytes + 65536; }
@@ -690,6 +708,7 @@ static void *validator_main(void *arg)
                             (strcmp(st, "validating") == 0 ||
                              (strcmp(st, "in_progress") == 0 &&
                               !json_is_true(json_object_get(obj, "sy_enq_done"))));
+                ensure_workers(b);
                 if (todo && take_lease(b, id, b->cfg->batch_lease_ms)) {
                     validate(b, id, obj);
                     drop_lease(b, id);
@@ -1008,6 +1027,8 @@ static void *sweeper_main(void *arg)
         int64_t len = 0;
         if (sy_store_xlen(b->store, BQ_STREAM, &len) == SY_OK)
             depth = len;
+        if (depth > 0)
+            ensure_workers(b); /* lines of another instance's batches */
         sy_metrics_batch_gauges(b->metrics, depth, by_status);
     }
     return NULL;
@@ -1056,14 +1077,9 @@ sy_err sy_batch_new(const sy_config *cfg, struct sy_store *store, struct sy_file
         sy_batch_free(b);
         return SY_ENOMEM;
     }
-    for (int i = 0; i < b->nworkers; i++) {
-        if (pthread_create(&b->workers[i], NULL, worker_main, b) != 0)
-            break;
-        b->started++;
-    }
     b->have_validator = pthread_create(&b->validator, NULL, validator_main, b) == 0;
     b->have_sweeper = pthread_create(&b->sweeper, NULL, sweeper_main, b) == 0;
-    if (b->started < b->nworkers || !b->have_validator || !b->have_sweeper) {
+    if (!b->have_validator || !b->have_sweeper) {
         sy_batch_free(b);
         return SY_EINTERNAL;
     }
@@ -1081,6 +1097,7 @@ void sy_batch_stop(sy_batch *b)
     b->stop = true;
     pthread_cond_broadcast(&b->cv);
     pthread_mutex_unlock(&b->mu);
+    /* no worker starts after stop is set (ensure_workers checks it under mu) */
     for (int i = 0; i < b->started; i++)
         pthread_join(b->workers[i], NULL);
     if (b->have_validator)

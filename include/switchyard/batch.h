@@ -51,8 +51,8 @@ typedef struct sy_batch sy_batch;
 
 /* <self_url> is this instance's own base URL (e.g. "http://127.0.0.1:8080"); workers send
  * lines there with the internal token (sy_batch_token). <cfg> gives the batch.* settings
- * (read once; a reference is kept). Starts cfg->batch_workers threads, a validator and a
- * sweeper. */
+ * (read once; a reference is kept). Starts a validator and a sweeper thread; the
+ * cfg->batch_workers worker threads start with the first batch this instance sees. */
 sy_err sy_batch_new(const sy_config *cfg, struct sy_store *store, struct sy_files *files,
                     struct sy_metrics *metrics, const char *self_url, sy_batch **out);
 /* Stops the threads: lines in flight are finished or left unacknowledged (another instance,
