@@ -8,9 +8,13 @@
 #   2. route_eval.py on each set's held-out rows: the classifier, `length` and `random`;
 #   3. the same on out-of-fold scores of a 5-fold cross-validation over the training rows;
 #   4. with --splits N: N more held-out splits (seeds 2..N+1, weights thrown away), to show how
-#      much the small sets' numbers move with the split.
+#      much the small sets' numbers move with the split;
+#   5. with --cv-repeats R: the cross-validation of step 3 repeated with R fold keys (still only
+#      the seed-1 training rows), the protocol every modelling choice is made with;
+#   6. a bootstrap (1000 resamples of the held-out rows) of APGR(classifier) - APGR(length), to
+#      show how far one held-out split can be trusted.
 #
-# usage: scripts/eval_classifier.sh [--splits N] [--out FILE] [--bin PATH]
+# usage: scripts/eval_classifier.sh [--splits N] [--cv-repeats R] [--out FILE] [--bin PATH]
 # env:   SY_ROUTING_DATA (default ../shared/data/routing), SY_ROUTE_EVAL (route_eval.py)
 # Build the binary first: cmake -S . -B build-cls-rel -DCMAKE_BUILD_TYPE=Release &&
 #                         cmake --build build-cls-rel --target switchyard
@@ -22,12 +26,14 @@ route_eval=${SY_ROUTE_EVAL:-$root/../shared/tools/route_eval.py}
 bin=$root/build-cls-rel/switchyard
 out=$root/routes/classifier-v1.json
 splits=0
+repeats=1
 while [ $# -gt 0 ]; do
     case $1 in
     --splits) splits=$2; shift 2 ;;
+    --cv-repeats) repeats=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     --bin) bin=$2; shift 2 ;;
-    *) echo "usage: $0 [--splits N] [--out FILE] [--bin PATH]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--splits N] [--cv-repeats R] [--out FILE] [--bin PATH]" >&2; exit 2 ;;
     esac
 done
 [ -x "$bin" ] || { echo "eval_classifier: no binary at $bin (see the header)" >&2; exit 1; }
@@ -51,10 +57,19 @@ for seed in $(seq 2 $((splits + 1))); do
         --seed "$seed" --eval-dir "$work/split-$seed" --quiet > /dev/null
 done
 
-python3 - "$route_eval" "$work" "$splits" $sets <<'PY'
-import json, statistics, subprocess, sys
+for fs in $(seq 2 "$repeats"); do
+    "$bin" train --data "$data" --out "$work/cv-$fs.json" "${recipe[@]}" --folds 5 \
+        --fold-seed "$fs" --eval-dir "$work/cv-$fs" --quiet > /dev/null
+done
 
-route_eval, work, splits, sets = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:]
+python3 - "$route_eval" "$work" "$splits" "$repeats" $sets <<'PY'
+import importlib.util, json, random, statistics, subprocess, sys
+
+route_eval, work, splits, repeats, sets = (sys.argv[1], sys.argv[2], int(sys.argv[3]),
+                                           int(sys.argv[4]), sys.argv[5:])
+spec = importlib.util.spec_from_file_location("route_eval", route_eval)
+re_ = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(re_)
 
 def run(*args):
     out = subprocess.run([sys.executable, route_eval, *args], check=True,
@@ -80,6 +95,39 @@ def table(title, prefix):
 
 table("Held-out rows (20%, seed 1), scored from routes/classifier-v1.json:", f"{work}/main/holdout")
 table("5-fold cross-validation on the training rows (out-of-fold scores):", f"{work}/main/cv")
+
+if repeats > 1:
+    print(f"\n5-fold cross-validation repeated with {repeats} fold keys (training rows only), "
+          "APGR mean (sd):\n")
+    print("| set | classifier-v1 | length |")
+    print("|---|---:|---:|")
+    for s in sets:
+        prefixes = [f"{work}/main/cv"] + [f"{work}/cv-{fs}/cv" for fs in range(2, repeats + 1)]
+        res = [evaluate(p, s) for p in prefixes]
+        mine = [r["classifier-v1"]["apgr"] for r in res]
+        print(f"| {s} | {statistics.mean(mine):.4f} ({statistics.stdev(mine):.3f}) | "
+              f"{res[0]['length']['apgr']:.4f} |")
+
+print("\nBootstrap of the seed-1 held-out rows (1000 resamples): APGR(classifier) - APGR(length)\n")
+print("| set | difference | 90% interval | resamples where classifier > length |")
+print("|---|---:|---:|---:|")
+for s in sets:
+    rows = re_.load(f"{work}/main/holdout-{s}.jsonl")
+    mine = [r["score"] for r in re_.load(f"{work}/main/holdout-{s}.scores.jsonl")]
+    length = [float(len(r["turns"][0])) for r in rows]
+    apgr = lambda rs, sc: re_.summary(rs, re_.curve(rs, sc))["apgr"]
+    rng, diffs = random.Random(1), []
+    for _ in range(1000):
+        idx = [rng.randrange(len(rows)) for _ in rows]
+        rs = [rows[i] for i in idx]
+        if sum(r["strong"] for r in rs) == sum(r["weak"] for r in rs):
+            continue  # no gap to recover: APGR undefined
+        diffs.append(apgr(rs, [mine[i] for i in idx]) - apgr(rs, [length[i] for i in idx]))
+    diffs.sort()
+    n = len(diffs)
+    print(f"| {s} | {apgr(rows, mine) - apgr(rows, length):+.4f} | "
+          f"[{diffs[int(0.05 * n)]:+.3f}, {diffs[int(0.95 * n)]:+.3f}] | "
+          f"{sum(d > 0 for d in diffs) / n:.0%} |")
 
 if splits:
     print(f"\nAPGR over {splits} other held-out splits (seeds 2..{splits + 1}), mean (sd):\n")

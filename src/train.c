@@ -35,6 +35,8 @@ typedef struct opts {
     const char *eval_dir;
     const char *set_weights;
     uint64_t seed;
+    uint64_t fold_seed; /* key of the cross-validation folds (default: seed) */
+    bool fold_seed_set;
     double holdout;
     int epochs;
     double l2;
@@ -145,6 +147,8 @@ static void usage(FILE *f)
             "  --eval-dir DIR      write held-out rows and their scores per set, in\n"
             "                      route_eval.py format (holdout-SET.jsonl, .scores.jsonl)\n"
             "  --folds K           also K-fold cross-validate on the training rows (cv-SET.*)\n"
+            "  --fold-seed N       key of the folds (default: --seed); the held-out rows stay,\n"
+            "                      so repeated cross-validation never looks at them\n"
             "  --quiet             only the reports\n");
 }
 
@@ -209,6 +213,10 @@ static int parse_opts(int argc, char **argv, opts *o)
             o->set_weights = v;
         else if (strcmp(a, "--seed") == 0 && parse_ull(v, &u))
             o->seed = u;
+        else if (strcmp(a, "--fold-seed") == 0 && parse_ull(v, &u)) {
+            o->fold_seed = u;
+            o->fold_seed_set = true;
+        }
         else if (strcmp(a, "--holdout") == 0 && parse_double(v, &d) && d >= 0 && d < 1)
             o->holdout = d;
         else if (strcmp(a, "--epochs") == 0 && parse_ull(v, &u) && u >= 1 && u <= 100000)
@@ -421,7 +429,9 @@ static int read_line_row(trainer *t, const char *file, size_t lineno, const char
         goto oom_row;
     r->holdout = sy_train_split_key(t->o.seed, 0, r->id) < t->o.holdout;
     if (t->o.folds > 0)
-        r->fold = (int)(sy_train_split_key(t->o.seed, 1, r->id) * t->o.folds);
+        r->fold = (int)(sy_train_split_key(t->o.fold_seed_set ? t->o.fold_seed : t->o.seed, 1,
+                                           r->id) *
+                        t->o.folds);
     t->nrows++;
     rc = 0;
     goto out;
