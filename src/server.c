@@ -940,21 +940,26 @@ static void access_log(conn_ctx *ctx, enum MHD_RequestTerminationCode toe)
 }
 
 /* Any thread (the spend flusher; the recording thread when the record was dropped): the record
- * of <ud>'s answer is journaled, so the held bytes may go. The connection is resumed by the
- * upstream thread (SY_CMD_WAKE, batched): libmicrohttpd is not called from here. */
+ * of <ud>'s answer is journaled, so the held bytes may go. The connection is resumed here,
+ * directly (MHD_resume_connection is thread-safe): the upstream thread did not wake it for an
+ * answer whose record was pending (finish in upstream.c), so a relayed answer costs one wake-up
+ * of the HTTP thread, and the flusher acknowledges a whole group of records at once. */
 static void spend_acked(void *ud, bool durable)
 {
     sy_request *req = ud;
     (void)durable; /* a failing journal is logged and counted by spend; the answer still goes */
     pthread_mutex_lock(&req->mu);
     req->spend_acked = true;
-    /* under req->mu: on_completed clears spend_waiting under it too, so nothing is posted for
-     * a connection that is gone (the bridge may be freed after it) */
-    if (req->spend_waiting) {
-        req->spend_waiting = false;
-        if (sy_bridge_post(req->bridge, SY_CMD_WAKE, req) != SY_OK)
-            sy_bridge_resume_locked(req); /* no memory for the command: do not strand it */
-    }
+    /* under req->mu: on_completed clears spend_waiting under it too, so a connection that is
+     * gone is never resumed; a suspended one with its whole answer has nothing else to wait
+     * for */
+    bool waiting = req->spend_waiting ||
+                   (req->spend_wake_on_ack &&
+                    (req->state == SY_RS_READY || req->state == SY_RS_DONE));
+    req->spend_waiting = false;
+    req->spend_wake_on_ack = false;
+    if (waiting)
+        sy_bridge_resume_locked(req);
     pthread_mutex_unlock(&req->mu);
     sy_request_unref(req);
 }
@@ -1058,6 +1063,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         bool cancel = false;
         pthread_mutex_lock(&req->mu);
         req->spend_waiting = false; /* the connection is gone: nothing to wake */
+        req->spend_wake_on_ack = false;
         if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && req->state != SY_RS_READY &&
             req->state != SY_RS_DONE) {
             req->cancelled = true;

@@ -124,8 +124,16 @@ static int timer_cb(CURLM *m, long timeout_ms, void *userp)
  * thread's reference. */
 static void finish(sy_upstream *u, sy_request *req)
 {
-    sy_request_answered(req); /* the spend record is journaled while the client is woken */
-    sy_bridge_wake(u->bridge, req);
+    sy_request_answered(req); /* records the spend, unless it was or cannot be yet */
+    /* A record waiting for its journal ack: the ack wakes the client (spend_acked in
+     * server.c), and waking it now as well would only make it suspend again. */
+    pthread_mutex_lock(&req->mu);
+    bool leave = req->spend_recorded && !req->spend_acked && !req->cancelled &&
+                 (req->state == SY_RS_READY || req->state == SY_RS_DONE);
+    req->spend_wake_on_ack = leave;
+    pthread_mutex_unlock(&req->mu);
+    if (!leave)
+        sy_bridge_wake(u->bridge, req);
     req->xfer = NULL;
     __atomic_sub_fetch(&u->active, 1, __ATOMIC_RELAXED);
     sy_request_unref(req);

@@ -103,6 +103,7 @@ typedef struct sy_request {
     bool spend_recorded; /* the record was made (exactly once, whichever path came first) */
     bool spend_acked;    /* its ack ran: held bytes may go */
     bool spend_waiting;  /* the connection is suspended until that ack */
+    bool spend_wake_on_ack; /* the upstream thread left the wake-up to the spend ack */
 
     int refs; /* atomic */
 } sy_request;
