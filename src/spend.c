@@ -4,8 +4,14 @@
  * "<yyyy-mm-dd>|<route>|<tier>|<deployment>|<model>|<key>" (each dimension %-escaped, so the id
  * is printable ASCII without '|', '"' or '\\' inside a dimension). The same id is the journal's
  * "g" value and, minus the day, the suffix of the store's hash fields, so the journal, the
- * aggregate and the store never translate between formats. Only the flusher thread touches the
- * journal, the aggregates and the store writes; the request path only takes <mu> to enqueue. */
+ * aggregate and the store never translate between formats.
+ *
+ * Two threads, so that an ack never waits on the store: the journal thread owns the journal file
+ * and the open aggregate (it writes "g" lines, acks, seals batches with their "b" line and writes
+ * "c" lines, compacts); the store thread only writes sealed batches to the store. They meet under
+ * <mu> for pointer moves: sealed batches go to the store thread through <ahead>, and come back
+ * through <applied> once in the store; a batch's aggregate is immutable after its seal, so both
+ * read it without the lock. The request path only takes <mu> to enqueue. */
 #include "switchyard/spend.h"
 
 #include <errno.h>
@@ -384,11 +390,15 @@ typedef struct qrec {
     char id[];
 } qrec;
 
+/* A sealed batch. Its aggregate never changes after the seal, so the journal thread (compaction)
+ * and the store thread (apply_batch) read it at the same time without a lock. Only the journal
+ * thread frees it, after the store thread handed it back through <applied>. */
 typedef struct batch {
-    struct batch *next;
+    struct batch *next;  /* journal thread: its list of uncommitted batches (s->sealed) */
+    struct batch *anext; /* under mu: the store thread's queue (ahead) or the applied list */
     char id[BATCH_ID_MAX];
     agg a;
-    size_t chunks_done; /* chunks already in the store (applied in order) */
+    size_t chunks_done; /* store thread: chunks already in the store (applied in order) */
 } batch;
 
 struct sy_spend {
@@ -405,26 +415,40 @@ struct sy_spend {
     char epoch[17];
     uint64_t batch_seq;
 
-    /* flusher-only state */
+    /* journal thread only (before start and after join: sy_spend_new/sy_spend_free) */
     bool mem;      /* the store is the embedded one: it forgets everything at exit, so the
                       journal keeps what was committed too (see compact and replay_line) */
     agg committed; /* mem only: everything written to the store, for compaction */
-    agg open;
-    batch *sealed; /* FIFO of sealed batches, oldest first */
-    int64_t next_apply_ms;
+    agg open;      /* the "g" lines since the last "b" line */
+    batch *sealed; /* every sealed batch not yet known to be in the store, oldest first */
+
+    /* store thread only */
+    int64_t next_apply_ms; /* next store write; 0 = idle (nothing pending) */
     int64_t store_fail_ms; /* last failed store write (for back-off) */
 
-    pthread_t thread;
-    bool started;
+    pthread_t jthread, sthread;
+    bool jstarted, sstarted;
 
     /* shared, under mu */
     pthread_mutex_t mu;
-    pthread_cond_t wake; /* flusher: work queued, sync asked, stop */
-    pthread_cond_t done; /* syncers: a cycle finished */
+    pthread_cond_t wake;   /* journal thread: records queued, sync asked, seal asked, applied, stop */
+    pthread_cond_t swake;  /* store thread: batch sealed, sync handed on, open became non-empty,
+                              sstop */
+    pthread_cond_t done;   /* syncers: a sync finished */
     qrec *qhead, *qtail;
     size_t qlen;
-    bool stop;
-    uint64_t sync_req, sync_done;
+    bool stop;             /* journal thread: journal what is queued, then exit */
+    bool sstop;            /* store thread: one last forced write, then exit (set by the journal
+                              thread as it exits) */
+    bool seal_req;         /* the store thread asks for the open aggregate as a batch */
+    bool fresh;            /* a batch was sealed on request: write it now, no back-off */
+    batch *ahead, *atail;  /* sealed batches waiting for the store thread (via anext) */
+    batch *applied;        /* batches in the store, for the journal thread's "c" lines */
+    size_t open_n;         /* open.n as of the journal thread's last cycle */
+    uint64_t sync_req;     /* tickets asked (sy_spend_sync) */
+    uint64_t sync_sealed;  /* tickets whose records the journal thread journaled and sealed */
+    bool sync_open_left;   /* ... leaving open groups unsealed (store down) */
+    uint64_t sync_done;    /* tickets the store thread finished */
     sy_err sync_rc;
     sy_spend_stats st;
 };
@@ -891,45 +915,137 @@ out:
     return rc;
 }
 
-/* Seals the open aggregate when nothing is sealed, then writes sealed batches to the store in
- * order. SY_OK when nothing is left pending. */
-static sy_err apply_pending(sy_spend *s)
+static size_t sealed_groups(const sy_spend *s)
 {
-    char line[BATCH_ID_MAX + 16];
-    sy_err rc = SY_OK;
+    size_t n = 0;
 
-    for (int round = 0; round < 64; round++) {
-        if (s->sealed == NULL) {
-            batch *x;
-            char id[BATCH_ID_MAX];
-            if (s->open.n == 0)
-                return SY_OK;
-            if (!sy_store_healthy(s->store))
-                return SY_EUNAVAIL; /* keep folding into one open batch while it is down */
-            snprintf(id, sizeof(id), "%s-%llx", s->epoch, (unsigned long long)++s->batch_seq);
-            if ((x = batch_new(id)) == NULL)
-                return SY_ENOMEM;
-            x->a = s->open;
-            memset(&s->open, 0, sizeof(s->open));
-            sealed_push(s, x);
-            /* the seal must be on disk before the store sees the batch: a replay must find
-             * the same batch under the same id */
-            snprintf(line, sizeof(line), "{\"b\":\"%s\"}\n", id);
-            if (jwrite(s, line, strlen(line)) && s->opts.fsync != SY_SPEND_FSYNC_NEVER)
-                (void)jsync(s);
-        }
-        batch *x = s->sealed;
+    for (const batch *x = s->sealed; x != NULL; x = x->next)
+        n += x->a.n;
+    return n;
+}
+
+/* ---- the store thread ------------------------------------------------------------------------ */
+
+/* Writes the batches handed over by the journal thread to the store, oldest first, each moved to
+ * <applied> (for its "c" line) once in. SY_OK when the queue is empty. Runs without mu while it
+ * waits on the store: the journal thread keeps journaling and acknowledging meanwhile. */
+static sy_err apply_queue(sy_spend *s)
+{
+    for (;;) {
+        batch *x;
+        sy_err rc;
+
+        pthread_mutex_lock(&s->mu);
+        x = s->ahead; /* only this thread takes from the head: x stays there */
+        pthread_mutex_unlock(&s->mu);
+        if (x == NULL)
+            return SY_OK;
         if (!sy_store_healthy(s->store))
             return SY_EUNAVAIL;
         if ((rc = apply_batch(s, x)) != SY_OK) {
+            pthread_mutex_lock(&s->mu);
             s->st.store_errors++;
+            pthread_mutex_unlock(&s->mu);
             s->store_fail_ms = mono_ms();
             sy_log(SY_LOG_WARN, NULL,
-                   "spend: store write of batch %s failed (%s); kept in the "
-                   "journal, retrying",
+                   "spend: store write of batch %s failed (%s); kept in the journal, retrying",
                    x->id, sy_err_name(rc));
             return rc;
         }
+        pthread_mutex_lock(&s->mu);
+        if ((s->ahead = x->anext) == NULL)
+            s->atail = NULL;
+        x->anext = s->applied;
+        s->applied = x;
+        s->st.batches_applied++;
+        pthread_cond_signal(&s->wake);
+        pthread_mutex_unlock(&s->mu);
+    }
+}
+
+static void abs_deadline(struct timespec *ts, int64_t wait_ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_sec += wait_ms / 1000;
+    ts->tv_nsec += (wait_ms % 1000) * 1000000;
+    if (ts->tv_nsec >= 1000000000) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000;
+    }
+}
+
+/* Every flush_ms while spend is pending: write the queued batches, then ask the journal thread
+ * to seal the open aggregate (only while the store is healthy: while it is down the open batch
+ * keeps folding, one batch for the whole outage). A sync writes at once, without back-off. */
+static void *store_main(void *arg)
+{
+    sy_spend *s = arg;
+
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        int64_t now = mono_ms();
+        bool pending = s->ahead != NULL || s->open_n > 0;
+        bool forced = s->sstop || s->sync_sealed != s->sync_done;
+        bool fresh = s->fresh && s->ahead != NULL;
+
+        if (!pending)
+            s->next_apply_ms = 0;
+        else if (s->next_apply_ms == 0)
+            s->next_apply_ms = now + s->opts.flush_ms;
+        bool tick = pending && now >= s->next_apply_ms;
+        if (!forced && !fresh && !tick) {
+            struct timespec ts;
+            abs_deadline(&ts, pending ? s->next_apply_ms - now : 3600000);
+            pthread_cond_timedwait(&s->swake, &s->mu, &ts);
+            continue;
+        }
+        bool stop = s->sstop, queued = s->ahead != NULL, open_left = s->sync_open_left;
+        uint64_t ticket = s->sync_sealed;
+        s->fresh = false;
+        pthread_mutex_unlock(&s->mu);
+
+        sy_err rc = SY_OK;
+        if (queued) {
+            /* back off after a failure unless someone waits for the result or the batch was
+             * just sealed (the store looked healthy then) */
+            if (forced || fresh || s->store_fail_ms == 0 ||
+                now - s->store_fail_ms >= s->opts.flush_ms)
+                rc = apply_queue(s);
+            else
+                rc = SY_EUNAVAIL;
+            if (rc == SY_OK)
+                s->store_fail_ms = 0;
+        }
+        if (tick)
+            s->next_apply_ms = now + s->opts.flush_ms;
+
+        pthread_mutex_lock(&s->mu);
+        if (tick && !forced && rc == SY_OK && s->open_n > 0 && sy_store_healthy(s->store)) {
+            s->seal_req = true;
+            pthread_cond_signal(&s->wake);
+        }
+        if (forced && ticket != s->sync_done) {
+            s->sync_done = ticket;
+            s->sync_rc = rc == SY_OK && open_left ? SY_EUNAVAIL : rc;
+            pthread_cond_broadcast(&s->done);
+        }
+        if (stop)
+            break;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+/* ---- the journal thread ---------------------------------------------------------------------- */
+
+/* Writes the "c" lines of batches the store thread put in the store and frees them. */
+static void commit_applied(sy_spend *s, batch *list)
+{
+    char line[BATCH_ID_MAX + 16];
+
+    while (list != NULL) {
+        batch *x = list;
+        list = x->anext;
         snprintf(line, sizeof(line), "{\"c\":\"%s\"}\n", x->id);
         (void)jwrite(s, line, strlen(line)); /* a lost commit only means a no-op replay */
         if (s->mem && s->jfd >= 0) {
@@ -940,23 +1056,37 @@ static sy_err apply_pending(sy_spend *s)
                                "spend: out of memory: a compaction may "
                                "forget committed spend of the embedded store");
         }
-        s->sealed = x->next;
+        for (batch **pp = &s->sealed; *pp != NULL; pp = &(*pp)->next) {
+            if (*pp == x) {
+                *pp = x->next;
+                break;
+            }
+        }
         batch_free(x);
-        s->st.batches_applied++;
     }
-    return rc;
 }
 
-static size_t sealed_groups(const sy_spend *s)
+/* Turns the open aggregate into a new sealed batch (NULL: nothing open, or out of memory). The
+ * "b" line is on disk before the store thread sees the batch: a replay must find the same batch
+ * under the same id. */
+static batch *seal_open(sy_spend *s)
 {
-    size_t n = 0;
+    char id[BATCH_ID_MAX], line[BATCH_ID_MAX + 16];
+    batch *x;
 
-    for (const batch *x = s->sealed; x != NULL; x = x->next)
-        n += x->a.n;
-    return n;
+    if (s->open.n == 0)
+        return NULL;
+    snprintf(id, sizeof(id), "%s-%llx", s->epoch, (unsigned long long)++s->batch_seq);
+    if ((x = batch_new(id)) == NULL)
+        return NULL;
+    x->a = s->open;
+    memset(&s->open, 0, sizeof(s->open));
+    sealed_push(s, x);
+    snprintf(line, sizeof(line), "{\"b\":\"%s\"}\n", id);
+    if (jwrite(s, line, strlen(line)) && s->opts.fsync != SY_SPEND_FSYNC_NEVER)
+        (void)jsync(s);
+    return x;
 }
-
-/* ---- the flusher thread --------------------------------------------------------------------- */
 
 static void fold(sy_spend *s, qrec *q)
 {
@@ -1005,59 +1135,46 @@ static void take_records(sy_spend *s, qrec *q, size_t nq)
     pthread_mutex_unlock(&s->mu);
 }
 
-static void *flusher(void *arg)
+
+/* Journals records as they come (group commit) and runs their ack callbacks; seals batches for
+ * the store thread and writes their "c" lines. Never waits on the store. */
+static void *journal_main(void *arg)
 {
     sy_spend *s = arg;
 
     pthread_mutex_lock(&s->mu);
     for (;;) {
         int64_t now = mono_ms();
-        bool pending = s->open.n > 0 || s->sealed != NULL;
         int64_t deadline = INT64_MAX;
 
-        if (pending)
-            deadline = s->next_apply_ms;
-        if (s->jdirty && s->opts.fsync == SY_SPEND_FSYNC_INTERVAL &&
-            s->synced_ms + s->opts.fsync_ms < deadline)
+        if (s->jdirty && s->opts.fsync == SY_SPEND_FSYNC_INTERVAL)
             deadline = s->synced_ms + s->opts.fsync_ms;
-        if (s->qhead == NULL && !s->stop && s->sync_req == s->sync_done && now < deadline) {
+        if (s->qhead == NULL && !s->stop && s->sync_req == s->sync_sealed && !s->seal_req &&
+            s->applied == NULL && now < deadline) {
             struct timespec ts;
-            int64_t wait = deadline == INT64_MAX ? 3600000 : deadline - now;
-            clock_gettime(CLOCK_MONOTONIC, &ts);
-            ts.tv_sec += wait / 1000;
-            ts.tv_nsec += (wait % 1000) * 1000000;
-            if (ts.tv_nsec >= 1000000000) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000;
-            }
+            abs_deadline(&ts, deadline == INT64_MAX ? 3600000 : deadline - now);
             pthread_cond_timedwait(&s->wake, &s->mu, &ts);
             continue;
         }
         qrec *q = s->qhead;
         size_t nq = s->qlen;
         uint64_t req = s->sync_req;
-        bool stop = s->stop;
+        bool stop = s->stop, seal = s->seal_req;
+        batch *applied = s->applied;
+        size_t was_open = s->open_n;
         s->qhead = s->qtail = NULL;
         s->qlen = 0;
+        s->seal_req = false;
+        s->applied = NULL;
         pthread_mutex_unlock(&s->mu);
 
-        take_records(s, q, nq);
+        take_records(s, q, nq); /* the acks go out first */
+        commit_applied(s, applied);
+        bool sync = req != s->sync_sealed; /* only this thread writes sync_sealed */
+        batch *x = NULL;
+        if (seal || ((sync || stop) && sy_store_healthy(s->store)))
+            x = seal_open(s);
         now = mono_ms();
-        sy_err rc = SY_OK;
-        bool forced = req != s->sync_done || stop;
-        if (forced || now >= s->next_apply_ms) {
-            /* back off after a failure unless someone waits for the result */
-            if (forced || s->store_fail_ms == 0 || now - s->store_fail_ms >= s->opts.flush_ms) {
-                rc = apply_pending(s);
-                if (rc == SY_OK)
-                    s->store_fail_ms = 0;
-            } else {
-                rc = SY_EUNAVAIL;
-            }
-            s->next_apply_ms = now + s->opts.flush_ms;
-        } else if (s->open.n == 0 && s->sealed == NULL) {
-            s->next_apply_ms = now + s->opts.flush_ms;
-        }
         if (s->jdirty && (stop || (s->opts.fsync == SY_SPEND_FSYNC_INTERVAL &&
                                    now - s->synced_ms >= s->opts.fsync_ms)))
             (void)jsync(s);
@@ -1065,15 +1182,28 @@ static void *flusher(void *arg)
             compact(s);
 
         pthread_mutex_lock(&s->mu);
-        if (forced) {
-            s->sync_done = req;
-            s->sync_rc = rc;
-            pthread_cond_broadcast(&s->done);
+        if (x != NULL) {
+            if (s->atail != NULL)
+                s->atail->anext = x;
+            else
+                s->ahead = x;
+            s->atail = x;
+            s->fresh = true;
         }
+        if (sync) {
+            s->sync_sealed = req;
+            s->sync_open_left = s->open.n > 0;
+        }
+        s->open_n = s->open.n;
+        if (x != NULL || sync || (was_open == 0 && s->open_n > 0))
+            pthread_cond_signal(&s->swake);
         s->st.pending_groups = s->open.n + sealed_groups(s);
         s->st.journal_bytes = s->jsize;
-        if (stop && s->qhead == NULL)
+        if (stop && s->qhead == NULL) {
+            s->sstop = true;
+            pthread_cond_signal(&s->swake);
             break;
+        }
     }
     pthread_mutex_unlock(&s->mu);
     return NULL;
@@ -1144,6 +1274,7 @@ sy_err sy_spend_new(sy_store *store, const char *data_dir, const sy_spend_opts *
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&s->wake, &ca);
+    pthread_cond_init(&s->swake, &ca);
     pthread_cond_init(&s->done, &ca);
     pthread_condattr_destroy(&ca);
 
@@ -1181,12 +1312,24 @@ sy_err sy_spend_new(sy_store *store, const char *data_dir, const sy_spend_opts *
         s->st.pending_groups = s->open.n + sealed_groups(s);
         s->synced_ms = mono_ms();
     }
-    /* replayed content goes to the store at once, new records after flush_ms */
-    s->next_apply_ms = mono_ms() + (s->st.replayed > 0 ? 0 : s->opts.flush_ms);
+    /* replayed batches are the store thread's first work */
+    for (batch *x = s->sealed; x != NULL; x = x->next) {
+        if (s->atail != NULL)
+            s->atail->anext = x;
+        else
+            s->ahead = x;
+        s->atail = x;
+    }
+    s->open_n = s->open.n;
+    /* replayed content goes to the store at once, new records after flush_ms (0: idle) */
+    s->next_apply_ms = s->st.replayed > 0 ? mono_ms() : 0;
     rc = SY_EINTERNAL;
-    if (pthread_create(&s->thread, NULL, flusher, s) != 0)
+    if (pthread_create(&s->sthread, NULL, store_main, s) != 0)
         goto out;
-    s->started = true;
+    s->sstarted = true;
+    if (pthread_create(&s->jthread, NULL, journal_main, s) != 0)
+        goto out;
+    s->jstarted = true;
     *out = s;
     s = NULL;
     rc = SY_OK;
@@ -1199,13 +1342,22 @@ void sy_spend_free(sy_spend *s)
 {
     if (s == NULL)
         return;
-    if (s->started) {
-        pthread_mutex_lock(&s->mu);
-        s->stop = true;
-        pthread_cond_signal(&s->wake);
-        pthread_mutex_unlock(&s->mu);
-        pthread_join(s->thread, NULL);
-    }
+    /* the journal thread journals what is queued, seals what is open (store healthy) and tells
+     * the store thread to stop, which writes what is sealed once more (bounded by the store's
+     * deadline); then this thread writes the "c" lines of what got in */
+    pthread_mutex_lock(&s->mu);
+    s->stop = true;
+    if (!s->jstarted)
+        s->sstop = true;
+    pthread_cond_signal(&s->wake);
+    pthread_cond_signal(&s->swake);
+    pthread_mutex_unlock(&s->mu);
+    if (s->jstarted)
+        pthread_join(s->jthread, NULL);
+    if (s->sstarted)
+        pthread_join(s->sthread, NULL);
+    commit_applied(s, s->applied);
+    s->applied = NULL;
     if (s->jfd >= 0) {
         (void)jsync(s);
         close(s->jfd);
@@ -1225,6 +1377,7 @@ void sy_spend_free(sy_spend *s)
     agg_clear(&s->open);
     agg_clear(&s->committed);
     pthread_cond_destroy(&s->wake);
+    pthread_cond_destroy(&s->swake);
     pthread_cond_destroy(&s->done);
     pthread_mutex_destroy(&s->mu);
     free(s->jpath);
