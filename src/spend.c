@@ -445,6 +445,7 @@ struct sy_spend {
     batch *ahead, *atail;  /* sealed batches waiting for the store thread (via anext) */
     batch *applied;        /* batches in the store, for the journal thread's "c" lines */
     size_t open_n;         /* open.n as of the journal thread's last cycle */
+    size_t ahead_groups;   /* groups in the batches of <ahead> */
     uint64_t sync_req;     /* tickets asked (sy_spend_sync) */
     uint64_t sync_sealed;  /* tickets whose records the journal thread journaled and sealed */
     bool sync_open_left;   /* ... leaving open groups unsealed (store down) */
@@ -915,15 +916,6 @@ out:
     return rc;
 }
 
-static size_t sealed_groups(const sy_spend *s)
-{
-    size_t n = 0;
-
-    for (const batch *x = s->sealed; x != NULL; x = x->next)
-        n += x->a.n;
-    return n;
-}
-
 /* ---- the store thread ------------------------------------------------------------------------ */
 
 /* Writes the batches handed over by the journal thread to the store, oldest first, each moved to
@@ -955,6 +947,7 @@ static sy_err apply_queue(sy_spend *s)
         pthread_mutex_lock(&s->mu);
         if ((s->ahead = x->anext) == NULL)
             s->atail = NULL;
+        s->ahead_groups -= x->a.n;
         x->anext = s->applied;
         s->applied = x;
         s->st.batches_applied++;
@@ -1122,6 +1115,10 @@ static void take_records(sy_spend *s, qrec *q, size_t nq)
             durable = jsync(s);
         sy_buf_cleanup(&b);
     }
+    /* counted before the acks: whoever saw an ack sees the count */
+    pthread_mutex_lock(&s->mu);
+    s->st.journaled += durable ? nq : 0;
+    pthread_mutex_unlock(&s->mu);
     while (q != NULL) {
         qrec *next = q->next;
         if (q->cb != NULL)
@@ -1130,9 +1127,6 @@ static void take_records(sy_spend *s, qrec *q, size_t nq)
         free(q);
         q = next;
     }
-    pthread_mutex_lock(&s->mu);
-    s->st.journaled += durable ? nq : 0;
-    pthread_mutex_unlock(&s->mu);
 }
 
 
@@ -1188,6 +1182,7 @@ static void *journal_main(void *arg)
             else
                 s->ahead = x;
             s->atail = x;
+            s->ahead_groups += x->a.n;
             s->fresh = true;
         }
         if (sync) {
@@ -1197,7 +1192,6 @@ static void *journal_main(void *arg)
         s->open_n = s->open.n;
         if (x != NULL || sync || (was_open == 0 && s->open_n > 0))
             pthread_cond_signal(&s->swake);
-        s->st.pending_groups = s->open.n + sealed_groups(s);
         s->st.journal_bytes = s->jsize;
         if (stop && s->qhead == NULL) {
             s->sstop = true;
@@ -1309,7 +1303,6 @@ sy_err sy_spend_new(sy_store *store, const char *data_dir, const sy_spend_opts *
                    s->jpath, (unsigned long long)s->st.replayed);
         s->st.journal = true;
         s->st.journal_bytes = s->jsize;
-        s->st.pending_groups = s->open.n + sealed_groups(s);
         s->synced_ms = mono_ms();
     }
     /* replayed batches are the store thread's first work */
@@ -1319,6 +1312,7 @@ sy_err sy_spend_new(sy_store *store, const char *data_dir, const sy_spend_opts *
         else
             s->ahead = x;
         s->atail = x;
+        s->ahead_groups += x->a.n;
     }
     s->open_n = s->open.n;
     /* replayed content goes to the store at once, new records after flush_ms (0: idle) */
@@ -1479,6 +1473,7 @@ void sy_spend_stats_get(sy_spend *s, sy_spend_stats *out)
     pthread_mutex_lock(&s->mu);
     *out = s->st;
     out->queued = s->qlen;
+    out->pending_groups = s->open_n + s->ahead_groups;
     pthread_mutex_unlock(&s->mu);
 }
 

@@ -2,7 +2,8 @@
  * query's grouping and filters, the journal (replay exactly once after a restart, a sealed batch
  * that reached the store before a crash is not applied twice, a torn last line is ignored,
  * compaction), a store outage (records kept, then written once), ack callbacks, queue limits and
- * the group cap. The store is the embedded one, wrapped to fail on demand. */
+ * the group cap, and a store call that hangs (acks keep coming). The store is the embedded one,
+ * wrapped to fail on demand; the hanging store wraps its vtable (src/store_int.h). */
 #include <fcntl.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -23,6 +24,8 @@
 #include "switchyard/metrics.h"
 #include "switchyard/spend.h"
 #include "switchyard/store.h"
+
+#include "../../src/store_int.h" /* test_slow_store: a store whose writes hang on demand */
 
 #define DAY0 20089 /* 2025-01-01 */
 static const int64_t T0 = (int64_t)DAY0 * 86400000 + 3600000;
@@ -632,6 +635,143 @@ static void test_acks_and_limits(void **state)
     sy_store_free(st);
 }
 
+/* ---- a slow store ------------------------------------------------------------------------------
+ */
+
+/* The embedded store with hincrby_many (the spend write) held while <hold> is set: what a stopped
+ * or slow Redis looks like from the store thread (a call that does not return for timeout_ms). */
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    const sy_store_vt *real;
+    bool hold;
+    int inside; /* store writes entered and not returned */
+    int calls;
+    int acks, acks_durable, acks_inside; /* acks_inside: arrived while a store write hung */
+} slow = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+static sy_store_vt slow_vt;
+
+static sy_err slow_hincrby_many(sy_store *s, sy_store_incr *ops, size_t n, const char *once_key,
+                                int64_t once_ttl_ms, bool *applied)
+{
+    sy_err rc;
+
+    pthread_mutex_lock(&slow.mu);
+    slow.inside++;
+    slow.calls++;
+    pthread_cond_broadcast(&slow.cv);
+    while (slow.hold)
+        pthread_cond_wait(&slow.cv, &slow.mu);
+    pthread_mutex_unlock(&slow.mu);
+    rc = slow.real->hincrby_many(s, ops, n, once_key, once_ttl_ms, applied);
+    pthread_mutex_lock(&slow.mu);
+    slow.inside--;
+    pthread_mutex_unlock(&slow.mu);
+    return rc;
+}
+
+static void on_slow_ack(void *ud, bool durable)
+{
+    (void)ud;
+    pthread_mutex_lock(&slow.mu);
+    slow.acks++;
+    slow.acks_durable += durable;
+    slow.acks_inside += slow.inside > 0;
+    pthread_cond_broadcast(&slow.cv);
+    pthread_mutex_unlock(&slow.mu);
+}
+
+/* Waits (at most 10 s) until *<v> >= <want> under slow.mu; returns the value seen. */
+static int slow_wait(const int *v, int want)
+{
+    struct timespec ts;
+    int got;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 10;
+    pthread_mutex_lock(&slow.mu);
+    while (*v < want && pthread_cond_timedwait(&slow.cv, &slow.mu, &ts) == 0)
+        ;
+    got = *v;
+    pthread_mutex_unlock(&slow.mu);
+    return got;
+}
+
+/* While a store write hangs (Redis stopped or slow), records are still journaled and acked:
+ * every ack arrives while the store call has not returned. When the store answers again, the
+ * records held meanwhile reach it exactly once, and a restart replays nothing. */
+static void test_slow_store(void **state)
+{
+    (void)state;
+    char *dir = tmp_dir();
+    sy_store *st = mem_store();
+    sy_spend_opts o;
+    sy_spend *s = NULL;
+    sy_spend_rec r = rec("auto", "d", "k", 7);
+    sy_spend_stats ss;
+    enum { N = 25 };
+
+    slow.real = st->vt;
+    slow_vt = *st->vt;
+    slow_vt.hincrby_many = slow_hincrby_many;
+    st->vt = &slow_vt;
+    slow.hold = false;
+    slow.inside = slow.calls = slow.acks = slow.acks_durable = slow.acks_inside = 0;
+
+    sy_spend_opts_init(&o);
+    o.flush_ms = 600000; /* only syncs write to the store */
+    o.fsync = SY_SPEND_FSYNC_ALWAYS;
+    o.journal_keeps_all = 0;
+    assert_int_equal(sy_spend_new(st, dir, &o, &s), SY_OK);
+    for (int i = 0; i < 3; i++)
+        sy_spend_record(s, &r);
+    assert_int_equal(sy_spend_sync(s, 5000), SY_OK);
+    assert_int_equal(slow.calls, 1);
+
+    /* the next store write hangs */
+    pthread_mutex_lock(&slow.mu);
+    slow.hold = true;
+    pthread_mutex_unlock(&slow.mu);
+    sy_spend_record(s, &r);
+    assert_int_equal(sy_spend_sync(s, 50), SY_ETIMEOUT);
+    assert_int_equal(slow_wait(&slow.inside, 1), 1);
+
+    for (int i = 0; i < N; i++)
+        sy_spend_record_ack(s, &r, on_slow_ack, NULL);
+    assert_int_equal(slow_wait(&slow.acks, N), N);
+    pthread_mutex_lock(&slow.mu);
+    assert_int_equal(slow.acks_durable, N);
+    assert_int_equal(slow.acks_inside, N); /* every ack came before the store call returned */
+    assert_int_equal(slow.inside, 1);
+    assert_int_equal(slow.calls, 2);
+    pthread_mutex_unlock(&slow.mu);
+    sy_spend_stats_get(s, &ss);
+    assert_int_equal(ss.journaled, 3 + 1 + N);
+    assert_int_equal(ss.batches_applied, 1);
+
+    /* the store answers again: the hung batch and the records acked meanwhile, once each */
+    pthread_mutex_lock(&slow.mu);
+    slow.hold = false;
+    pthread_cond_broadcast(&slow.cv);
+    pthread_mutex_unlock(&slow.mu);
+    assert_int_equal(sy_spend_sync(s, 5000), SY_OK);
+    assert_int_equal(total_cost(s), (3 + 1 + N) * 7);
+    sy_spend_stats_get(s, &ss);
+    assert_int_equal(ss.batches_applied, 3);
+    assert_int_equal(ss.pending_groups, 0);
+    sy_spend_free(s);
+
+    s = mk(st, dir);
+    sy_spend_stats_get(s, &ss);
+    assert_int_equal(ss.replayed, 0);
+    assert_int_equal(sy_spend_sync(s, 5000), SY_OK);
+    assert_int_equal(total_cost(s), (3 + 1 + N) * 7);
+    sy_spend_free(s);
+    st->vt = slow.real;
+    rm_dir(dir);
+    sy_store_free(st);
+}
+
 /* Many threads record at once; the totals are exact. */
 static sy_spend *g_s;
 
@@ -862,6 +1002,7 @@ int main(void)
         cmocka_unit_test(test_embedded_restart),
         cmocka_unit_test(test_store_outage),
         cmocka_unit_test(test_acks_and_limits),
+        cmocka_unit_test(test_slow_store),
         cmocka_unit_test(test_concurrent),
         cmocka_unit_test(test_api),
     };
