@@ -431,7 +431,7 @@ struct sy_spend {
 
     /* shared, under mu */
     pthread_mutex_t mu;
-    pthread_cond_t wake;   /* journal thread: records queued, sync asked, seal asked, applied, stop */
+    pthread_cond_t wake;   /* journal thread: records queued, sync or seal asked, applied, stop */
     pthread_cond_t swake;  /* store thread: batch sealed, sync handed on, open became non-empty,
                               sstop */
     pthread_cond_t done;   /* syncers: a sync finished */

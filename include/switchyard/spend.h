@@ -2,9 +2,16 @@
  * x model x key into the store, with a local journal so nothing acknowledged is lost (DESIGN §7).
  *
  * The one design decision: the request path only enqueues. sy_spend_record copies the record
- * into a bounded in-memory queue and returns; one flusher thread owned by this module writes the
- * journal (group commit), folds records into an in-memory aggregate, and every flush_ms applies
- * the aggregate to the store as one batch of pipelined increments guarded by a once-key.
+ * into a bounded in-memory queue and returns. Two threads owned by this module do the rest, so
+ * that a slow or dead store never delays an ack:
+ *   journal thread  writes the journal (group commit), runs the ack callbacks, folds records into
+ *                   the open aggregate; seals it into a batch (its "b" line on disk first) when
+ *                   the store thread asks; writes "c" lines; compacts. Never calls the store.
+ *   store thread    every flush_ms applies the sealed batches to the store as pipelined
+ *                   increments guarded by once-keys, then asks for the next seal. It waits on
+ *                   the store (each call up to the store's timeout_ms) while the journal thread
+ *                   goes on.
+ * Batches pass between them in memory (the journal is the durable copy).
  *
  * ---- Journal (<data_dir>/spend.journal, append-only, one JSON object per line) ---------------
  *   {"g":["2025-06-01","route","tier","deployment","model","key"],"v":[req,err,...]}  a delta
@@ -23,8 +30,8 @@
  * empty store (opts.journal_keeps_all).
  *
  * ---- Durability: what "acknowledged" means --------------------------------------------------
- * A record is durable against a crash of the process (SIGKILL, abort) once the flusher has
- * write()n its line: the kernel has it. It is durable against power loss once fsync()ed:
+ * A record is durable against a crash of the process (SIGKILL, abort) once the journal thread
+ * has write()n its line: the kernel has it. It is durable against power loss once fsync()ed:
  *   SY_SPEND_FSYNC_ALWAYS     fsync before the record's ack callback runs (group commit: one
  *                             fsync covers every record queued meanwhile)
  *   SY_SPEND_FSYNC_INTERVAL   fsync at most every fsync_ms (default: 1000 ms); a power loss loses
@@ -34,9 +41,11 @@
  * them). The relay acknowledges a request to its client by sending its last byte, so it holds
  * that byte until the ack callback of sy_spend_record_ack ran (server.c: a non-stream answer is
  * queued, a stream's final event and end are sent, only after the ack), which makes "SIGKILL
- * loses nothing acknowledged" hold exactly; sy_spend_record alone leaves a window of one flusher
- * wake-up (used only for requests whose client went away). The flusher also applies batches to
- * the store, so a slow store delays acks (each store call is bounded by its timeout_ms).
+ * loses nothing acknowledged" hold exactly; sy_spend_record alone leaves a window of one journal
+ * thread wake-up (used only for requests whose client went away). An ack waits for the disk only
+ * (write, and fsync per policy; a seal's fsync, once per flush_ms, may delay the acks queued
+ * behind it), never for the store: while a store write hangs (Redis stopped, slow, restarting),
+ * records keep being journaled, acknowledged and folded into the open batch.
  *
  * ---- Store layout -------------------------------------------------------------------------
  * One hash per UTC day, "{s:<yyyy-mm-dd>}:agg" (TTL retention_days), with integer fields
@@ -173,14 +182,15 @@ typedef struct sy_spend sy_spend;
 
 /* Creates the spend recorder over <store> (borrowed; must outlive it). <data_dir> (created if
  * missing) holds the journal; NULL = no journal (memory only, for tests). Reads the journal left
- * by a previous run (replayed to the store by the flusher) and starts the flusher thread.
+ * by a previous run (replayed to the store by the store thread) and starts both threads.
  * Returns SY_OK, SY_EINVAL (data_dir unusable, journal locked by another process: logged),
  * SY_ENOMEM or SY_EINTERNAL (thread). *out is new, freed with sy_spend_free. */
 sy_err sy_spend_new(sy_store *store, const char *data_dir, const sy_spend_opts *opts,
                     sy_spend **out);
 
 /* Journals everything queued, tries once more to write pending batches to the store (bounded by
- * the store's deadline), fsyncs, stops the flusher and frees. What the store did not take stays
+ * the store's deadline; a store write in progress is waited for), fsyncs, stops both threads
+ * and frees. What the store did not take stays
  * in the journal for the next start. NULL is a no-op. */
 void sy_spend_free(sy_spend *s);
 
@@ -188,7 +198,7 @@ void sy_spend_free(sy_spend *s);
  * the curl thread. Feeds opts.metrics when set. */
 void sy_spend_record(sy_spend *s, const sy_spend_rec *r);
 
-/* Called once per record: on the flusher thread after its journal line was written (and fsynced
+/* Called once per record: on the journal thread after its journal line was written (and fsynced
  * under SY_SPEND_FSYNC_ALWAYS) with <durable> true; with <durable> false when there is no journal
  * or writing it failed; and before sy_spend_record_ack returns (durable false) when the record
  * was dropped (queue full). Keep it short: post to the bridge. */
