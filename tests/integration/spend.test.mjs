@@ -5,7 +5,8 @@
 // hit costing 0 and saving the original cost; /v1/spend totals equal the sum of per-request costs
 // exactly; /metrics is valid Prometheus text whose counters match /v1/spend. Durability: SIGKILL
 // of the proxy and a Redis outage (killed and restarted) lose nothing acknowledged and count
-// nothing twice.
+// nothing twice; a paused Redis (SIGSTOP: store calls hang until their deadline) never holds an
+// answer, and after SIGCONT the totals are exact.
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
@@ -639,8 +640,14 @@ class Redis {
 
   async kill() { this.proc.kill('SIGKILL'); await this.exited; }
 
+  /** SIGSTOP: connections stay open, commands are accepted by the kernel and never answered. */
+  pause() { this.proc.kill('SIGSTOP'); }
+
+  resume() { this.proc.kill('SIGCONT'); }
+
   async stop() {
     if (this.proc && this.proc.exitCode === null && this.proc.signalCode === null) {
+      this.resume();
       this.proc.kill('SIGTERM');
       await this.exited;
     }
@@ -728,6 +735,107 @@ describe('spend on Redis', { skip: haveRedis ? false : 'redis-server not install
       await waitFor(async () => { t = await totals(proxy); return t.requests === requests; }, { what: 'replay' });
       assert.equal(t.cost_micro, cost);
     }
+    await assertCleanExit(proxy);
+  }));
+
+  // A store call against a paused Redis hangs until the store's timeout_ms, here 60 s: longer
+  // than any answer below is given (20 s). The spend store thread starts a write within flush_ms
+  // (1 s) of the first record made while paused and hangs in it; answers must keep coming, since
+  // each one's last byte waits only for its record's journal ack, never for the store.
+  test('Redis paused (SIGSTOP, not killed): answers never wait for it; after SIGCONT the totals are exact', (tc) => withCleanup(async (spawned) => {
+    const cfgPath = writeConfig(spendConfig(fake, { redis: { url: `redis://127.0.0.1:${redis.port}`, timeout_ms: 60000 } }));
+    const proxy = await startProxy(cfgPath, { env: ENV });
+    spawned.push(proxy);
+    if (!(await wired(proxy))) {
+      await assertCleanExit(proxy);
+      return tc.skip(NOT_WIRED);
+    }
+    const base = await totals(proxy);
+    const ANSWER_MS = 20000;
+    const nonStream = async (what) => {
+      const t0 = performance.now();
+      const r = await post(proxy.url, '/v1/chat/completions', chatBody('saver', uniq(what)), { timeout: ANSWER_MS });
+      const ms = performance.now() - t0;
+      assert.equal(r.status, 200, r.text);
+      return { ms, cost: micro(r.headers['x-switchyard-cost-usd']) };
+    };
+    const stream = async (what) => {
+      let usage = null;
+      let done = false;
+      await streamRaw(proxy.url, '/v1/chat/completions',
+        chatBody('saver', uniq(what), { stream: true, stream_options: { include_usage: true } }), {
+          timeout: ANSWER_MS,
+          onEvent: (ev) => {
+            if (ev.data === '[DONE]') done = true;
+            else if (ev.data.startsWith('{')) usage = JSON.parse(ev.data).usage || usage;
+          },
+        });
+      assert.ok(done && usage, 'the stream ended with its usage and [DONE]');
+      return costMicro(PRICES.cheap, usage);
+    };
+    const metric = async (name) => {
+      const r = await request(proxy.url, 'GET', '/metrics', { headers: AUTH, timeout: ANSWER_MS });
+      assert.equal(r.status, 200, r.text);
+      return sumOf(parseProm(r.text)[name]);
+    };
+    const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+    let want = 0;
+    let requests = 0;
+    const healthy = [];
+    for (let i = 0; i < 15; i++) {
+      const a = await nonStream(`healthy ${i}`);
+      healthy.push(a.ms);
+      want += a.cost;
+      requests++;
+    }
+    const errorsBefore = await metric('switchyard_spend_store_errors_total');
+    const paused = [];
+    redis.pause();
+    try {
+      // non-streams one after another and streams alongside, for longer than flush_ms, so the
+      // store thread is inside its hung write for most of them
+      const until = Date.now() + 3000;
+      const streams = (async () => {
+        let cost = 0;
+        let n = 0;
+        for (let round = 0; Date.now() < until || round < 2; round++) {
+          const got = await Promise.all([0, 1, 2].map((k) => stream(`paused stream ${round}/${k}`)));
+          cost += got.reduce((a, c) => a + c, 0);
+          n += got.length;
+        }
+        return { cost, n };
+      })();
+      for (let i = 0; Date.now() < until || i < 15; i++) {
+        const a = await nonStream(`paused ${i}`);
+        paused.push(a.ms);
+        want += a.cost;
+        requests++;
+      }
+      const st = await streams;
+      want += st.cost;
+      requests += st.n;
+      // still paused: no spend store write has come back (none can succeed), the spend waits in
+      // memory and in the journal
+      assert.equal(await metric('switchyard_spend_store_errors_total'), errorsBefore);
+      assert.ok(await metric('switchyard_spend_pending_groups') > 0, 'spend pending while Redis is paused');
+    } finally {
+      redis.resume();
+    }
+    let t;
+    await waitFor(async () => { t = await totals(proxy); return t.requests - base.requests >= requests; },
+      { timeout: 30000, what: 'the spend held while Redis was paused to reach it' });
+    assert.equal(t.requests - base.requests, requests);
+    assert.equal(t.cost_micro - base.cost_micro, want);
+    // and it stays that way (nothing applied twice by later flushes)
+    await new Promise((res) => setTimeout(res, 1500));
+    t = await totals(proxy);
+    assert.equal(t.requests - base.requests, requests);
+    assert.equal(t.cost_micro - base.cost_micro, want);
+    const h = median(healthy);
+    const p = median(paused);
+    tc.diagnostic(`non-stream median latency: Redis healthy ${h.toFixed(2)} ms (${healthy.length}), ` +
+      `paused ${p.toFixed(2)} ms (${paused.length}); ratio ${(p / h).toFixed(2)}`);
     await assertCleanExit(proxy);
   }));
 });
