@@ -87,11 +87,6 @@ bool sy_batch_provider_offer(sy_batch *b, const sy_batch_job *job, const sy_depl
     return ok;
 }
 
-void sy_batch_set_spend(sy_batch *b, sy_spend *spend)
-{
-    b->spend = spend;
-}
-
 static const sy_deployment *dep_by_name(const sy_config *cfg, const char *name)
 {
     for (size_t i = 0; i < cfg->ndeployments; i++)

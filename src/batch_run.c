@@ -1037,7 +1037,8 @@ static void *sweeper_main(void *arg)
 /* ---- lifecycle ------------------------------------------------------------------------------- */
 
 sy_err sy_batch_new(const sy_config *cfg, struct sy_store *store, struct sy_files *files,
-                    struct sy_metrics *metrics, const char *self_url, sy_batch **out)
+                    struct sy_metrics *metrics, struct sy_spend *spend, const char *self_url,
+                    sy_batch **out)
 {
     sy_batch *b = calloc(1, sizeof(*b));
     if (b == NULL)
@@ -1046,6 +1047,7 @@ sy_err sy_batch_new(const sy_config *cfg, struct sy_store *store, struct sy_file
     b->store = store;
     b->files = files;
     b->metrics = metrics;
+    b->spend = spend;
     snprintf(b->self_url, sizeof(b->self_url), "%s", self_url != NULL ? self_url : "");
     pthread_mutex_init(&b->mu, NULL);
     pthread_cond_init(&b->cv, NULL);

@@ -1225,12 +1225,12 @@ sy_err sy_server_start(sy_config *cfg, const char *listen, sy_server **out, char
         h = "::1";
     snprintf(self, sizeof(self), strchr(h, ':') != NULL ? "http://[%s]:%d" : "http://%s:%d", h,
              bound);
-    if ((rc = sy_batch_new(cfg, s->store, s->files, s->metrics, self, &s->batch)) != SY_OK) {
+    if ((rc = sy_batch_new(cfg, s->store, s->files, s->metrics, s->spend, self, &s->batch)) !=
+        SY_OK) {
         snprintf(err, errlen, "cannot start the batch workers");
         MHD_stop_daemon(s->mhd);
         goto fail;
     }
-    sy_batch_set_spend(s->batch, s->spend); /* provider-batch lines (batch_provider.c) */
     free(host);
     *out = s;
     return SY_OK;

@@ -51,10 +51,14 @@ typedef struct sy_batch sy_batch;
 
 /* <self_url> is this instance's own base URL (e.g. "http://127.0.0.1:8080"); workers send
  * lines there with the internal token (sy_batch_token). <cfg> gives the batch.* settings
- * (read once; a reference is kept). Starts a validator and a sweeper thread; the
+ * (read once; a reference is kept). <spend> (borrowed, may be NULL = not recorded) is where
+ * lines that went through a provider's batch API record their spend (with the batch
+ * discount); the relay records every other line. Starts a validator and a sweeper thread; the
  * cfg->batch_workers worker threads start with the first batch this instance sees. */
+struct sy_spend;
 sy_err sy_batch_new(const sy_config *cfg, struct sy_store *store, struct sy_files *files,
-                    struct sy_metrics *metrics, const char *self_url, sy_batch **out);
+                    struct sy_metrics *metrics, struct sy_spend *spend, const char *self_url,
+                    sy_batch **out);
 /* Stops the threads: lines in flight are finished or left unacknowledged (another instance,
  * or this one after a restart, reclaims them). API calls (sy_api_batches) still work after it.
  * NULL is a no-op. */
@@ -136,11 +140,5 @@ bool sy_batch_provider_offer(sy_batch *b, const sy_batch_job *job, const sy_depl
  * says which file it goes to. Blocking (store calls). */
 sy_err sy_batch_line_done(sy_batch *b, const char *batch_id, long line, bool ok,
                           const char *line_json, size_t len, const json_t *usage);
-
-/* Where lines that went through a provider's batch API record their spend (with the batch
- * discount); the relay records every other line. Set once after sy_batch_new, before traffic;
- * NULL = not recorded. */
-struct sy_spend;
-void sy_batch_set_spend(sy_batch *b, struct sy_spend *spend);
 
 #endif

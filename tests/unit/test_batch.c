@@ -315,7 +315,7 @@ static int setup_api(void **state)
     sy_store_opts_cleanup(&o);
     if (rc != SY_OK || sy_files_new(dir, store, 1 << 20, 1000, &files) != SY_OK)
         return -1;
-    return sy_batch_new(cfg, store, files, NULL, "http://127.0.0.1:9", &batch) == SY_OK ? 0 : -1;
+    return sy_batch_new(cfg, store, files, NULL, NULL, "http://127.0.0.1:9", &batch) == SY_OK ? 0 : -1;
 }
 
 static int teardown_api(void **state)
