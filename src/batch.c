@@ -546,6 +546,38 @@ static bool valid_id(const char *id)
     return true;
 }
 
+/* The caller's scope: NULL (every tenant's batches) with the master key, else its tenant (""
+ * without a bearer), which is what create() stores in "sy_tenant". */
+static const char *caller_scope(const sy_api_in *in, char *buf, size_t n)
+{
+    if (sy_api_master_ok(in->cfg, in->authorization))
+        return NULL;
+    const char *t = sy_api_tenant(in->authorization, buf, n);
+    return t != NULL ? t : "";
+}
+
+/* Whether the stored batch <obj> is visible in <scope>. */
+static bool in_scope(const json_t *obj, const char *scope)
+{
+    const char *t = json_string_value(json_object_get(obj, "sy_tenant"));
+    return scope == NULL || strcmp(scope, t != NULL ? t : "") == 0;
+}
+
+/* bobj_get for a caller in <scope>: another tenant's batch is SY_ENOTFOUND, the same answer as
+ * an unknown id. */
+static sy_err scoped_get(sy_store *s, const char *scope, const char *id, json_t **obj)
+{
+    json_t *o = NULL;
+    sy_err rc = valid_id(id) ? bobj_get(s, id, &o) : SY_ENOTFOUND;
+    if (rc == SY_OK && !in_scope(o, scope)) {
+        json_decref(o);
+        return SY_ENOTFOUND;
+    }
+    if (rc == SY_OK)
+        *obj = o;
+    return rc;
+}
+
 static void store_error(sy_reply *out, sy_err rc)
 {
     sy_log(SY_LOG_WARN, NULL, "batch: store call failed (%s)", sy_err_name(rc));
@@ -641,7 +673,9 @@ static void create(const sy_api_in *in, sy_batch *b, sy_reply *out)
         sy_api_error(out, SY_EUNAVAIL, "the Files API is not available", NULL);
         goto out;
     }
-    rc = sy_files_get(in->files, fid, &file);
+    char sbuf[32];
+    /* only the caller's own files (another tenant's is "No such file", as OpenAI answers) */
+    rc = sy_files_get(in->files, caller_scope(in, sbuf, sizeof(sbuf)), fid, &file);
     if (rc == SY_ENOTFOUND) {
         api_msg(out, SY_EINVAL, "input_file_id", "No such file: '%.100s'.", fid);
         goto out;
@@ -702,10 +736,10 @@ out:
     json_decref(obj);
 }
 
-static void retrieve(sy_batch *b, const char *id, sy_reply *out)
+static void retrieve(sy_batch *b, const char *scope, const char *id, sy_reply *out)
 {
     json_t *obj = NULL;
-    sy_err rc = valid_id(id) ? bobj_get(b->store, id, &obj) : SY_ENOTFOUND;
+    sy_err rc = scoped_get(b->store, scope, id, &obj);
     if (rc == SY_ENOTFOUND) {
         api_msg(out, SY_ENOTFOUND, NULL, "No batch found with id '%.100s'.", id);
         return;
@@ -718,10 +752,10 @@ static void retrieve(sy_batch *b, const char *id, sy_reply *out)
     json_decref(obj);
 }
 
-static void cancel(sy_batch *b, const char *id, sy_reply *out)
+static void cancel(sy_batch *b, const char *scope, const char *id, sy_reply *out)
 {
     json_t *obj = NULL;
-    sy_err rc = valid_id(id) ? bobj_get(b->store, id, &obj) : SY_ENOTFOUND;
+    sy_err rc = scoped_get(b->store, scope, id, &obj);
     if (rc == SY_ENOTFOUND) {
         api_msg(out, SY_ENOTFOUND, NULL, "No batch found with id '%.100s'.", id);
         return;
@@ -803,12 +837,18 @@ static void list(const sy_api_in *in, sy_batch *b, sy_reply *out)
         items[i].ms = strtoll(kv.items[i].value, NULL, 10);
     }
     qsort(items, kv.n, sizeof(*items), idx_cmp);
+    char sbuf[32];
+    const char *scope = caller_scope(in, sbuf, sizeof(sbuf));
     size_t start = 0;
     if (after != NULL) {
         start = kv.n;
         for (size_t i = 0; i < kv.n; i++)
             if (strcmp(items[i].id, after) == 0) {
-                start = i + 1;
+                json_t *a = NULL;
+                /* another tenant's batch is no cursor: an unknown one (an empty page) */
+                if (scoped_get(b->store, scope, after, &a) == SY_OK)
+                    start = i + 1;
+                json_decref(a);
                 break;
             }
     }
@@ -821,6 +861,10 @@ static void list(const sy_api_in *in, sy_batch *b, sy_reply *out)
         json_t *obj = NULL;
         if (bobj_get(b->store, items[i].id, &obj) != SY_OK)
             continue;
+        if (!in_scope(obj, scope)) {
+            json_decref(obj);
+            continue;
+        }
         json_t *pub = bobj_public(b->store, obj);
         json_decref(obj);
         if (pub != NULL)
@@ -852,7 +896,7 @@ void sy_api_batches(const sy_api_in *in, sy_reply *out)
     const char *m = in->method;
     bool get = strcmp(m, "GET") == 0 || strcmp(m, "HEAD") == 0;
     bool post = strcmp(m, "POST") == 0;
-    char id[80];
+    char id[80], sbuf[32];
     if (plen == 11) { /* /v1/batches */
         if (post)
             create(in, b, out);
@@ -880,7 +924,7 @@ void sy_api_batches(const sy_api_in *in, sy_reply *out)
             api_msg(out, SY_EMETHOD, NULL, "method %s is not allowed on /v1/batches/{id}", m);
             return;
         }
-        retrieve(b, id, out);
+        retrieve(b, caller_scope(in, sbuf, sizeof(sbuf)), id, out);
         return;
     }
     if ((size_t)(rest + rlen - slash) == 7 && strncmp(slash, "/cancel", 7) == 0) {
@@ -890,7 +934,7 @@ void sy_api_batches(const sy_api_in *in, sy_reply *out)
                     "method %s is not allowed on /v1/batches/{id}/cancel", m);
             return;
         }
-        cancel(b, id, out);
+        cancel(b, caller_scope(in, sbuf, sizeof(sbuf)), id, out);
         return;
     }
     char msg[200];

@@ -557,7 +557,7 @@ static void enqueue(sy_batch *b, const char *id, const char *fid, const char *en
     if (sy_store_get(b->store, enqkey, &pos) == SY_OK)
         from = strtol(pos.data, NULL, 10);
     sy_buf_cleanup(&pos);
-    if (sy_files_open(b->files, fid, &fd, &flen) != SY_OK)
+    if (sy_files_open(b->files, NULL, fid, &fd, &flen) != SY_OK)
         return; /* retried on the next scan */
     FILE *f = fdopen(fd, "r");
     if (f == NULL) {
@@ -636,7 +636,7 @@ static void validate(sy_batch *b, const char *id, json_t *obj)
     if (strcmp(st, "validating") == 0) {
         int fd = -1;
         uint64_t flen = 0;
-        sy_err rc = sy_files_open(b->files, fid, &fd, &flen);
+        sy_err rc = sy_files_open(b->files, NULL, fid, &fd, &flen);
         if (rc == SY_ENOTFOUND) {
             json_t *errs = first_error("file_not_found", "The input file no longer exists.");
             fail_batch(b, id, errs);
@@ -745,6 +745,8 @@ static fin_rc finalize(sy_batch *b, const char *id, json_t *obj, const char *end
 {
     const char *fid = json_string_value(json_object_get(obj, "input_file_id"));
     const char *ep = json_string_value(json_object_get(obj, "endpoint"));
+    /* the output and error files belong to the batch's creator (files.h: tenancy) */
+    const char *owner = json_string_value(json_object_get(obj, "sy_tenant"));
     bool expired = strcmp(end, "expired") == 0;
     char opath[4096], epath[4096];
     int in = -1, ofd = -1, efd = -1;
@@ -758,7 +760,7 @@ static fin_rc finalize(sy_batch *b, const char *id, json_t *obj, const char *end
     ssize_t k;
 
     opath[0] = epath[0] = '\0';
-    if (fid == NULL || ep == NULL || sy_files_open(b->files, fid, &in, &flen) != SY_OK)
+    if (fid == NULL || ep == NULL || sy_files_open(b->files, NULL, fid, &in, &flen) != SY_OK)
         goto out;
     if ((f = fdopen(in, "r")) == NULL)
         goto out;
@@ -839,13 +841,15 @@ static fin_rc finalize(sy_batch *b, const char *id, json_t *obj, const char *end
     char name[128];
     if (nout > 0) {
         snprintf(name, sizeof(name), "%s_output.jsonl", id);
-        if (sy_files_create_from_path(b->files, "batch_output", name, opath, &ofile) != SY_OK)
+        if (sy_files_create_from_path(b->files, owner, "batch_output", name, opath, &ofile) !=
+            SY_OK)
             goto out;
         opath[0] = '\0';
     }
     if (nerr > 0) {
         snprintf(name, sizeof(name), "%s_error.jsonl", id);
-        if (sy_files_create_from_path(b->files, "batch_output", name, epath, &efile) != SY_OK)
+        if (sy_files_create_from_path(b->files, owner, "batch_output", name, epath, &efile) !=
+            SY_OK)
             goto out;
         epath[0] = '\0';
     }

@@ -49,6 +49,8 @@
 #define EXPIRES_MAX_S 2592000 /* 30 days, also the default expiry of `batch` files (OpenAI) */
 #define LIST_MAX 10000
 #define INDEX_KEY "{files}:index"
+#define OWNER_FIELD "sy_tenant" /* in the stored metadata only, never in the client's object */
+#define OWNER_MAX 64
 
 struct sy_files {
     char *dir; /* <data_dir>/files */
@@ -272,8 +274,15 @@ static sy_err remove_file(sy_files *f, const char *id, bool *existed)
     return SY_OK;
 }
 
-/* The stored object of <id> as JSON (new), expired ones removed (SY_ENOTFOUND). */
-static sy_err load(sy_files *f, const char *id, json_t **obj)
+/* Whether a file owned by <owner> ("" = none) is visible in <scope> (NULL = every tenant). */
+static bool in_scope(const char *scope, const char *owner)
+{
+    return scope == NULL || strcmp(scope, owner) == 0;
+}
+
+/* The stored object of <id> as JSON (new; with its owner field), expired ones removed
+ * (SY_ENOTFOUND). */
+static sy_err load_raw(sy_files *f, const char *id, json_t **obj)
 {
     char key[96];
     sy_buf b;
@@ -306,14 +315,40 @@ out:
     return rc;
 }
 
-sy_err sy_files_get(sy_files *f, const char *id, json_t **obj)
+/* Whether <o> (a stored object) is visible in <scope>; if so its owner field is removed. */
+static bool scope_strip(json_t *o, const char *scope)
+{
+    const char *owner = json_string_value(json_object_get(o, OWNER_FIELD));
+    if (!in_scope(scope, owner != NULL ? owner : ""))
+        return false;
+    (void)json_object_del(o, OWNER_FIELD);
+    return true;
+}
+
+/* load_raw for a caller in <scope>: another tenant's file is reported as absent (SY_ENOTFOUND,
+ * the same answer as no file, so ids of others are not disclosed); the owner field removed. */
+static sy_err load(sy_files *f, const char *scope, const char *id, json_t **obj)
+{
+    json_t *o = NULL;
+    sy_err rc = load_raw(f, id, &o);
+    if (rc != SY_OK)
+        return rc;
+    if (!scope_strip(o, scope)) {
+        json_decref(o);
+        return SY_ENOTFOUND;
+    }
+    *obj = o;
+    return SY_OK;
+}
+
+sy_err sy_files_get(sy_files *f, const char *scope, const char *id, json_t **obj)
 {
     if (f == NULL || obj == NULL)
         return SY_EINVAL;
-    return load(f, id, obj);
+    return load(f, scope, id, obj);
 }
 
-sy_err sy_files_open(sy_files *f, const char *id, int *fd, uint64_t *len)
+sy_err sy_files_open(sy_files *f, const char *scope, const char *id, int *fd, uint64_t *len)
 {
     json_t *o = NULL;
     char path[PATH_MAX];
@@ -322,7 +357,7 @@ sy_err sy_files_open(sy_files *f, const char *id, int *fd, uint64_t *len)
 
     if (f == NULL || fd == NULL || len == NULL)
         return SY_EINVAL;
-    if ((rc = load(f, id, &o)) != SY_OK)
+    if ((rc = load(f, scope, id, &o)) != SY_OK)
         return rc;
     json_decref(o);
     if (!content_path(f, id, path, sizeof(path)))
@@ -347,14 +382,14 @@ sy_err sy_files_open(sy_files *f, const char *id, int *fd, uint64_t *len)
     return SY_OK;
 }
 
-sy_err sy_files_delete(sy_files *f, const char *id, bool *existed)
+sy_err sy_files_delete(sy_files *f, const char *scope, const char *id, bool *existed)
 {
     json_t *o = NULL;
     sy_err rc;
 
     if (f == NULL)
         return SY_EINVAL;
-    if ((rc = load(f, id, &o)) != SY_OK) {
+    if ((rc = load(f, scope, id, &o)) != SY_OK) {
         if (rc == SY_ENOTFOUND && existed != NULL)
             *existed = false;
         return rc == SY_ENOTFOUND ? SY_OK : rc;
@@ -366,8 +401,8 @@ sy_err sy_files_delete(sy_files *f, const char *id, bool *existed)
 /* Moves the finished file at <tmp> into place as a new file and publishes its metadata and
  * index entry. <expires_s> > 0: it expires that long after creation. On failure the file is
  * back at <tmp> (the caller removes it) and nothing else is left behind. */
-static sy_err publish(sy_files *f, const char *tmp, const char *purpose, const char *filename,
-                      uint64_t bytes, int64_t expires_s, json_t **obj)
+static sy_err publish(sy_files *f, const char *owner, const char *tmp, const char *purpose,
+                      const char *filename, uint64_t bytes, int64_t expires_s, json_t **obj)
 {
     char id[sizeof(ID_PREFIX) + ID_RANDOM], path[PATH_MAX], key[96], ms[24];
     json_t *o = NULL;
@@ -399,8 +434,12 @@ static sy_err publish(sy_files *f, const char *tmp, const char *purpose, const c
             goto out;
         ttl_ms = at * 1000 - now;
     }
+    if (owner != NULL && owner[0] != '\0' &&
+        json_object_set_new(o, OWNER_FIELD, json_string(owner)) != 0)
+        goto out;
     if ((js = sy_json_dump(o, &jlen)) == NULL)
         goto out;
+    (void)json_object_del(o, OWNER_FIELD); /* the client's object does not carry it */
     meta_key(id, key, sizeof(key));
     if ((rc = sy_store_set(f->store, key, js, jlen, ttl_ms, SY_STORE_NX, &stored)) != SY_OK)
         goto out;
@@ -442,14 +481,14 @@ static bool write_all(int fd, const void *p, size_t n)
     return true;
 }
 
-sy_err sy_files_create(sy_files *f, const char *purpose, const char *filename,
-                       const void *data, size_t len, json_t **obj)
+sy_err sy_files_create(sy_files *f, const char *owner, const char *purpose,
+                       const char *filename, const void *data, size_t len, json_t **obj)
 {
     char tmp[PATH_MAX];
     sy_err rc;
 
     if (f == NULL || purpose == NULL || purpose[0] == '\0' || filename == NULL ||
-        (data == NULL && len > 0))
+        (data == NULL && len > 0) || (owner != NULL && strlen(owner) > OWNER_MAX))
         return SY_EINVAL;
     if ((rc = sy_files_tmp_path(f, tmp, sizeof(tmp))) != SY_OK)
         return rc;
@@ -459,22 +498,23 @@ sy_err sy_files_create(sy_files *f, const char *purpose, const char *filename,
     bool ok = write_all(fd, data, len);
     if (close(fd) != 0)
         ok = false;
-    rc = ok ? publish(f, tmp, purpose, filename, len, 0, obj) : SY_EINTERNAL;
+    rc = ok ? publish(f, owner, tmp, purpose, filename, len, 0, obj) : SY_EINTERNAL;
     if (rc != SY_OK)
         (void)unlink(tmp);
     return rc;
 }
 
-sy_err sy_files_create_from_path(sy_files *f, const char *purpose, const char *filename,
-                                 const char *path, json_t **obj)
+sy_err sy_files_create_from_path(sy_files *f, const char *owner, const char *purpose,
+                                 const char *filename, const char *path, json_t **obj)
 {
     struct stat st;
 
-    if (f == NULL || purpose == NULL || purpose[0] == '\0' || filename == NULL || path == NULL)
+    if (f == NULL || purpose == NULL || purpose[0] == '\0' || filename == NULL || path == NULL ||
+        (owner != NULL && strlen(owner) > OWNER_MAX))
         return SY_EINVAL;
     if (stat(path, &st) != 0 || !S_ISREG(st.st_mode))
         return SY_EINVAL;
-    return publish(f, path, purpose, filename, (uint64_t)st.st_size, 0, obj);
+    return publish(f, owner, path, purpose, filename, (uint64_t)st.st_size, 0, obj);
 }
 
 /* ---- listing ------------------------------------------------------------------------------- */
@@ -497,8 +537,8 @@ static int cmp_desc(const void *a, const void *b)
     return cmp_asc(b, a);
 }
 
-sy_err sy_files_list(sy_files *f, const char *purpose, size_t limit, bool asc, const char *after,
-                     json_t **out)
+sy_err sy_files_list(sy_files *f, const char *scope, const char *purpose, size_t limit, bool asc,
+                     const char *after, json_t **out)
 {
     sy_store_kvs kv;
     entry *e = NULL;
@@ -532,12 +572,17 @@ sy_err sy_files_list(sy_files *f, const char *purpose, size_t limit, bool asc, c
             goto out;
         }
         start++;
+        json_t *a = NULL;
+        /* another tenant's file is no cursor */
+        if (scope != NULL && (rc = load(f, scope, after, &a)) != SY_OK)
+            goto out;
+        json_decref(a);
     }
     if ((data = json_array()) == NULL)
         goto out;
     for (size_t i = start; i < n; i++) {
         json_t *o = NULL;
-        rc = load(f, e[i].id, &o);
+        rc = load_raw(f, e[i].id, &o);
         if (rc == SY_ENOTFOUND) {
             /* an index entry outliving its metadata (expired, or a crash mid-delete) */
             (void)sy_store_hdel(f->store, INDEX_KEY, e[i].id, NULL);
@@ -546,6 +591,10 @@ sy_err sy_files_list(sy_files *f, const char *purpose, size_t limit, bool asc, c
         if (rc != SY_OK)
             goto out;
         rc = SY_ENOMEM;
+        if (!scope_strip(o, scope)) {
+            json_decref(o);
+            continue;
+        }
         const char *p = json_string_value(json_object_get(o, "purpose"));
         if (purpose != NULL && (p == NULL || strcmp(p, purpose) != 0)) {
             json_decref(o);
@@ -745,6 +794,16 @@ static void upload_finish(sy_upload *u)
 
 /* ---- the HTTP API (worker thread) ---------------------------------------------------------- */
 
+/* The caller's scope: NULL (every tenant) with the master key, else its tenant ("" without a
+ * bearer). */
+static const char *caller_scope(const sy_api_in *in, char *buf, size_t n)
+{
+    if (in->cfg != NULL && sy_api_master_ok(in->cfg, in->authorization))
+        return NULL;
+    const char *t = sy_api_tenant(in->authorization, buf, n);
+    return t != NULL ? t : "";
+}
+
 static void reply_err(sy_reply *out, sy_err rc, const char *id)
 {
     char msg[200];
@@ -846,7 +905,9 @@ static void api_create(const sy_api_in *in, sy_reply *out)
         return;
     }
     json_t *obj = NULL;
-    sy_err rc = publish(f, u->tmp, u->purpose.v, u->filename[0] ? u->filename : "file",
+    char owner[32];
+    const char *t = sy_api_tenant(in->authorization, owner, sizeof(owner));
+    sy_err rc = publish(f, t, u->tmp, u->purpose.v, u->filename[0] ? u->filename : "file",
                         u->bytes, expires_s, &obj);
     if (rc != SY_OK) { /* the temporary file goes with the upload */
         reply_err(out, rc, NULL);
@@ -865,6 +926,8 @@ static void api_list(const sy_api_in *in, sy_reply *out)
     long long limit = LIST_MAX;
     char msg[200];
     json_t *res = NULL;
+    char sbuf[32];
+    const char *scope = caller_scope(in, sbuf, sizeof(sbuf));
 
     if (lim != NULL && !parse_long(lim, 1, LIST_MAX, &limit)) {
         sy_api_error(out, SY_EINVAL,
@@ -881,7 +944,7 @@ static void api_list(const sy_api_in *in, sy_reply *out)
         purpose = NULL;
     if (after != NULL && after[0] == '\0')
         after = NULL;
-    sy_err rc = sy_files_list(in->files, purpose, (size_t)limit,
+    sy_err rc = sy_files_list(in->files, scope, purpose, (size_t)limit,
                               order != NULL && strcmp(order, "asc") == 0, after, &res);
     if (rc == SY_ENOTFOUND) {
         (void)snprintf(msg, sizeof(msg), "Invalid value for 'after': no such File object: %.80s",
@@ -902,7 +965,8 @@ void sy_api_files(const sy_api_in *in, sy_reply *out)
     const char *m = in->method;
     bool get = strcmp(m, "GET") == 0 || strcmp(m, "HEAD") == 0;
     char id[ID_MAX + 16];
-    char msg[200];
+    char msg[200], sbuf[32];
+    const char *scope = caller_scope(in, sbuf, sizeof(sbuf));
 
     out->fd = -1;
     if (in->files == NULL) {
@@ -942,7 +1006,7 @@ void sy_api_files(const sy_api_in *in, sy_reply *out)
         }
         int fd = -1;
         uint64_t len = 0;
-        sy_err rc = sy_files_open(in->files, id, &fd, &len);
+        sy_err rc = sy_files_open(in->files, scope, id, &fd, &len);
         if (rc != SY_OK) {
             reply_err(out, rc, id);
             return;
@@ -956,7 +1020,7 @@ void sy_api_files(const sy_api_in *in, sy_reply *out)
     }
     if (get) {
         json_t *obj = NULL;
-        sy_err rc = sy_files_get(in->files, id, &obj);
+        sy_err rc = sy_files_get(in->files, scope, id, &obj);
         if (rc != SY_OK)
             reply_err(out, rc, id);
         else
@@ -965,7 +1029,7 @@ void sy_api_files(const sy_api_in *in, sy_reply *out)
     }
     if (strcmp(m, "DELETE") == 0) {
         bool existed = false;
-        sy_err rc = sy_files_delete(in->files, id, &existed);
+        sy_err rc = sy_files_delete(in->files, scope, id, &existed);
         if (rc == SY_OK && !existed)
             rc = SY_ENOTFOUND;
         if (rc != SY_OK) {

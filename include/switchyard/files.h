@@ -44,19 +44,26 @@ void sy_upload_feed(sy_upload *u, const char *data, size_t len);
 /* Any thread; removes the temporary file unless it became a file. NULL is a no-op. */
 void sy_upload_free(sy_upload *u);
 
+/* Tenancy: a file has an owner, the tenant of the key that uploaded it (sy_api_tenant; "" when
+ * none), kept in the stored metadata only (never in the file object clients see). Every call
+ * that reads or removes a file takes a <scope>: NULL sees every tenant's files (the master key,
+ * and the batch module's own reads); otherwise only files whose owner equals <scope>, and
+ * another tenant's file is SY_ENOTFOUND exactly as if it did not exist. */
+
 /* The OpenAI file object of <id> (new reference). SY_ENOTFOUND when there is none. */
-sy_err sy_files_get(sy_files *f, const char *id, json_t **obj);
+sy_err sy_files_get(sy_files *f, const char *scope, const char *id, json_t **obj);
 /* Opens the content of <id> for reading: *fd (caller closes) and its length. */
-sy_err sy_files_open(sy_files *f, const char *id, int *fd, uint64_t *len);
-/* Makes a new file of <purpose> (e.g. "batch_output") from <len> bytes at <data>; *obj is its
- * file object (new reference; may be NULL if not wanted). */
-sy_err sy_files_create(sy_files *f, const char *purpose, const char *filename,
-                       const void *data, size_t len, json_t **obj);
+sy_err sy_files_open(sy_files *f, const char *scope, const char *id, int *fd, uint64_t *len);
+/* Makes a new file of <purpose> (e.g. "batch_output") owned by <owner> (NULL or "" = none; at
+ * most 64 bytes) from <len> bytes at <data>; *obj is its file object (new reference; may be
+ * NULL if not wanted). */
+sy_err sy_files_create(sy_files *f, const char *owner, const char *purpose,
+                       const char *filename, const void *data, size_t len, json_t **obj);
 /* The same from a finished file at <path> (moved into the store's directory; same file system
  * as data_dir, e.g. a path from sy_files_tmp_path). Used for large outputs written
  * incrementally. On failure the file is still at <path> (the caller removes it). */
-sy_err sy_files_create_from_path(sy_files *f, const char *purpose, const char *filename,
-                                 const char *path, json_t **obj);
+sy_err sy_files_create_from_path(sy_files *f, const char *owner, const char *purpose,
+                                 const char *filename, const char *path, json_t **obj);
 /* A path under data_dir where a caller may write a temporary file for the function above
  * ("<data_dir>/files/tmp-<random>.part"; nothing is created). SY_ETOOBIG when <n> is too
  * small. Temporary files left by a crash are removed at the next start once a day old. */
@@ -64,14 +71,14 @@ sy_err sy_files_tmp_path(sy_files *f, char *buf, size_t n);
 
 /* Removes <id> (metadata, index entry, content). *existed (may be NULL) says whether it was
  * there. Store errors are returned (SY_ETIMEOUT, SY_EUNAVAIL, ...). */
-sy_err sy_files_delete(sy_files *f, const char *id, bool *existed);
+sy_err sy_files_delete(sy_files *f, const char *scope, const char *id, bool *existed);
 
-/* One page of the file list, ordered by creation (<asc> oldest first), of <purpose> only when
- * not NULL, after the file <after> (NULL = from the start), at most <limit> (1..10000) files:
- * *out is the ListFilesResponse object (new reference). SY_ENOTFOUND when <after> is not a
- * known file. */
-sy_err sy_files_list(sy_files *f, const char *purpose, size_t limit, bool asc, const char *after,
-                     json_t **out);
+/* One page of the file list of <scope>, ordered by creation (<asc> oldest first), of <purpose>
+ * only when not NULL, after the file <after> (NULL = from the start), at most <limit>
+ * (1..10000) files: *out is the ListFilesResponse object (new reference). SY_ENOTFOUND when
+ * <after> is not a known file of <scope>. */
+sy_err sy_files_list(sy_files *f, const char *scope, const char *purpose, size_t limit, bool asc,
+                     const char *after, json_t **out);
 
 /* Tests: replaces the wall clock (Unix milliseconds) used for created_at and expiry. NULL
  * restores the real clock. Not thread-safe with other calls. */

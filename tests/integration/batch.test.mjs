@@ -19,6 +19,9 @@ import {
 import { assertSchema } from './lib/schema.mjs';
 
 const EP = '/v1/chat/completions';
+// Batches and files belong to the tenant of the key that made them: raw requests carry the SDK
+// client's key (the harness default).
+const AUTH = { authorization: 'Bearer sk-client-key-must-not-leak' };
 const FAST = { poll_ms: 50, lease_ms: 3000, retry_base_ms: 50, max_attempts: 3 };
 
 function line(i, text = `line-${i}`, extra = {}) {
@@ -138,7 +141,7 @@ describe('batches, embedded store', () => {
     assert.equal(page.data.length, 1);
     assert.equal(page.data[0].id, second.id);
     assert.equal(page.has_more, true);
-    const raw = (await request(proxy.url, 'GET', `/v1/batches?limit=1&after=${second.id}`)).json();
+    const raw = (await request(proxy.url, 'GET', `/v1/batches?limit=1&after=${second.id}`, { headers: AUTH })).json();
     assert.equal(raw.object, 'list');
     assert.equal(raw.data[0].id, created.id);
     assertSchema('ListBatchesResponse', { ...raw, data: raw.data.map((b) => Object.fromEntries(Object.entries(b).filter(([, v]) => v !== null))) });
@@ -179,14 +182,14 @@ describe('batches, embedded store', () => {
     const bad = await post(proxy.url, '/v1/batches', { input_file_id: 'file-nope', endpoint: EP, completion_window: '24h' });
     assert.equal(bad.status, 400);
     assert.equal(errorOf(bad).param, 'input_file_id');
-    const win = await post(proxy.url, '/v1/batches', { input_file_id: file.id, endpoint: EP, completion_window: '1h' });
+    const win = await post(proxy.url, '/v1/batches', { input_file_id: file.id, endpoint: EP, completion_window: '1h' }, { headers: AUTH });
     assert.equal(errorOf(win).param, 'completion_window');
-    const ep = await post(proxy.url, '/v1/batches', { input_file_id: file.id, endpoint: '/v1/images', completion_window: '24h' });
+    const ep = await post(proxy.url, '/v1/batches', { input_file_id: file.id, endpoint: '/v1/images', completion_window: '24h' }, { headers: AUTH });
     assert.equal(errorOf(ep).param, 'endpoint');
     const missing = await request(proxy.url, 'GET', '/v1/batches/batch_doesnotexist');
     assert.equal(missing.status, 404);
     errorOf(missing);
-    const method = await request(proxy.url, 'DELETE', `/v1/batches/${b.id}`);
+    const method = await request(proxy.url, 'DELETE', `/v1/batches/${b.id}`, { headers: AUTH });
     assert.equal(method.status, 405);
     assert.equal(method.headers.allow, 'GET');
   });
@@ -212,8 +215,44 @@ describe('batches, embedded store', () => {
     const before = (await upstreamRuns(fake)).size;
     await new Promise((r) => setTimeout(r, 400));
     assert.equal((await upstreamRuns(fake)).size, before);
-    const again = await post(proxy.url, `/v1/batches/${b.id}/cancel`, '');
+    const again = await post(proxy.url, `/v1/batches/${b.id}/cancel`, '', { headers: AUTH });
     assert.equal(again.status, 200);
+  });
+
+  test('tenancy: another key cannot see, cancel or read a batch, its input or its output', async () => {
+    const a = proxy.client({ apiKey: 'sk-batch-tenant-a' });
+    const b = proxy.client({ apiKey: 'sk-batch-tenant-b' });
+    const file = await uploadBatch(a, [line(300), line(301, 'line-301 [[fake status=400]]')]);
+    // B cannot start a batch on A's file: as if it did not exist
+    await assert.rejects(b.batches.create({ input_file_id: file.id, endpoint: EP, completion_window: '24h' }),
+      (e) => e.status === 400 && e.param === 'input_file_id');
+    const ba = await a.batches.create({ input_file_id: file.id, endpoint: EP, completion_window: '24h' });
+    await assert.rejects(b.batches.retrieve(ba.id), (e) => e.status === 404);
+    await assert.rejects(b.batches.cancel(ba.id), (e) => e.status === 404);
+    const raw = await request(proxy.url, 'GET', `/v1/batches/${ba.id}`, { headers: { authorization: 'Bearer sk-batch-tenant-b' } });
+    assert.equal(raw.status, 404);
+    assert.equal(errorOf(raw).type, 'invalid_request_error');
+    assert.equal((await request(proxy.url, 'GET', `/v1/batches/${ba.id}`)).status, 404); // no key
+    const end = await waitBatch(a, ba.id, ['completed']);
+    assert.equal(end.request_counts.completed, 1);
+    assert.equal(end.request_counts.failed, 1);
+    // lists: A sees its batch, B and the default client do not; A's id is no cursor for B
+    const ids = async (c) => { const out = []; for await (const x of c.batches.list({ limit: 100 })) out.push(x.id); return out; };
+    assert.ok((await ids(a)).includes(ba.id));
+    assert.ok(!(await ids(b)).includes(ba.id));
+    assert.ok(!(await ids(client)).includes(ba.id));
+    assert.deepEqual((await b.batches.list({ after: ba.id })).data, []);
+    // the output and error files belong to A
+    assert.equal((await fileLines(a, end.output_file_id))[0].custom_id, 'c-300');
+    assert.equal((await fileLines(a, end.error_file_id))[0].custom_id, 'c-301');
+    for (const id of [end.output_file_id, end.error_file_id, file.id]) {
+      await assert.rejects(b.files.retrieve(id), (e) => e.status === 404);
+      await assert.rejects(b.files.content(id), (e) => e.status === 404);
+    }
+    assert.ok(!(await b.files.list()).data.some((f) => f.id === end.output_file_id));
+    assert.ok((await a.files.list()).data.some((f) => f.id === end.output_file_id));
+    // still A's after B's attempts
+    assert.equal((await a.batches.retrieve(ba.id)).status, 'completed');
   });
 
   test('a batch saturating a deployment leaves room for interactive requests', async () => {

@@ -42,9 +42,14 @@ function multipart(parts, { boundary = `----sy${crypto.randomBytes(8).toString('
   return { body: Buffer.concat(chunks), contentType: `multipart/form-data; boundary=${boundary}` };
 }
 
+// Files belong to the tenant of the key that uploaded them: raw requests carry the same key as
+// the SDK client (harness default) so both see the same files.
+const AUTH = { authorization: 'Bearer sk-client-key-must-not-leak' };
+const req = (base, method, p, o = {}) => request(base, method, p, { ...o, headers: { ...AUTH, ...(o.headers || {}) } });
+
 function upload(base, parts, opts = {}) {
   const m = multipart(parts, opts);
-  return request(base, 'POST', '/v1/files', { body: m.body, headers: { 'content-type': m.contentType } });
+  return req(base, 'POST', '/v1/files', { body: m.body, headers: { 'content-type': m.contentType } });
 }
 
 /** Asserts an OpenAI-shaped error with <status> (and <param> when given); returns it. */
@@ -104,7 +109,7 @@ describe('Files API', () => {
     await assert.rejects(client.files.retrieve(f.id), (e) => e.status === 404);
     await assert.rejects(client.files.content(f.id), (e) => e.status === 404);
     await assert.rejects(client.files.delete(f.id), (e) => e.status === 404);
-    const raw = await request(proxy.url, 'GET', `/v1/files/${f.id}`);
+    const raw = await req(proxy.url, 'GET', `/v1/files/${f.id}`);
     expectError(raw, 404, { param: 'id', match: new RegExp(f.id) });
   });
 
@@ -126,7 +131,7 @@ describe('Files API', () => {
     assert.equal(back.length, bytes.length);
     assert.ok(back.equals(bytes), 'content differs');
     // raw, with the Accept header the SDK sends
-    const r = await request(proxy.url, 'GET', `/v1/files/${f.id}/content`, { headers: { accept: 'application/binary' } });
+    const r = await req(proxy.url, 'GET', `/v1/files/${f.id}/content`, { headers: { accept: 'application/binary' } });
     assert.equal(r.status, 200);
     assert.ok(r.body.equals(bytes));
     await client.files.delete(f.id);
@@ -141,7 +146,7 @@ describe('Files API', () => {
     const other = await client.files.create({ file: await toFile(Buffer.from('x'), 'v.txt'), purpose: 'vision' });
 
     // raw: the exact list shape
-    const r = await request(proxy.url, 'GET', '/v1/files?purpose=fine-tune&limit=2');
+    const r = await req(proxy.url, 'GET', '/v1/files?purpose=fine-tune&limit=2');
     assert.equal(r.status, 200, r.text);
     const page = r.json();
     assertSchema('ListFilesResponse', page, 'list');
@@ -161,28 +166,28 @@ describe('Files API', () => {
     for await (const f of client.files.list({ purpose: 'fine-tune', limit: 2 })) seen.push(f.id);
     assert.deepEqual(seen, [...made].reverse());
 
-    const asc = await request(proxy.url, 'GET', `/v1/files?purpose=fine-tune&order=asc&after=${made[1]}`);
+    const asc = await req(proxy.url, 'GET', `/v1/files?purpose=fine-tune&order=asc&after=${made[1]}`);
     assert.deepEqual(asc.json().data.map((f) => f.id), made.slice(2));
     assert.equal(asc.json().has_more, false);
 
-    const all = await request(proxy.url, 'GET', '/v1/files');
+    const all = await req(proxy.url, 'GET', '/v1/files');
     const ids = all.json().data.map((f) => f.id);
     assert.ok(ids.includes(other.id) && made.every((id) => ids.includes(id)));
     assert.ok(ids.indexOf(other.id) < ids.indexOf(made[4]), 'newest first by default');
 
-    expectError(await request(proxy.url, 'GET', '/v1/files?limit=0'), 400, { param: 'limit' });
-    expectError(await request(proxy.url, 'GET', '/v1/files?limit=10001'), 400, { param: 'limit' });
-    expectError(await request(proxy.url, 'GET', '/v1/files?order=sideways'), 400, { param: 'order' });
-    expectError(await request(proxy.url, 'GET', '/v1/files?after=file-doesnotexist'), 400, { param: 'after' });
+    expectError(await req(proxy.url, 'GET', '/v1/files?limit=0'), 400, { param: 'limit' });
+    expectError(await req(proxy.url, 'GET', '/v1/files?limit=10001'), 400, { param: 'limit' });
+    expectError(await req(proxy.url, 'GET', '/v1/files?order=sideways'), 400, { param: 'order' });
+    expectError(await req(proxy.url, 'GET', '/v1/files?after=file-doesnotexist'), 400, { param: 'after' });
 
     for (const id of [...made, other.id]) await client.files.delete(id);
-    const empty = await request(proxy.url, 'GET', '/v1/files?purpose=fine-tune');
+    const empty = await req(proxy.url, 'GET', '/v1/files?purpose=fine-tune');
     assert.deepEqual(empty.json().data, []);
     assert.equal(empty.json().has_more, false);
   });
 
   test('bad uploads are OpenAI-shaped 400s naming the problem', async () => {
-    const json = await request(proxy.url, 'POST', '/v1/files', { body: { purpose: 'batch' } });
+    const json = await req(proxy.url, 'POST', '/v1/files', { body: { purpose: 'batch' } });
     expectError(json, 400, { match: /Content-Type.*application\/json.*multipart\/form-data/ });
 
     const file = { name: 'file', filename: 'a.jsonl', value: '{}\n' };
@@ -203,29 +208,29 @@ describe('Files API', () => {
     expectError(trunc, 400, { match: /truncated|malformed/ });
     const cut = multipart([{ name: 'purpose', value: 'batch' }, { name: 'file', filename: 'a.jsonl', value: 'x'.repeat(5000) }]);
     const half = cut.body.subarray(0, cut.body.length - 2000);
-    expectError(await request(proxy.url, 'POST', '/v1/files', { body: half, headers: { 'content-type': cut.contentType } }), 400, { match: /truncated|malformed/ });
+    expectError(await req(proxy.url, 'POST', '/v1/files', { body: half, headers: { 'content-type': cut.contentType } }), 400, { match: /truncated|malformed/ });
     // multipart without a boundary
-    expectError(await request(proxy.url, 'POST', '/v1/files', { body: 'x', headers: { 'content-type': 'multipart/form-data' } }), 400);
+    expectError(await req(proxy.url, 'POST', '/v1/files', { body: 'x', headers: { 'content-type': 'multipart/form-data' } }), 400);
     // no temporary file left behind by any of these
     const dir = path.join(JSON.parse(fs.readFileSync(proxy.configPath, 'utf8')).data_dir, 'files');
     const left = fs.readdirSync(dir).filter((n) => n.startsWith('tmp-'));
     assert.deepEqual(left, []);
-    await request(proxy.url, 'DELETE', `/v1/files/${ok.json().id}`);
+    await req(proxy.url, 'DELETE', `/v1/files/${ok.json().id}`);
   });
 
   test('unknown ids are 404, wrong methods 405 with Allow', async () => {
-    expectError(await request(proxy.url, 'GET', '/v1/files/file-AAAAAAAAAAAAAAAAAAAAAAAA'), 404, { param: 'id' });
-    expectError(await request(proxy.url, 'GET', '/v1/files/file-AAAAAAAAAAAAAAAAAAAAAAAA/content'), 404, { param: 'id' });
-    expectError(await request(proxy.url, 'DELETE', '/v1/files/not-a-file-id'), 404);
-    expectError(await request(proxy.url, 'GET', '/v1/files/..%2F..%2Fetc%2Fpasswd/content'), 404);
-    expectError(await request(proxy.url, 'GET', '/v1/files/file-abc/other'), 404);
-    let r = await request(proxy.url, 'PUT', '/v1/files', { body: 'x' });
+    expectError(await req(proxy.url, 'GET', '/v1/files/file-AAAAAAAAAAAAAAAAAAAAAAAA'), 404, { param: 'id' });
+    expectError(await req(proxy.url, 'GET', '/v1/files/file-AAAAAAAAAAAAAAAAAAAAAAAA/content'), 404, { param: 'id' });
+    expectError(await req(proxy.url, 'DELETE', '/v1/files/not-a-file-id'), 404);
+    expectError(await req(proxy.url, 'GET', '/v1/files/..%2F..%2Fetc%2Fpasswd/content'), 404);
+    expectError(await req(proxy.url, 'GET', '/v1/files/file-abc/other'), 404);
+    let r = await req(proxy.url, 'PUT', '/v1/files', { body: 'x' });
     expectError(r, 405);
     assert.equal(r.headers.allow, 'GET, POST');
-    r = await request(proxy.url, 'POST', '/v1/files/file-abc', { body: '{}' });
+    r = await req(proxy.url, 'POST', '/v1/files/file-abc', { body: '{}' });
     expectError(r, 405);
     assert.equal(r.headers.allow, 'GET, DELETE');
-    r = await request(proxy.url, 'DELETE', '/v1/files/file-abc/content');
+    r = await req(proxy.url, 'DELETE', '/v1/files/file-abc/content');
     expectError(r, 405);
     assert.equal(r.headers.allow, 'GET');
   });
@@ -245,7 +250,7 @@ describe('Files API', () => {
     const res = await new Promise((resolve, reject) => {
       const req = http.request(`${proxy.url}/v1/files`, {
         method: 'POST',
-        headers: { 'content-type': `multipart/form-data; boundary=${boundary}`, 'content-length': head.length + SIZE + tail.length },
+        headers: { ...AUTH, 'content-type': `multipart/form-data; boundary=${boundary}`, 'content-length': head.length + SIZE + tail.length },
       }, (r) => {
         const parts = [];
         r.on('data', (d) => parts.push(d));
@@ -271,7 +276,7 @@ describe('Files API', () => {
     const down = crypto.createHash('sha256');
     let got = 0;
     await new Promise((resolve, reject) => {
-      http.get(`${proxy.url}/v1/files/${f.id}/content`, (r) => {
+      http.get(`${proxy.url}/v1/files/${f.id}/content`, { headers: AUTH }, (r) => {
         assert.equal(r.statusCode, 200);
         r.on('data', (d) => { down.update(d); got += d.length; });
         r.on('end', resolve);
@@ -325,6 +330,61 @@ describe('Files API size cap', () => {
     assert.equal(h.status, 200);
     const dir = path.join(JSON.parse(fs.readFileSync(proxy.configPath, 'utf8')).data_dir, 'files');
     assert.deepEqual(fs.readdirSync(dir).filter((n) => n.startsWith('tmp-')), [], 'rejected uploads leave no temporary file');
+  });
+});
+
+describe('Files API tenancy', () => {
+  const MASTER_ENV = 'SY_FILES_TEST_MASTER';
+  const MASTER = 'sk-files-test-master';
+  let proxy;
+  before(async () => {
+    proxy = await startProxy(filesConfig({}, { auth: { master_key_env: MASTER_ENV } }),
+      { env: { [MASTER_ENV]: MASTER } });
+  });
+  after(async () => { await assertCleanExit(proxy); });
+
+  test("a tenant sees only its own files (another's id is 404); the master key sees all", async () => {
+    const a = proxy.client({ apiKey: 'sk-tenant-a' });
+    const b = proxy.client({ apiKey: 'sk-tenant-b' });
+    const master = proxy.client({ apiKey: MASTER });
+    const fa = await a.files.create({ file: await toFile(Buffer.from('{"a":1}\n'), 'a.jsonl'), purpose: 'batch' });
+    const fb = await b.files.create({ file: await toFile(Buffer.from('{"b":2}\n'), 'b.jsonl'), purpose: 'user_data' });
+    validateFile(fa, 'create a');
+    assert.deepEqual(Object.keys(fa).sort(), ['bytes', 'created_at', 'expires_at', 'filename', 'id', 'object', 'purpose', 'status']);
+
+    // retrieve / content / delete of another tenant's file: 404 as if it did not exist
+    for (const [client, other] of [[a, fb.id], [b, fa.id]]) {
+      await assert.rejects(client.files.retrieve(other), (e) => e.status === 404);
+      await assert.rejects(client.files.content(other), (e) => e.status === 404);
+      await assert.rejects(client.files.delete(other), (e) => e.status === 404);
+    }
+    const raw = await request(proxy.url, 'GET', `/v1/files/${fa.id}`, { headers: { authorization: 'Bearer sk-tenant-b' } });
+    expectError(raw, 404, { param: 'id' });
+    const anon = await request(proxy.url, 'GET', `/v1/files/${fa.id}`);
+    expectError(anon, 404, { param: 'id' });
+
+    // lists are per tenant; another tenant's id is no cursor
+    const la = await a.files.list();
+    assert.deepEqual(la.data.map((f) => f.id), [fa.id]);
+    assert.equal(la.data[0].sy_tenant, undefined);
+    assert.deepEqual((await b.files.list()).data.map((f) => f.id), [fb.id]);
+    const cur = await request(proxy.url, 'GET', `/v1/files?after=${fb.id}`, { headers: { authorization: 'Bearer sk-tenant-a' } });
+    expectError(cur, 400, { param: 'after' });
+    const lanon = await request(proxy.url, 'GET', '/v1/files');
+    assert.equal(lanon.status, 200);
+    assert.deepEqual(lanon.json().data, []);
+
+    // the owner still has everything (the failed deletes removed nothing)
+    assert.equal((await (await a.files.content(fa.id)).text()), '{"a":1}\n');
+    assert.equal((await b.files.retrieve(fb.id)).id, fb.id);
+
+    // the master key sees and manages every tenant's files
+    const all = (await master.files.list()).data.map((f) => f.id).sort();
+    assert.deepEqual(all, [fa.id, fb.id].sort());
+    assert.equal((await (await master.files.content(fb.id)).text()), '{"b":2}\n');
+    assert.equal((await master.files.delete(fb.id)).deleted, true);
+    await assert.rejects(b.files.retrieve(fb.id), (e) => e.status === 404);
+    assert.equal((await a.files.delete(fa.id)).deleted, true);
   });
 });
 

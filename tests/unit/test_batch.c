@@ -350,7 +350,7 @@ static json_t *call(const char *method, const char *path, const char *body, int 
 static char *upload(const char *purpose, const char *text)
 {
     json_t *f = NULL;
-    assert_int_equal(sy_files_create(files, purpose, "in.jsonl", text, strlen(text), &f), SY_OK);
+    assert_int_equal(sy_files_create(files, NULL, purpose, "in.jsonl", text, strlen(text), &f), SY_OK);
     char *id = strdup(json_string_value(json_object_get(f, "id")));
     json_decref(f);
     return id;
@@ -511,7 +511,7 @@ static void test_api_lifecycle(void **state)
     assert_true(json_is_null(json_object_get(obj, "error_file_id")));
     int fd;
     uint64_t flen;
-    assert_int_equal(sy_files_open(files, out, &fd, &flen), SY_OK);
+    assert_int_equal(sy_files_open(files, NULL, out, &fd, &flen), SY_OK);
     char buf[1024];
     ssize_t k = read(fd, buf, sizeof(buf) - 1);
     close(fd);

@@ -117,7 +117,7 @@ static void test_create_get_open(void **state)
     char buf[64], path[512];
     struct stat st;
 
-    assert_int_equal(sy_files_create(x->f, "batch_output", "out.jsonl", data, sizeof(data), &obj),
+    assert_int_equal(sy_files_create(x->f, NULL, "batch_output", "out.jsonl", data, sizeof(data), &obj),
                      SY_OK);
     const char *id = sget(obj, "id");
     assert_non_null(id);
@@ -134,9 +134,9 @@ static void test_create_get_open(void **state)
     assert_int_equal(iget(obj, "created_at"), g_now / 1000);
     assert_null(json_object_get(obj, "expires_at"));
 
-    assert_int_equal(sy_files_get(x->f, id, &got), SY_OK);
+    assert_int_equal(sy_files_get(x->f, NULL, id, &got), SY_OK);
     assert_true(json_equal(obj, got));
-    assert_int_equal(sy_files_open(x->f, id, &fd, &len), SY_OK);
+    assert_int_equal(sy_files_open(x->f, NULL, id, &fd, &len), SY_OK);
     assert_int_equal(len, sizeof(data));
     read_fd(fd, len, buf, sizeof(buf));
     assert_memory_equal(buf, data, sizeof(data));
@@ -149,16 +149,16 @@ static void test_create_get_open(void **state)
 
     /* an empty file is a file */
     json_t *e = NULL;
-    assert_int_equal(sy_files_create(x->f, "batch_output", "empty", NULL, 0, &e), SY_OK);
-    assert_int_equal(sy_files_open(x->f, sget(e, "id"), &fd, &len), SY_OK);
+    assert_int_equal(sy_files_create(x->f, NULL, "batch_output", "empty", NULL, 0, &e), SY_OK);
+    assert_int_equal(sy_files_open(x->f, NULL, sget(e, "id"), &fd, &len), SY_OK);
     assert_int_equal(len, 0);
     close(fd);
     /* obj may be NULL */
-    assert_int_equal(sy_files_create(x->f, "batch_output", "x", "a", 1, NULL), SY_OK);
+    assert_int_equal(sy_files_create(x->f, NULL, "batch_output", "x", "a", 1, NULL), SY_OK);
 
-    assert_int_equal(sy_files_create(x->f, "", "x", "a", 1, NULL), SY_EINVAL);
-    assert_int_equal(sy_files_create(x->f, "batch", NULL, "a", 1, NULL), SY_EINVAL);
-    assert_int_equal(sy_files_create(x->f, "batch", "x", NULL, 1, NULL), SY_EINVAL);
+    assert_int_equal(sy_files_create(x->f, NULL, "", "x", "a", 1, NULL), SY_EINVAL);
+    assert_int_equal(sy_files_create(x->f, NULL, "batch", NULL, "a", 1, NULL), SY_EINVAL);
+    assert_int_equal(sy_files_create(x->f, NULL, "batch", "x", NULL, 1, NULL), SY_EINVAL);
     json_decref(e);
     json_decref(obj);
     json_decref(got);
@@ -183,15 +183,15 @@ static void test_create_from_path(void **state)
     assert_non_null(w);
     fputs("line 1\nline 2\n", w);
     fclose(w);
-    assert_int_equal(sy_files_create_from_path(x->f, "batch_output", "res.jsonl", p1, &obj),
+    assert_int_equal(sy_files_create_from_path(x->f, NULL, "batch_output", "res.jsonl", p1, &obj),
                      SY_OK);
     assert_int_equal(access(p1, F_OK), -1); /* moved */
     assert_int_equal(iget(obj, "bytes"), 14);
-    assert_int_equal(sy_files_open(x->f, sget(obj, "id"), &fd, &len), SY_OK);
+    assert_int_equal(sy_files_open(x->f, NULL, sget(obj, "id"), &fd, &len), SY_OK);
     read_fd(fd, len, buf, sizeof(buf));
     assert_memory_equal(buf, "line 1\nline 2\n", 14);
     close(fd);
-    assert_int_equal(sy_files_create_from_path(x->f, "batch_output", "r", "/nonexistent/x", NULL),
+    assert_int_equal(sy_files_create_from_path(x->f, NULL, "batch_output", "r", "/nonexistent/x", NULL),
                      SY_EINVAL);
     json_decref(obj);
 }
@@ -208,9 +208,9 @@ static void test_unknown_ids(void **state)
                          "file-AAAAAAAAAAAAAAAAAAAAAAAA"};
 
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        assert_int_equal(sy_files_get(x->f, bad[i], &o), SY_ENOTFOUND);
-        assert_int_equal(sy_files_open(x->f, bad[i], &fd, &len), SY_ENOTFOUND);
-        assert_int_equal(sy_files_delete(x->f, bad[i], &existed), SY_OK);
+        assert_int_equal(sy_files_get(x->f, NULL, bad[i], &o), SY_ENOTFOUND);
+        assert_int_equal(sy_files_open(x->f, NULL, bad[i], &fd, &len), SY_ENOTFOUND);
+        assert_int_equal(sy_files_delete(x->f, NULL, bad[i], &existed), SY_OK);
         assert_false(existed);
     }
     assert_int_equal(fd, -1);
@@ -225,18 +225,18 @@ static void test_delete(void **state)
     uint64_t len;
     sy_store_kvs kv;
 
-    assert_int_equal(sy_files_create(x->f, "batch", "in.jsonl", "x\n", 2, &obj), SY_OK);
+    assert_int_equal(sy_files_create(x->f, NULL, "batch", "in.jsonl", "x\n", 2, &obj), SY_OK);
     const char *id = sget(obj, "id");
     assert_int_equal(count_dir(x->dir), 1); /* "files" */
     char fdir[256];
     snprintf(fdir, sizeof(fdir), "%s/files", x->dir);
     assert_int_equal(count_dir(fdir), 1);
-    assert_int_equal(sy_files_delete(x->f, id, &existed), SY_OK);
+    assert_int_equal(sy_files_delete(x->f, NULL, id, &existed), SY_OK);
     assert_true(existed);
     assert_int_equal(count_dir(fdir), 0);
-    assert_int_equal(sy_files_get(x->f, id, &o), SY_ENOTFOUND);
-    assert_int_equal(sy_files_open(x->f, id, &fd, &len), SY_ENOTFOUND);
-    assert_int_equal(sy_files_delete(x->f, id, &existed), SY_OK);
+    assert_int_equal(sy_files_get(x->f, NULL, id, &o), SY_ENOTFOUND);
+    assert_int_equal(sy_files_open(x->f, NULL, id, &fd, &len), SY_ENOTFOUND);
+    assert_int_equal(sy_files_delete(x->f, NULL, id, &existed), SY_OK);
     assert_false(existed);
     /* the index entry went too */
     sy_store_kvs_init(&kv);
@@ -246,13 +246,63 @@ static void test_delete(void **state)
     json_decref(obj);
 }
 
+/* Tenancy: another tenant's file is absent for every call in its scope; NULL sees all; the
+ * owner never shows in the file object. */
+static void test_scope(void **state)
+{
+    fx *x = *state;
+    json_t *a = NULL, *b = NULL, *o = NULL, *l = NULL;
+    bool existed = true;
+    int fd = -1;
+    uint64_t len = 0;
+
+    assert_int_equal(sy_files_create(x->f, "k:aaaa", "batch", "a", "a\n", 2, &a), SY_OK);
+    g_now += 1000;
+    assert_int_equal(sy_files_create(x->f, "k:bbbb", "batch", "b", "b\n", 2, &b), SY_OK);
+    assert_null(json_object_get(a, "sy_tenant"));
+    const char *ida = sget(a, "id"), *idb = sget(b, "id");
+
+    assert_int_equal(sy_files_get(x->f, "k:aaaa", ida, &o), SY_OK);
+    assert_null(json_object_get(o, "sy_tenant"));
+    json_decref(o);
+    assert_int_equal(sy_files_get(x->f, "k:aaaa", idb, &o), SY_ENOTFOUND);
+    assert_int_equal(sy_files_get(x->f, "", idb, &o), SY_ENOTFOUND);
+    assert_int_equal(sy_files_open(x->f, "k:aaaa", idb, &fd, &len), SY_ENOTFOUND);
+    assert_int_equal(sy_files_delete(x->f, "k:aaaa", idb, &existed), SY_OK);
+    assert_false(existed);
+    assert_int_equal(sy_files_get(x->f, NULL, idb, &o), SY_OK); /* still there */
+    assert_null(json_object_get(o, "sy_tenant"));
+    json_decref(o);
+    assert_int_equal(sy_files_open(x->f, "k:bbbb", idb, &fd, &len), SY_OK);
+    close(fd);
+
+    assert_int_equal(sy_files_list(x->f, "k:aaaa", NULL, 10, true, NULL, &l), SY_OK);
+    assert_int_equal(json_array_size(json_object_get(l, "data")), 1);
+    assert_string_equal(sget(json_array_get(json_object_get(l, "data"), 0), "id"), ida);
+    assert_null(json_object_get(json_array_get(json_object_get(l, "data"), 0), "sy_tenant"));
+    json_decref(l);
+    assert_int_equal(sy_files_list(x->f, NULL, NULL, 10, true, NULL, &l), SY_OK);
+    assert_int_equal(json_array_size(json_object_get(l, "data")), 2);
+    json_decref(l);
+    /* another tenant's id is no cursor */
+    assert_int_equal(sy_files_list(x->f, "k:aaaa", NULL, 10, true, idb, &l), SY_ENOTFOUND);
+    assert_int_equal(sy_files_list(x->f, "", NULL, 10, true, NULL, &l), SY_OK);
+    assert_int_equal(json_array_size(json_object_get(l, "data")), 0);
+    json_decref(l);
+
+    assert_int_equal(sy_files_delete(x->f, "k:bbbb", idb, &existed), SY_OK);
+    assert_true(existed);
+    json_decref(a);
+    json_decref(b);
+}
+
 /* Makes <n> files one second apart, purposes alternating; ids in creation order. */
 static void make_files(fx *x, int n, char ids[][64])
 {
     for (int i = 0; i < n; i++) {
         json_t *o = NULL;
         g_now += 1000;
-        assert_int_equal(sy_files_create(x->f, i % 2 ? "batch_output" : "batch", "f", "x", 1, &o),
+        assert_int_equal(sy_files_create(x->f, NULL, i % 2 ? "batch_output" : "batch", "f", "x", 1, &o),
                          SY_OK);
         snprintf(ids[i], 64, "%s", sget(o, "id"));
         json_decref(o);
@@ -270,7 +320,7 @@ static void test_list(void **state)
     char ids[5][64];
     json_t *l = NULL;
 
-    assert_int_equal(sy_files_list(x->f, NULL, 10, false, NULL, &l), SY_OK);
+    assert_int_equal(sy_files_list(x->f, NULL, NULL, 10, false, NULL, &l), SY_OK);
     assert_string_equal(sget(l, "object"), "list");
     assert_int_equal(json_array_size(json_object_get(l, "data")), 0);
     assert_true(json_is_null(json_object_get(l, "first_id")));
@@ -279,7 +329,7 @@ static void test_list(void **state)
 
     make_files(x, 5, ids);
     /* newest first, two per page */
-    assert_int_equal(sy_files_list(x->f, NULL, 2, false, NULL, &l), SY_OK);
+    assert_int_equal(sy_files_list(x->f, NULL, NULL, 2, false, NULL, &l), SY_OK);
     assert_int_equal(json_array_size(json_object_get(l, "data")), 2);
     assert_string_equal(list_id(l, 0), ids[4]);
     assert_string_equal(list_id(l, 1), ids[3]);
@@ -287,45 +337,45 @@ static void test_list(void **state)
     assert_string_equal(sget(l, "last_id"), ids[3]);
     assert_true(json_is_true(json_object_get(l, "has_more")));
     json_decref(l);
-    assert_int_equal(sy_files_list(x->f, NULL, 2, false, ids[3], &l), SY_OK);
+    assert_int_equal(sy_files_list(x->f, NULL, NULL, 2, false, ids[3], &l), SY_OK);
     assert_string_equal(list_id(l, 0), ids[2]);
     assert_string_equal(list_id(l, 1), ids[1]);
     assert_true(json_is_true(json_object_get(l, "has_more")));
     json_decref(l);
-    assert_int_equal(sy_files_list(x->f, NULL, 2, false, ids[1], &l), SY_OK);
+    assert_int_equal(sy_files_list(x->f, NULL, NULL, 2, false, ids[1], &l), SY_OK);
     assert_int_equal(json_array_size(json_object_get(l, "data")), 1);
     assert_string_equal(list_id(l, 0), ids[0]);
     assert_false(json_is_true(json_object_get(l, "has_more")));
     json_decref(l);
     /* exactly a full last page: has_more false */
-    assert_int_equal(sy_files_list(x->f, NULL, 5, true, NULL, &l), SY_OK);
+    assert_int_equal(sy_files_list(x->f, NULL, NULL, 5, true, NULL, &l), SY_OK);
     assert_int_equal(json_array_size(json_object_get(l, "data")), 5);
     assert_string_equal(list_id(l, 0), ids[0]);
     assert_string_equal(list_id(l, 4), ids[4]);
     assert_false(json_is_true(json_object_get(l, "has_more")));
     json_decref(l);
     /* purpose filter: batch files are 0, 2, 4; has_more looks past non-matching files */
-    assert_int_equal(sy_files_list(x->f, "batch", 2, true, NULL, &l), SY_OK);
+    assert_int_equal(sy_files_list(x->f, NULL, "batch", 2, true, NULL, &l), SY_OK);
     assert_int_equal(json_array_size(json_object_get(l, "data")), 2);
     assert_string_equal(list_id(l, 0), ids[0]);
     assert_string_equal(list_id(l, 1), ids[2]);
     assert_true(json_is_true(json_object_get(l, "has_more")));
     json_decref(l);
-    assert_int_equal(sy_files_list(x->f, "batch_output", 2, true, ids[1], &l), SY_OK);
+    assert_int_equal(sy_files_list(x->f, NULL, "batch_output", 2, true, ids[1], &l), SY_OK);
     assert_int_equal(json_array_size(json_object_get(l, "data")), 1);
     assert_string_equal(list_id(l, 0), ids[3]);
     assert_false(json_is_true(json_object_get(l, "has_more")));
     json_decref(l);
     /* unknown cursor, bad limits */
-    assert_int_equal(sy_files_list(x->f, NULL, 2, true, "file-nope", &l), SY_ENOTFOUND);
-    assert_int_equal(sy_files_list(x->f, NULL, 0, true, NULL, &l), SY_EINVAL);
-    assert_int_equal(sy_files_list(x->f, NULL, 10001, true, NULL, &l), SY_EINVAL);
+    assert_int_equal(sy_files_list(x->f, NULL, NULL, 2, true, "file-nope", &l), SY_ENOTFOUND);
+    assert_int_equal(sy_files_list(x->f, NULL, NULL, 0, true, NULL, &l), SY_EINVAL);
+    assert_int_equal(sy_files_list(x->f, NULL, NULL, 10001, true, NULL, &l), SY_EINVAL);
 
     /* metadata gone behind the index's back (store TTL, crash mid-delete): skipped, cleaned */
     char key[96];
     snprintf(key, sizeof(key), "{file:%s}", ids[2]);
     assert_int_equal(sy_store_del(x->store, key, NULL), SY_OK);
-    assert_int_equal(sy_files_list(x->f, NULL, 10, true, NULL, &l), SY_OK);
+    assert_int_equal(sy_files_list(x->f, NULL, NULL, 10, true, NULL, &l), SY_OK);
     assert_int_equal(json_array_size(json_object_get(l, "data")), 4);
     assert_string_equal(list_id(l, 2), ids[3]);
     json_decref(l);
@@ -345,7 +395,7 @@ static void test_expiry(void **state)
     int fd;
     uint64_t len;
 
-    assert_int_equal(sy_files_create(x->f, "batch", "in.jsonl", "x\n", 2, &obj), SY_OK);
+    assert_int_equal(sy_files_create(x->f, NULL, "batch", "in.jsonl", "x\n", 2, &obj), SY_OK);
     const char *id = sget(obj, "id");
     json_object_set_new(obj, "expires_at", json_integer(g_now / 1000 + 3600));
     char *js = json_dumps(obj, JSON_COMPACT);
@@ -355,13 +405,13 @@ static void test_expiry(void **state)
     snprintf(path, sizeof(path), "%s/files/%s", x->dir, id);
 
     g_now += 3599 * 1000;
-    assert_int_equal(sy_files_get(x->f, id, &o), SY_OK);
+    assert_int_equal(sy_files_get(x->f, NULL, id, &o), SY_OK);
     json_decref(o);
     g_now += 1000; /* now == expires_at */
-    assert_int_equal(sy_files_open(x->f, id, &fd, &len), SY_ENOTFOUND);
-    assert_int_equal(sy_files_get(x->f, id, &o), SY_ENOTFOUND);
+    assert_int_equal(sy_files_open(x->f, NULL, id, &fd, &len), SY_ENOTFOUND);
+    assert_int_equal(sy_files_get(x->f, NULL, id, &o), SY_ENOTFOUND);
     assert_int_equal(access(path, F_OK), -1); /* content removed on access */
-    assert_int_equal(sy_files_list(x->f, NULL, 10, true, NULL, &l), SY_OK);
+    assert_int_equal(sy_files_list(x->f, NULL, NULL, 10, true, NULL, &l), SY_OK);
     assert_int_equal(json_array_size(json_object_get(l, "data")), 0);
     json_decref(l);
     json_decref(obj);
@@ -381,20 +431,20 @@ static void test_shared_store(void **state)
     snprintf(dir2, sizeof(dir2), "/tmp/sy_files2_XXXXXX");
     assert_non_null(mkdtemp(dir2));
     assert_int_equal(sy_files_new(dir2, x->store, 1 << 20, 100, &f2), SY_OK);
-    assert_int_equal(sy_files_create(x->f, "batch", "a", "abc", 3, &obj), SY_OK);
-    assert_int_equal(sy_files_get(f2, sget(obj, "id"), &o), SY_OK);
+    assert_int_equal(sy_files_create(x->f, NULL, "batch", "a", "abc", 3, &obj), SY_OK);
+    assert_int_equal(sy_files_get(f2, NULL, sget(obj, "id"), &o), SY_OK);
     assert_true(json_equal(o, obj));
-    assert_int_equal(sy_files_list(f2, NULL, 10, true, NULL, &l), SY_OK);
+    assert_int_equal(sy_files_list(f2, NULL, NULL, 10, true, NULL, &l), SY_OK);
     assert_int_equal(json_array_size(json_object_get(l, "data")), 1);
-    assert_int_equal(sy_files_open(f2, sget(obj, "id"), &fd, &len), SY_ENOTFOUND);
-    assert_int_equal(sy_files_open(x->f, sget(obj, "id"), &fd, &len), SY_OK);
+    assert_int_equal(sy_files_open(f2, NULL, sget(obj, "id"), &fd, &len), SY_ENOTFOUND);
+    assert_int_equal(sy_files_open(x->f, NULL, sget(obj, "id"), &fd, &len), SY_OK);
     close(fd);
     /* a third instance pointed at the first one's files directory (batch.files_dir) reads it */
     char shared[200];
     sy_files *f3 = NULL;
     snprintf(shared, sizeof(shared), "%s/files", x->dir);
     assert_int_equal(sy_files_new_dir(shared, x->store, 1 << 20, 100, &f3), SY_OK);
-    assert_int_equal(sy_files_open(f3, sget(obj, "id"), &fd, &len), SY_OK);
+    assert_int_equal(sy_files_open(f3, NULL, sget(obj, "id"), &fd, &len), SY_OK);
     assert_int_equal(len, 3);
     close(fd);
     sy_files_free(f3);
@@ -559,7 +609,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         T(test_create_get_open), T(test_create_from_path), T(test_unknown_ids), T(test_delete),
         T(test_list),            T(test_expiry),           T(test_shared_store),
-        cmocka_unit_test(test_new_errors), T(test_api),
+        cmocka_unit_test(test_new_errors), T(test_api),             T(test_scope),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
