@@ -73,6 +73,9 @@ bool bstatus_terminal(const char *st);
 
 /* batch_provider.c: submits due provider-batch groups and merges ended ones (sweeper). */
 void sy_batch_provider_sweep(sy_batch *b);
+/* Whether line <line> of batch <id> is with the provider-batch path (queued or submitted, its
+ * result not yet written). A store failure answers false with *err set. */
+bool sy_batch_provider_holds(sy_batch *b, const char *id, long line, sy_err *err);
 
 /* batch_run.c: wakes the validator (a batch was created). */
 void brun_kick(sy_batch *b);

@@ -18,6 +18,13 @@
  *   poll:    (sweeper) each submitted group is polled; once it ended, its results are written
  *            through sy_batch_line_done (idempotent) and each line that ran and had no result
  *            yet records its spend priced with the batch discount; then the group is deleted.
+ *   cancel:  (sweeper) a pending line of a batch being cancelled is never submitted: it ends
+ *            batch_cancelled at once. A submitted group whose lines all belong to batches being
+ *            cancelled is cancelled at the provider (once; "cancel": true in its record); polling
+ *            goes on and its lines come back as the provider ends them (answers for those that
+ *            ran, batch_cancelled for the rest). A group mixing in lines of live batches runs
+ *            on. The cancelled batch is finalized only once none of its lines is still here
+ *            (sy_batch_provider_holds).
  * Only one instance works on provider batches at a time (lease {b}:pb:lease). */
 #include "switchyard/batch.h"
 
@@ -114,6 +121,46 @@ static json_t *load_line(sy_batch *b, const char *ref)
         j = json_loadb(v.data ? v.data : "", v.len, 0, NULL);
     sy_buf_cleanup(&v);
     return j;
+}
+
+bool sy_batch_provider_holds(sy_batch *b, const char *id, long line, sy_err *err)
+{
+    char ref[128], key[SY_STORE_KEY_MAX];
+    bool there = false;
+    int w = snprintf(ref, sizeof(ref), "%s:%ld", id, line);
+
+    *err = SY_OK;
+    if (w <= 0 || (size_t)w >= sizeof(ref) || !line_key(key, sizeof(key), ref))
+        return false;
+    *err = sy_store_exists(b->store, key, &there);
+    return *err == SY_OK && there;
+}
+
+/* Whether the batch of <ref> is being cancelled (or gone: nothing to deliver to). <seen> caches
+ * statuses for one sweep ({batch id: true|false}). Store errors answer false (tried again next
+ * sweep). */
+static bool ref_cancelled(sy_batch *b, const char *ref, json_t *seen)
+{
+    char id[80];
+    long line;
+    json_t *obj = NULL, *v;
+    bool yes = false;
+
+    if (ref == NULL || !split_ref(ref, id, sizeof(id), &line))
+        return false;
+    if ((v = json_object_get(seen, id)) != NULL)
+        return json_is_true(v);
+    sy_err rc = bobj_get(b->store, id, &obj);
+    if (rc == SY_OK) {
+        const char *st = json_string_value(json_object_get(obj, "status"));
+        yes = st != NULL && (strcmp(st, "cancelling") == 0 || strcmp(st, "cancelled") == 0);
+    } else if (rc == SY_ENOTFOUND) {
+        yes = true;
+    }
+    json_decref(obj);
+    if (rc == SY_OK || rc == SY_ENOTFOUND)
+        (void)json_object_set_new(seen, id, json_boolean(yes));
+    return yes;
 }
 
 static void drop_line(sy_batch *b, const char *ref)
@@ -295,8 +342,9 @@ out:
     free(cids);
 }
 
-/* Groups the pending lines by deployment and submits the groups that are due. */
-static void submit_due(sy_batch *b)
+/* Groups the pending lines by deployment and submits the groups that are due; lines of batches
+ * being cancelled end batch_cancelled instead. */
+static void submit_due(sy_batch *b, json_t *seen)
 {
     sy_store_kvs kv;
     group groups[16];
@@ -315,6 +363,14 @@ static void submit_due(sy_batch *b)
         size_t k;
         if (p2 == NULL)
             continue;
+        if (ref_cancelled(b, kv.items[i].name, seen)) {
+            /* the result first (finish_line), then the index entry: a crash between the two
+             * only repeats an idempotent finish */
+            finish_line(b, NULL, kv.items[i].name, 0, NULL, NULL, "batch_cancelled",
+                        "This request could not be executed before the batch was cancelled.");
+            (void)sy_store_hdel(b->store, PB_PEND, kv.items[i].name, NULL);
+            continue;
+        }
         for (k = 0; k < ng; k++)
             if (strcmp(groups[k].dep, p2 + 1) == 0)
                 break;
@@ -383,7 +439,39 @@ static int on_result(void *ud, const sy_provider_batch_result *r)
     return 0;
 }
 
-static void poll_sub(sy_batch *b, const char *subid, const char *text)
+/* Cancels submitted group <sub> at the provider when every one of its lines belongs to a batch
+ * being cancelled, once (recorded in the group before the call: a crash after it only means
+ * the provider is asked again, which it allows). */
+static void cancel_if_unwanted(sy_batch *b, const sy_deployment *dep, const char *subid,
+                               json_t *sub, const char *pid, json_t *seen)
+{
+    const json_t *refs = json_object_get(sub, "lines");
+    size_t n = json_array_size(refs);
+    sy_provider_batch_error e = {0};
+    char *text = NULL;
+    size_t len = 0;
+
+    if (n == 0 || json_is_true(json_object_get(sub, "cancel")))
+        return;
+    for (size_t i = 0; i < n; i++)
+        if (!ref_cancelled(b, json_string_value(json_array_get(refs, i)), seen))
+            return; /* a live batch still wants some of its lines */
+    if (json_object_set_new(sub, "cancel", json_true()) != 0 ||
+        (text = sy_json_dump(sub, &len)) == NULL ||
+        sy_store_hset(b->store, PB_SUB, subid, text, len, 0, NULL) != SY_OK) {
+        (void)json_object_del(sub, "cancel"); /* tried again next sweep */
+        free(text);
+        return;
+    }
+    free(text);
+    sy_err rc = sy_provider_batch_cancel(dep, pid, &e);
+    sy_log(rc == SY_OK ? SY_LOG_INFO : SY_LOG_WARN, NULL,
+           "provider batch %s at %s: cancel %s (%zu lines of cancelled batches)", pid, dep->name,
+           rc == SY_OK ? "requested" : sy_err_name(rc), n);
+    sy_provider_batch_error_cleanup(&e);
+}
+
+static void poll_sub(sy_batch *b, const char *subid, const char *text, json_t *seen)
 {
     json_t *sub = json_loads(text, 0, NULL);
     const char *state = json_string_value(json_object_get(sub, "state"));
@@ -418,6 +506,7 @@ static void poll_sub(sy_batch *b, const char *subid, const char *text)
                         "deployment_unavailable", "the batch_api deployment is gone");
         goto drop;
     }
+    cancel_if_unwanted(b, dep, subid, sub, pid, seen);
     if (sy_provider_batch_poll(dep, pid, &st, &e) != SY_OK ||
         st.state == SY_PROVIDER_BATCH_PENDING)
         goto out; /* polled again next sweep */
@@ -455,11 +544,13 @@ void sy_batch_provider_sweep(sy_batch *b)
                      b->cfg->batch_lease_ms, SY_STORE_NX, &leased) != SY_OK ||
         !leased)
         return;
-    submit_due(b);
+    json_t *seen = json_object(); /* batch statuses, looked up once per sweep */
+    submit_due(b, seen);
     sy_store_kvs_init(&kv);
     if (sy_store_hgetall(b->store, PB_SUB, &kv) == SY_OK)
         for (size_t i = 0; i < kv.n; i++)
-            poll_sub(b, kv.items[i].name, kv.items[i].value);
+            poll_sub(b, kv.items[i].name, kv.items[i].value, seen);
     sy_store_kvs_cleanup(&kv);
+    json_decref(seen);
     (void)sy_store_del(b->store, PB_LEASE, NULL);
 }

@@ -797,6 +797,18 @@ static fin_rc finalize(sy_batch *b, const char *id, json_t *obj, const char *end
                 ret = running ? FIN_BUSY : FIN_ERROR;
                 goto out;
             }
+            /* a cancelled batch waits for its lines at a provider's batch API: they come back
+             * (answered, or batch_cancelled) once the provider ends that batch */
+            sy_err perr = SY_OK;
+            if (!expired && sy_batch_provider_holds(b, id, lineno, &perr)) {
+                sy_buf_cleanup(&v);
+                ret = FIN_BUSY;
+                goto out;
+            }
+            if (perr != SY_OK) {
+                sy_buf_cleanup(&v);
+                goto out;
+            }
             rc = sy_store_get(b->store, rkey, &v);
         }
         if (rc == SY_OK && v.len > 1) {

@@ -4,9 +4,13 @@
 // a direct run line by line, and spend prices those lines with the deployment's batch discount.
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
 import { toFile } from 'openai';
 import {
   startFake, startProxy, makeConfig, fakeDeployment, assertCleanExit, request, waitFor,
+  tmpDir, freePort, redisPing,
 } from './lib/harness.mjs';
 
 const MASTER_ENV = 'SY_PB_TEST_MASTER';
@@ -36,15 +40,42 @@ async function spendBy(proxy, deployment) {
   return (body.rows || []).find((g) => g.deployment === deployment) || null;
 }
 
+const TERMINAL = ['completed', 'failed', 'expired', 'cancelled'];
+
+function chatLines(model, n, tag) {
+  return Array.from({ length: n }, (_, i) => JSON.stringify({
+    custom_id: `${tag}-${i}`, method: 'POST', url: '/v1/chat/completions',
+    body: { model, messages: [{ role: 'user', content: `${tag} line ${i}` }] },
+  })).join('\n') + '\n';
+}
+
+async function fileLines(client, id) {
+  if (!id) return [];
+  const text = await (await client.files.content(id)).text();
+  return text.split('\n').filter((l) => l.length > 0).map((l) => JSON.parse(l));
+}
+
+/** The fake's provider-batch API calls so far: creations ({input_file_id} bodies) and cancels. */
+async function providerCalls(fake) {
+  const log = (await request(fake.url, 'GET', '/_reqlog')).json();
+  const creates = log.requests.filter((r) => /\/batches$/.test(r.path) && r.body.includes('input_file_id'));
+  const cancels = log.requests.filter((r) => /\/batches\/[^/]+\/cancel$/.test(r.path));
+  return { creates, cancels };
+}
+
 describe('provider batch API', () => {
   let fake, proxy, client;
 
   before(async () => {
     fake = await startFake();
     const flag = fakeDeployment(fake, 'gpt-flag', { price: PRICE, batch_api: true });
+    // the provider keeps its batches pending until cancelled (100000 polls)
+    const held = fakeDeployment(fake, 'gpt-held', {
+      price: PRICE, batch_api: true, directives: { batch_polls: 100000 },
+    });
     proxy = await startProxy(makeConfig({
       auth: { master_key_env: MASTER_ENV },
-      deployments: [flag],
+      deployments: [flag, held],
       batch: { poll_ms: 50, workers: 2, retry_base_ms: 10 },
     }), { env: { [MASTER_ENV]: MASTER } });
     client = proxy.client({ apiKey: MASTER });
@@ -122,5 +153,135 @@ describe('provider batch API', () => {
       return g && g.cost_micro === expectCost + fullCost;
     }, { timeout: 15000, interval: 100, what: `spend ${expectCost} (discounted) + ${fullCost}` });
     assert.ok(expectCost > 0 && expectCost * 2 >= fullCost - 4 && expectCost * 2 <= fullCost + 4);
+  });
+
+  test('a client cancel cancels the provider batch in flight; its lines come back cancelled', async () => {
+    const N = 6;
+    await request(fake.url, 'POST', '/_reqlog', { body: '' });
+    await fake.reset();
+    const f = await client.files.create({ file: await toFile(Buffer.from(chatLines('gpt-held', N, 'held')), 'in.jsonl'), purpose: 'batch' });
+    const batch = await client.batches.create({
+      input_file_id: f.id, endpoint: '/v1/chat/completions', completion_window: '24h',
+    });
+    // submitted and polled at least once: the provider batch is in flight
+    await waitFor(async () => (await fake.stats()).batches >= 2,
+      { timeout: 30000, interval: 50, what: 'the provider batch to be submitted and polled' });
+    assert.equal((await providerCalls(fake)).creates.length, 1);
+    const c = await client.batches.cancel(batch.id);
+    assert.equal(c.status, 'cancelling');
+    let done;
+    await waitFor(async () => {
+      done = await client.batches.retrieve(batch.id);
+      return TERMINAL.includes(done.status);
+    }, { timeout: 30000, interval: 100, what: 'the batch to end' });
+    assert.equal(done.status, 'cancelled', JSON.stringify(done));
+    const calls = await providerCalls(fake);
+    assert.equal(calls.cancels.length, 1, 'the provider batch was cancelled once');
+    assert.equal(calls.creates.length, 1);
+    const st = await fake.stats();
+    assert.equal(st.batch_lines, 0, 'no line ran at the provider');
+    // every line is in the error file, cancelled
+    assert.equal(done.request_counts.total, N);
+    assert.equal(done.request_counts.failed, N);
+    assert.equal(done.output_file_id, null);
+    const err = await fileLines(client, done.error_file_id);
+    assert.deepEqual(err.map((l) => l.custom_id).sort(), Array.from({ length: N }, (_, i) => `held-${i}`).sort());
+    for (const l of err) {
+      assert.equal(l.response, null);
+      assert.equal(l.error.code, 'batch_cancelled');
+    }
+  });
+});
+
+/* ------------------------------------------------------------------ real redis ------------- */
+
+const haveRedis = (() => {
+  for (const d of (process.env.PATH || '').split(':')) {
+    try { fs.accessSync(path.join(d, 'redis-server'), fs.constants.X_OK); return true; } catch { /* next */ }
+  }
+  return false;
+})();
+
+async function startRedis() {
+  const port = await freePort();
+  const dir = fs.mkdtempSync(path.join(tmpDir(), 'redis-'));
+  const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '',
+    '--appendonly', 'no', '--dir', dir], { stdio: 'ignore' });
+  const exited = new Promise((r) => proc.on('exit', r));
+  process.on('exit', () => { try { proc.kill('SIGKILL'); } catch { /* gone */ } });
+  await waitFor(() => redisPing(port), { timeout: 10000, what: 'redis-server to answer PING' });
+  return { port, async stop() { proc.kill('SIGTERM'); await exited; } };
+}
+
+describe('provider batch across a restart (redis)', { skip: !haveRedis && 'redis-server not installed' }, () => {
+  let fake, redis;
+
+  before(async () => {
+    fake = await startFake();
+    redis = await startRedis();
+  });
+
+  after(async () => {
+    await fake?.stop();
+    await redis?.stop();
+  });
+
+  test('a restarted proxy resumes polling the saved provider batch: submitted once, completed', async (t) => {
+    const N = 8;
+    const dataDir = path.join(tmpDir(), `pb-restart-${process.pid}`);
+    // pending at the provider until 12 polls were made: the restart happens in between
+    const dep = fakeDeployment(fake, 'gpt-slow', {
+      price: PRICE, batch_api: true, directives: { batch_polls: 12 },
+    });
+    const cfg = makeConfig({
+      auth: { master_key_env: MASTER_ENV },
+      redis: { url: `redis://127.0.0.1:${redis.port}`, key_prefix: `pb${redis.port}:` },
+      data_dir: dataDir,
+      deployments: [dep],
+      batch: { poll_ms: 100, workers: 2, retry_base_ms: 10, lease_ms: 2000 },
+    });
+    const env = { [MASTER_ENV]: MASTER };
+    await request(fake.url, 'POST', '/_reqlog', { body: '' });
+    await fake.reset();
+
+    let proxy = await startProxy(cfg, { env });
+    let client = proxy.client({ apiKey: MASTER });
+    const f = await client.files.create({ file: await toFile(Buffer.from(chatLines('gpt-slow', N, 'rs')), 'in.jsonl'), purpose: 'batch' });
+    const batch = await client.batches.create({
+      input_file_id: f.id, endpoint: '/v1/chat/completions', completion_window: '24h',
+    });
+    // the provider batch is submitted and polled (its id saved) but not ended
+    await waitFor(async () => (await fake.stats()).batches >= 2,
+      { timeout: 30000, interval: 50, what: 'the provider batch to be submitted and polled' });
+    const before = await fake.stats();
+    assert.equal(before.batch_lines, 0, 'the provider batch ended before the restart');
+    assert.equal((await providerCalls(fake)).creates.length, 1);
+    proxy.kill(); // SIGKILL: nothing is cleaned up
+    await proxy.exitPromise;
+    t.diagnostic(`provider batch calls before the kill: ${before.batches}`);
+
+    proxy = await startProxy(cfg, { env });
+    try {
+      client = proxy.client({ apiKey: MASTER });
+      let done;
+      await waitFor(async () => {
+        done = await client.batches.retrieve(batch.id);
+        return TERMINAL.includes(done.status);
+      }, { timeout: 60000, interval: 100, what: 'the batch to end after the restart' });
+      assert.equal(done.status, 'completed', JSON.stringify(done));
+      assert.equal(done.request_counts.completed, N);
+      const after = await fake.stats();
+      assert.ok(after.batches > before.batches, 'the restarted proxy polled the provider');
+      // one provider batch: created once, each line run once
+      assert.equal((await providerCalls(fake)).creates.length, 1, 'submitted once, not twice');
+      assert.equal(after.batch_lines, N);
+      assert.equal(Object.keys(after.batch_line_runs).length, N);
+      assert.equal(after.batch_line_dups, 0);
+      const out = await fileLines(client, done.output_file_id);
+      assert.deepEqual(out.map((l) => l.custom_id).sort(), Array.from({ length: N }, (_, i) => `rs-${i}`).sort());
+      for (const l of out) assert.equal(l.response.status_code, 200);
+    } finally {
+      await assertCleanExit(proxy);
+    }
   });
 });
