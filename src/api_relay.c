@@ -4,6 +4,7 @@
 #include "switchyard/api.h"
 
 #include <openssl/crypto.h>
+#include <openssl/sha.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -219,18 +220,22 @@ static int check_embeddings(check *c, const json_t *b, bool *b64)
     return 0;
 }
 
-/* The tenant for affinity: a digest of the bearer token, so two API keys never share a
- * conversation's memory (and the token itself is never stored). */
+/* The tenant: a digest of the bearer token. It separates cache entries, affinity, spend and
+ * the ownership of files and batches, so it must not be forgeable: SHA-256, not a fast hash. */
 const char *sy_api_tenant(const char *authorization, char *buf, size_t n)
 {
-    if (authorization == NULL)
+    if (authorization == NULL || n < SY_TENANT_MAX)
         return NULL;
-    uint64_t h = 14695981039346656037ull;
-    for (const unsigned char *p = (const unsigned char *)authorization; *p; p++) {
-        h ^= *p;
-        h *= 1099511628211ull;
+    unsigned char md[SHA256_DIGEST_LENGTH];
+    SHA256((const unsigned char *)authorization, strlen(authorization), md);
+    static const char hex[] = "0123456789abcdef";
+    buf[0] = 'k';
+    buf[1] = ':';
+    for (size_t i = 0; i < 16; i++) {
+        buf[2 + 2 * i] = hex[md[i] >> 4];
+        buf[3 + 2 * i] = hex[md[i] & 15];
     }
-    snprintf(buf, n, "k:%016llx", (unsigned long long)h);
+    buf[34] = '\0';
     return buf;
 }
 
@@ -249,12 +254,12 @@ bool sy_api_batch_ok(const sy_api_in *in)
     return n == m && CRYPTO_memcmp(t, in->batch_token, n) == 0;
 }
 
-/* A batch line's tenant as its worker sent it: the creator's digest ("k:" + 16 hex). */
+/* A batch line's tenant as its worker sent it: the creator's digest ("k:" + 32 hex). */
 static const char *batch_tenant(const sy_api_in *in, char *buf, size_t n)
 {
     const char *t = in->get_header(in->hctx, SY_BATCH_HDR_TENANT);
-    if (t == NULL || strlen(t) != 18 || strncmp(t, "k:", 2) != 0 ||
-        strspn(t + 2, "0123456789abcdef") != 16)
+    if (t == NULL || strlen(t) != 34 || strncmp(t, "k:", 2) != 0 ||
+        strspn(t + 2, "0123456789abcdef") != 32)
         return NULL;
     snprintf(buf, n, "%s", t);
     return buf;
@@ -334,7 +339,7 @@ void sy_api_relay(const sy_api_in *in, sy_endpoint ep, sy_reply *out)
         goto out;
     }
     sy_pick pick;
-    char tenant[24];
+    char tenant[SY_TENANT_MAX];
     bool batch = sy_api_batch_ok(in);
     sy_route_ctx rctx = {.get_header = in->get_header, .hctx = in->hctx,
                          .tenant = batch ? batch_tenant(in, tenant, sizeof(tenant))

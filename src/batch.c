@@ -673,7 +673,7 @@ static void create(const sy_api_in *in, sy_batch *b, sy_reply *out)
         sy_api_error(out, SY_EUNAVAIL, "the Files API is not available", NULL);
         goto out;
     }
-    char sbuf[32];
+    char sbuf[SY_TENANT_MAX];
     /* only the caller's own files (another tenant's is "No such file", as OpenAI answers) */
     rc = sy_files_get(in->files, caller_scope(in, sbuf, sizeof(sbuf)), fid, &file);
     if (rc == SY_ENOTFOUND) {
@@ -694,7 +694,7 @@ static void create(const sy_api_in *in, sy_batch *b, sy_reply *out)
     char id[48];
     rand_id(id, sizeof(id), "batch_", 24);
     int64_t now_ms = bt_now_ms(), now = now_ms / 1000;
-    char tenant[24];
+    char tenant[SY_TENANT_MAX];
     const char *t = sy_api_tenant(in->authorization, tenant, sizeof(tenant));
     obj = json_pack("{s:s, s:s, s:s, s:n, s:s, s:s, s:s, s:n, s:n, s:I, s:n, s:I, s:n, s:n, "
                     "s:n, s:n, s:n, s:n, s:{s:i, s:i, s:i}, s:O, s:s}",
@@ -837,7 +837,7 @@ static void list(const sy_api_in *in, sy_batch *b, sy_reply *out)
         items[i].ms = strtoll(kv.items[i].value, NULL, 10);
     }
     qsort(items, kv.n, sizeof(*items), idx_cmp);
-    char sbuf[32];
+    char sbuf[SY_TENANT_MAX];
     const char *scope = caller_scope(in, sbuf, sizeof(sbuf));
     size_t start = 0;
     if (after != NULL) {
@@ -896,7 +896,7 @@ void sy_api_batches(const sy_api_in *in, sy_reply *out)
     const char *m = in->method;
     bool get = strcmp(m, "GET") == 0 || strcmp(m, "HEAD") == 0;
     bool post = strcmp(m, "POST") == 0;
-    char id[80], sbuf[32];
+    char id[80], sbuf[SY_TENANT_MAX];
     if (plen == 11) { /* /v1/batches */
         if (post)
             create(in, b, out);

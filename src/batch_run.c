@@ -268,7 +268,7 @@ static bool is_capacity(const call *c)
 
 typedef struct status_view {
     char status[24];
-    char tenant[32];
+    char tenant[SY_TENANT_MAX];
 } status_view;
 
 static sy_err batch_status(sy_batch *b, const char *id, status_view *sv)

@@ -905,7 +905,7 @@ static void api_create(const sy_api_in *in, sy_reply *out)
         return;
     }
     json_t *obj = NULL;
-    char owner[32];
+    char owner[SY_TENANT_MAX];
     const char *t = sy_api_tenant(in->authorization, owner, sizeof(owner));
     sy_err rc = publish(f, t, u->tmp, u->purpose.v, u->filename[0] ? u->filename : "file",
                         u->bytes, expires_s, &obj);
@@ -926,7 +926,7 @@ static void api_list(const sy_api_in *in, sy_reply *out)
     long long limit = LIST_MAX;
     char msg[200];
     json_t *res = NULL;
-    char sbuf[32];
+    char sbuf[SY_TENANT_MAX];
     const char *scope = caller_scope(in, sbuf, sizeof(sbuf));
 
     if (lim != NULL && !parse_long(lim, 1, LIST_MAX, &limit)) {
@@ -965,7 +965,7 @@ void sy_api_files(const sy_api_in *in, sy_reply *out)
     const char *m = in->method;
     bool get = strcmp(m, "GET") == 0 || strcmp(m, "HEAD") == 0;
     char id[ID_MAX + 16];
-    char msg[200], sbuf[32];
+    char msg[200], sbuf[SY_TENANT_MAX];
     const char *scope = caller_scope(in, sbuf, sizeof(sbuf));
 
     out->fd = -1;

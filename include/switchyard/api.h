@@ -67,8 +67,10 @@ bool sy_api_master_ok(const sy_config *cfg, const char *authorization);
 /* api_relay.c: whether the request carries this process's batch token (constant time): a
  * batch worker's own line, authorized even with require_keys. */
 bool sy_api_batch_ok(const sy_api_in *in);
-/* The tenant of a bearer <authorization> ("k:" + 16 hex digits of a digest; the key itself is
- * never stored) into <buf>, or NULL without one. */
+/* The tenant of a bearer <authorization>: "k:" + 32 hex digits (the first 128 bits of the
+ * SHA-256 of the header value), so the key itself is never stored and no one can craft a key
+ * that passes for another tenant. NULL without a header. <n> >= SY_TENANT_MAX. */
+#define SY_TENANT_MAX 40
 const char *sy_api_tenant(const char *authorization, char *buf, size_t n);
 
 /* Helpers shared by the endpoint files. */

@@ -54,7 +54,7 @@ typedef struct sy_request {
     struct sy_bridge *bridge; /* where the MHD thread posts unpause/cancel */
     int64_t t_start_us;  /* monotonic */
     sy_log_ctx log;
-    char tenant[24];     /* digest of the client's key, "" when none (cache, affinity) */
+    char tenant[40];     /* SY_TENANT_MAX (api.h): digest of the client's key, "" when none (cache, affinity) */
     bool cache_lookup;   /* look the prompt cache up before going upstream */
     bool cache_store;    /* store a clean answer */
     long cache_ttl_s;

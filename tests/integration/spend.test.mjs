@@ -10,6 +10,7 @@
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
@@ -421,14 +422,10 @@ async function acknowledged(proxy, n, model = 'saver') {
   return sum;
 }
 
-/** The proxy's tenant of an Authorization header (api_relay.c: FNV-1a 64), the "key" dimension. */
+/** The proxy's tenant of an Authorization header (api_relay.c: the first 128 bits of its
+ *  SHA-256), the "key" dimension. */
 function tenantOf(authorization) {
-  let h = 14695981039346656037n;
-  for (const b of Buffer.from(authorization)) {
-    h ^= BigInt(b);
-    h = (h * 1099511628211n) & 0xffffffffffffffffn;
-  }
-  return `k:${h.toString(16).padStart(16, '0')}`;
+  return `k:${crypto.createHash('sha256').update(authorization).digest('hex').slice(0, 32)}`;
 }
 
 /** <n> concurrent requests, each under its own key (so each is its own /v1/spend row), every
