@@ -881,6 +881,8 @@ static size_t write_cb(char *p, size_t size, size_t n, void *ud)
 
 /* ---- attempts ---- */
 
+#define STREAM_FRESH_ABOVE 256
+
 /* Builds the easy handle of an attempt. On failure <msg> may say why (for the client). */
 static sy_err setup_easy(sy_xfer *x, sy_request *req, char *msg, size_t msglen)
 {
@@ -934,6 +936,17 @@ static sy_err setup_easy(sy_xfer *x, sy_request *req, char *msg, size_t msglen)
         curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
     } else {
         curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+        /* HTTP/1.1 holds a connection per stream, and curl 7.88 looks for a reusable one by
+         * walking every connection it keeps to that host: with thousands of streams open that
+         * walk was the largest item of the stream profile (bench/README.md). Past
+         * STREAM_FRESH_ABOVE transfers in flight, a stream gets a connection of its own,
+         * closed after use: no walk, and the pool stays small. A connect to a plain-HTTP
+         * (local) upstream is cheap next to a stream's length. */
+        if (req->stream &&
+            __atomic_load_n(&x->u->active, __ATOMIC_RELAXED) > STREAM_FRESH_ABOVE) {
+            curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
+            curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
+        }
     }
     return SY_OK;
 }
