@@ -19,6 +19,7 @@
 
 #include "batch_int.h"
 #include "switchyard/api.h"
+#include "switchyard/provider.h"
 #include "switchyard/files.h"
 #include "switchyard/json_util.h"
 #include "switchyard/log.h"
@@ -226,12 +227,14 @@ static void http_post(sy_batch *b, CURL *h, const char *url, const char *body, s
     snprintf(h1, sizeof(h1), "%s: %s", SY_BATCH_HDR_TOKEN, b->token);
     snprintf(h2, sizeof(h2), "%s: %s", SY_BATCH_HDR_ID, batch_id);
     snprintf(h3, sizeof(h3), "%s: %s", SY_BATCH_HDR_TENANT, tenant);
-    struct curl_slist *hl = curl_slist_append(NULL, "Content-Type: application/json");
-    hl = curl_slist_append(hl, h1);
-    hl = curl_slist_append(hl, h2);
-    if (tenant[0] != '\0')
-        hl = curl_slist_append(hl, h3);
-    hl = curl_slist_append(hl, "Expect:");
+    struct curl_slist *hl = NULL;
+    if (!sy_slist_add(&hl, "Content-Type: application/json") || !sy_slist_add(&hl, h1) ||
+        !sy_slist_add(&hl, h2) || (tenant[0] != '\0' && !sy_slist_add(&hl, h3)) ||
+        !sy_slist_add(&hl, "Expect:")) {
+        *status = 0;
+        *cerr = CURLE_OUT_OF_MEMORY;
+        return;
+    }
     curl_easy_reset(h);
     curl_easy_setopt(h, CURLOPT_URL, full);
     curl_easy_setopt(h, CURLOPT_POST, 1L);

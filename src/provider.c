@@ -21,6 +21,18 @@ static char *openai_body(const sy_deployment *d, sy_endpoint ep, const json_t *b
     return sy_openai_upstream_body(d, ep, body, stream, len);
 }
 
+bool sy_slist_add(struct curl_slist **l, const char *s)
+{
+    struct curl_slist *n = curl_slist_append(*l, s);
+    if (n == NULL) {
+        curl_slist_free_all(*l);
+        *l = NULL;
+        return false;
+    }
+    *l = n;
+    return true;
+}
+
 static struct curl_slist *openai_headers(const sy_deployment *d, struct curl_slist *h)
 {
     char auth[1100];
@@ -28,7 +40,7 @@ static struct curl_slist *openai_headers(const sy_deployment *d, struct curl_sli
         return h;
     if (snprintf(auth, sizeof(auth), "Authorization: Bearer %s", d->api_key) >= (int)sizeof(auth))
         return h;
-    h = curl_slist_append(h, auth); /* curl copies the string */
+    sy_slist_add(&h, auth); /* curl copies the string; NULL (list freed) when out of memory */
     explicit_bzero(auth, sizeof(auth));
     return h;
 }

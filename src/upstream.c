@@ -899,10 +899,11 @@ static sy_err setup_easy(sy_xfer *x, sy_request *req, char *msg, size_t msglen)
     x->body = x->ops->body(d, req->ep, req->body, req->stream, &blen, msg, msglen);
     if (x->body == NULL)
         return msg[0] != '\0' ? SY_EINVAL : SY_ENOMEM;
-    x->headers = curl_slist_append(x->headers, "Content-Type: application/json");
-    x->headers = curl_slist_append(x->headers, req->stream ? "Accept: text/event-stream"
-                                                           : "Accept: application/json");
-    x->headers = curl_slist_append(x->headers, "Expect:");
+    if (!sy_slist_add(&x->headers, "Content-Type: application/json") ||
+        !sy_slist_add(&x->headers, req->stream ? "Accept: text/event-stream"
+                                               : "Accept: application/json") ||
+        !sy_slist_add(&x->headers, "Expect:"))
+        return SY_ENOMEM;
     x->headers = x->ops->headers(d, x->headers);
     if (x->headers == NULL)
         return SY_ENOMEM;

@@ -43,6 +43,11 @@ typedef struct sy_provider_ops {
 /* The ops for <p>, or NULL when this build does not speak that provider. */
 const sy_provider_ops *sy_provider_get(sy_provider p);
 
+/* Appends <s> to *<l>. When curl cannot allocate, the whole list is freed, *<l> becomes NULL
+ * and false is returned (curl_slist_append alone would leak the list it was given). Chain
+ * calls with && so nothing is appended after a failure. */
+bool sy_slist_add(struct curl_slist **l, const char *s);
+
 extern const sy_provider_ops sy_provider_openai;
 
 #endif
