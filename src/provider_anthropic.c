@@ -37,28 +37,21 @@ sy_err sy_anthropic_url(const sy_deployment *d, sy_endpoint ep, char *url, size_
 struct curl_slist *sy_anthropic_headers(const sy_deployment *d, struct curl_slist *h)
 {
     char line[1100];
-    struct curl_slist *n;
 
     if (d->api_key != NULL) {
-        if (snprintf(line, sizeof(line), "x-api-key: %s", d->api_key) >= (int)sizeof(line)) {
-            explicit_bzero(line, sizeof(line));
-            curl_slist_free_all(h);
-            return NULL; /* a key that long is not a key */
-        }
-        n = curl_slist_append(h, line); /* curl copies the string */
+        /* a key too long for the line is not a key */
+        bool ok = snprintf(line, sizeof(line), "x-api-key: %s", d->api_key) < (int)sizeof(line) &&
+                  sy_slist_add(&h, line); /* curl copies the string */
         explicit_bzero(line, sizeof(line));
-        if (n == NULL) {
-            curl_slist_free_all(h);
+        if (!ok) {
+            curl_slist_free_all(h); /* already NULL when sy_slist_add failed */
             return NULL;
         }
-        h = n;
     }
     snprintf(line, sizeof(line), "anthropic-version: %s",
              d->anthropic_version != NULL ? d->anthropic_version : DEFAULT_VERSION);
-    n = curl_slist_append(h, line);
-    if (n == NULL)
-        curl_slist_free_all(h);
-    return n;
+    sy_slist_add(&h, line); /* NULL (list freed) when out of memory */
+    return h;
 }
 
 /* ---- request translation ---- */

@@ -140,6 +140,13 @@ static void test_url_and_headers(void **state)
     assert_null(h->next);
     curl_slist_free_all(h);
 
+    /* a key too long for the header line: NULL, and the list given is freed (ASan) */
+    char longkey[1200];
+    memset(longkey, 'k', sizeof(longkey) - 1);
+    longkey[sizeof(longkey) - 1] = '\0';
+    d.api_key = longkey;
+    assert_null(sy_anthropic_headers(&d, curl_slist_append(NULL, "Accept: */*")));
+
     /* the registry serves these ops */
     const sy_provider_ops *ops = sy_provider_get(SY_PROVIDER_ANTHROPIC);
     assert_ptr_equal(ops, &sy_provider_anthropic);
