@@ -55,6 +55,23 @@ static json_t *req(const sy_deployment *d, sy_endpoint ep, const char *body, boo
     return out;
 }
 
+/* req() on a chat request formatted from <fmt>; non-stream. */
+static json_t *reqf(const sy_deployment *d, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static json_t *reqf(const sy_deployment *d, const char *fmt, ...)
+{
+    char *body = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vasprintf(&body, fmt, ap);
+    va_end(ap);
+    assert_true(n > 0);
+    json_t *r = req(d, SY_EP_CHAT, body, false);
+    free(body);
+    return r;
+}
+
 /* Translates <body>, expects a client error whose message contains <needle>. */
 static void req_fails(const sy_deployment *d, sy_endpoint ep, const char *body, const char *needle)
 {
@@ -531,63 +548,51 @@ static void test_request_cache_control(void **state)
     char *longtext = malloc(big + 1);
     memset(longtext, 'a', big);
     longtext[big] = '\0';
-    char *body = NULL;
-    assert_true(asprintf(&body,
-                         "{\"messages\":[{\"role\":\"system\",\"content\":\"%s\"},"
-                         "{\"role\":\"user\",\"content\":\"first\"},"
-                         "{\"role\":\"assistant\",\"content\":\"answer\"},"
-                         "{\"role\":\"user\",\"content\":\"next\"}],"
-                         "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}]}",
-                         longtext) > 0);
-    r = req(&d, SY_EP_CHAT, body, false);
+    r = reqf(&d,
+             "{\"messages\":[{\"role\":\"system\",\"content\":\"%s\"},"
+             "{\"role\":\"user\",\"content\":\"first\"},"
+             "{\"role\":\"assistant\",\"content\":\"answer\"},"
+             "{\"role\":\"user\",\"content\":\"next\"}],"
+             "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}]}",
+             longtext);
     assert_int_equal(count_cache(r), 3);
     assert_string_equal(sget(r, "tools.0.cache_control.type"), "ephemeral");
     assert_string_equal(sget(r, "system.0.cache_control.type"), "ephemeral");
     assert_string_equal(sget(r, "messages.1.content.0.cache_control.type"), "ephemeral");
     assert_string_equal(sget(r, "messages.2.content"), "next"); /* the last turn is not */
     json_decref(r);
-    free(body);
 
     /* the long text in the last turn only: not a stable prefix */
-    assert_true(
-        asprintf(&body, "{\"messages\":[{\"role\":\"user\",\"content\":\"%s\"}]}", longtext) > 0);
-    r = req(&d, SY_EP_CHAT, body, false);
+    r = reqf(&d, "{\"messages\":[{\"role\":\"user\",\"content\":\"%s\"}]}", longtext);
     assert_int_equal(count_cache(r), 0);
     json_decref(r);
-    free(body);
 
     /* prompt_cache_options.mode explicit turns the automatic breakpoints off */
-    assert_true(asprintf(&body,
-                         "{\"messages\":[{\"role\":\"system\",\"content\":\"%s\"},"
-                         "{\"role\":\"user\",\"content\":\"q\"}],"
-                         "\"prompt_cache_options\":{\"mode\":\"explicit\"}}",
-                         longtext) > 0);
-    r = req(&d, SY_EP_CHAT, body, false);
+    r = reqf(&d,
+             "{\"messages\":[{\"role\":\"system\",\"content\":\"%s\"},"
+             "{\"role\":\"user\",\"content\":\"q\"}],"
+             "\"prompt_cache_options\":{\"mode\":\"explicit\"}}",
+             longtext);
     assert_int_equal(count_cache(r), 0);
     json_decref(r);
-    free(body);
 
     /* a client marker anywhere: the client decides, nothing is added */
-    assert_true(asprintf(&body,
-                         "{\"messages\":[{\"role\":\"system\",\"content\":\"%s\"},"
-                         "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"q\","
-                         "\"cache_control\":{\"type\":\"ephemeral\"}}]}]}",
-                         longtext) > 0);
-    r = req(&d, SY_EP_CHAT, body, false);
+    r = reqf(&d,
+             "{\"messages\":[{\"role\":\"system\",\"content\":\"%s\"},"
+             "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"q\","
+             "\"cache_control\":{\"type\":\"ephemeral\"}}]}]}",
+             longtext);
     assert_int_equal(count_cache(r), 1);
     json_decref(r);
-    free(body);
 
     /* off by default */
     d.auto_cache_control = false;
-    assert_true(asprintf(&body,
-                         "{\"messages\":[{\"role\":\"system\",\"content\":\"%s\"},"
-                         "{\"role\":\"user\",\"content\":\"q\"}]}",
-                         longtext) > 0);
-    r = req(&d, SY_EP_CHAT, body, false);
+    r = reqf(&d,
+             "{\"messages\":[{\"role\":\"system\",\"content\":\"%s\"},"
+             "{\"role\":\"user\",\"content\":\"q\"}]}",
+             longtext);
     assert_int_equal(count_cache(r), 0);
     json_decref(r);
-    free(body);
     free(longtext);
 }
 
