@@ -10,10 +10,10 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { toFile } from 'openai';
 import {
-  startProxy, makeConfig, assertCleanExit, request, errorOf, tmpDir, waitFor, freePort, redisPing,
+  startProxy, makeConfig, assertCleanExit, request, errorOf, tmpDir, haveRedis, startRedis,
 } from './lib/harness.mjs';
 import { assertSchema, validateError } from './lib/schema.mjs';
 
@@ -388,24 +388,14 @@ describe('Files API tenancy', () => {
   });
 });
 
-const haveRedis = (() => {
-  for (const d of (process.env.PATH || '').split(':')) {
-    try { fs.accessSync(path.join(d, 'redis-server'), fs.constants.X_OK); return true; } catch { /* next */ }
-  }
-  return false;
-})();
-
 describe('Files API on Redis: two instances', { skip: haveRedis ? false : 'redis-server not installed' }, () => {
   let redis;
   let port;
   let a;
   let b;
   before(async () => {
-    port = await freePort();
-    const dir = fs.mkdtempSync(path.join(tmpDir(), 'redis-files-'));
-    redis = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], { stdio: 'ignore' });
-    process.on('exit', () => { try { redis.kill('SIGKILL'); } catch { /* gone */ } });
-    await waitFor(() => redisPing(port), { timeout: 10000, what: 'redis-server to answer PING' });
+    redis = await startRedis({ dirPrefix: 'redis-files-' });
+    port = redis.port;
     // each instance has its own data_dir (the spend journal is per instance) and both share
     // batch.files_dir, where file contents live
     const shared = path.join(tmpDir(), 'shared-files');
@@ -416,11 +406,7 @@ describe('Files API on Redis: two instances', { skip: haveRedis ? false : 'redis
   after(async () => {
     await assertCleanExit(a);
     await assertCleanExit(b);
-    if (redis && redis.exitCode === null) {
-      const gone = new Promise((r) => redis.on('exit', r));
-      redis.kill('SIGTERM');
-      await gone;
-    }
+    await redis?.stop();
   });
 
   test('a file uploaded to one instance is listed, read and deleted through the other', async () => {

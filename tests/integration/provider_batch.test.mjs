@@ -4,13 +4,11 @@
 // a direct run line by line, and spend prices those lines with the deployment's batch discount.
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import fs from 'node:fs';
 import path from 'node:path';
 import { toFile } from 'openai';
 import {
   startFake, startProxy, makeConfig, fakeDeployment, assertCleanExit, request, waitFor,
-  tmpDir, freePort, redisPing,
+  tmpDir, haveRedis, startRedis,
 } from './lib/harness.mjs';
 
 const MASTER_ENV = 'SY_PB_TEST_MASTER';
@@ -194,24 +192,6 @@ describe('provider batch API', () => {
 });
 
 /* ------------------------------------------------------------------ real redis ------------- */
-
-const haveRedis = (() => {
-  for (const d of (process.env.PATH || '').split(':')) {
-    try { fs.accessSync(path.join(d, 'redis-server'), fs.constants.X_OK); return true; } catch { /* next */ }
-  }
-  return false;
-})();
-
-async function startRedis() {
-  const port = await freePort();
-  const dir = fs.mkdtempSync(path.join(tmpDir(), 'redis-'));
-  const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '',
-    '--appendonly', 'no', '--dir', dir], { stdio: 'ignore' });
-  const exited = new Promise((r) => proc.on('exit', r));
-  process.on('exit', () => { try { proc.kill('SIGKILL'); } catch { /* gone */ } });
-  await waitFor(() => redisPing(port), { timeout: 10000, what: 'redis-server to answer PING' });
-  return { port, async stop() { proc.kill('SIGTERM'); await exited; } };
-}
 
 describe('provider batch across a restart (redis)', { skip: !haveRedis && 'redis-server not installed' }, () => {
   let fake, redis;

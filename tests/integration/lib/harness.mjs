@@ -422,3 +422,33 @@ export function redisPing(port) {
     sock.on('data', (d) => { buf += d; if (buf.includes('\r\n')) done(buf.startsWith('+PONG')); });
   });
 }
+
+/** Whether a redis-server executable is on PATH (suites that need one skip without it). */
+export const haveRedis = (() => {
+  for (const d of (process.env.PATH || '').split(':')) {
+    try { fs.accessSync(path.join(d, 'redis-server'), fs.constants.X_OK); return true; } catch { /* next */ }
+  }
+  return false;
+})();
+
+/**
+ * A throw-away redis-server on a free loopback port (no persistence, its own dir under tmpDir()),
+ * resolved once it answers PING. Returns { port, stop() }; stop() sends SIGTERM and waits for the
+ * exit. The process is SIGKILLed when node exits, should a suite fail before stop().
+ */
+export async function startRedis({ dirPrefix = 'redis-' } = {}) {
+  const port = await freePort();
+  const dir = fs.mkdtempSync(path.join(tmpDir(), dirPrefix));
+  const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '',
+    '--appendonly', 'no', '--dir', dir], { stdio: 'ignore' });
+  const exited = new Promise((r) => proc.on('exit', r));
+  process.on('exit', () => { try { proc.kill('SIGKILL'); } catch { /* gone */ } });
+  await waitFor(() => redisPing(port), { timeout: 10000, what: 'redis-server to answer PING' });
+  return {
+    port,
+    async stop() {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
