@@ -6,6 +6,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "switchyard/provider.h"
+
 static json_t *model_obj(const char *id, const char *owner)
 {
     return json_pack("{s:s,s:s,s:I,s:s}", "id", id, "object", "model", "created",
@@ -57,9 +59,8 @@ void sy_api_health(const sy_api_in *in, sy_reply *out)
     for (size_t i = 0; i < cfg->ndeployments; i++) {
         const sy_deployment *d = &cfg->deployments[i];
         json_array_append_new(deps, json_pack("{s:s,s:s,s:b}", "name", d->name, "provider",
-                                              d->provider == SY_PROVIDER_ANTHROPIC ? "anthropic"
-                                                                                   : "openai",
-                                              "enabled", !d->disabled));
+                                              sy_provider_get(d->provider)->name, "enabled",
+                                              !d->disabled));
     }
     /* A store outage degrades (cache misses, local limits, spend journaled) but serving goes
      * on: still 200, so load balancers keep the instance. */

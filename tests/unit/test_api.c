@@ -167,6 +167,12 @@ static void test_paths_and_methods(void **state)
     r = call("GET", "/healthz", NULL);
     assert_int_equal(r.status, 200);
     assert_non_null(strstr(r.body, "\"status\":\"ok\""));
+    j = json_loadb(r.body, r.len, 0, NULL);
+    json_t *d0 = json_array_get(json_object_get(j, "deployments"), 0);
+    assert_string_equal(json_string_value(json_object_get(d0, "name")), "a");
+    assert_string_equal(json_string_value(json_object_get(d0, "provider")), "openai");
+    assert_true(json_is_true(json_object_get(d0, "enabled")));
+    json_decref(j);
     free(r.body);
 }
 
