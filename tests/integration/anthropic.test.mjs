@@ -383,8 +383,10 @@ test('fallback: 529 overloaded and 429 move to the next target (non-stream and s
   assert.equal(response.headers.get('x-switchyard-deployment'), 'claude-good');
   assert.equal((await fake.stats()).messages, 2, 'one attempt on the overloaded target, one on the good one');
 
+  await fake.reset();
   const { r } = await rawChunks(chatBody('overloaded-then-good', 'fb', { stream: true }));
   assert.equal(r.headers['x-switchyard-deployment'], 'claude-good');
+  assert.equal((await fake.stats()).messages, 2, 'the stream too: one overloaded attempt, then the good one');
 
   await fake.reset();
   const { data: d2, response: r2 } = await client.chat.completions.create(chatBody('limited-then-good', 'fb')).withResponse();
@@ -422,6 +424,8 @@ test('/v1/models lists anthropic deployments', async () => {
   const m = list.data.find((x) => x.id === 'claude');
   assert.ok(m);
   assert.equal(m.owned_by, 'anthropic');
+  const h = (await request(proxy.url, 'GET', '/healthz')).json();
+  assert.equal(h.deployments.find((x) => x.name === 'claude').provider, 'anthropic');
 });
 
 test('the fake speaks Messages well enough for @anthropic-ai/sdk', async () => {
