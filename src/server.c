@@ -1261,29 +1261,6 @@ static void wait_idle(sy_server *s, int64_t deadline_us)
         nanosleep(&ts, NULL);
 }
 
-/* After the upstream thread stopped: answers held for their spend ack are woken through the
- * bridge (SY_CMD_WAKE), whose commands nobody else reads now; this thread takes that part over
- * (and the bridge's resume batch) until the last relayed request completes, at most until
- * <deadline_us>. */
-static void settle_held(sy_server *s, int64_t deadline_us)
-{
-    struct timespec ts = {0, 1000 * 1000};
-    for (;;) {
-        for (sy_cmd *c = sy_bridge_drain(s->bridge); c != NULL;) {
-            sy_cmd *next = c->next;
-            if (c->kind == SY_CMD_WAKE)
-                sy_bridge_wake(s->bridge, c->req);
-            sy_request_unref(c->req);
-            free(c);
-            c = next;
-        }
-        sy_bridge_flush(s->bridge, 1);
-        if (__atomic_load_n(&s->inflight, __ATOMIC_RELAXED) == 0 || sy_now_us() >= deadline_us)
-            return;
-        nanosleep(&ts, NULL);
-    }
-}
-
 void sy_server_stop(sy_server *s, long grace_ms)
 {
     if (s == NULL)
@@ -1314,7 +1291,9 @@ void sy_server_stop(sy_server *s, long grace_ms)
     /* Joins the thread; whatever it still had ends with an error and is resumed, so no
      * connection is left suspended when the daemon stops. */
     sy_upstream_stop(s->up);
-    settle_held(s, sy_now_us() + 2000 * 1000);
+    /* Answers held for their spend ack are resumed by the ack itself (spend_acked): let them
+     * go out before the daemon stops. */
+    wait_idle(s, sy_now_us() + 2000 * 1000);
     /* Queued jobs run to the end (cache lookups answer their suspended clients, cache writes
      * land) while the daemon can still resume connections. */
     sy_workers_free(s->workers);

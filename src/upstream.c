@@ -1134,9 +1134,6 @@ static void handle_cmds(sy_upstream *u)
         case SY_CMD_CANCEL:
             cancel_req(u, req);
             break;
-        case SY_CMD_WAKE:
-            sy_bridge_wake(u->bridge, req);
-            break;
         }
         sy_request_unref(req);
         free(c);

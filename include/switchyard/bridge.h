@@ -9,9 +9,7 @@
 
 #include "switchyard/request.h"
 
-/* SY_CMD_WAKE: resume the request's connection with the next batch (for threads that must not
- * call libmicrohttpd, e.g. the spend journal's ack). */
-typedef enum sy_cmd_kind { SY_CMD_START, SY_CMD_UNPAUSE, SY_CMD_CANCEL, SY_CMD_WAKE } sy_cmd_kind;
+typedef enum sy_cmd_kind { SY_CMD_START, SY_CMD_UNPAUSE, SY_CMD_CANCEL } sy_cmd_kind;
 
 typedef struct sy_cmd {
     sy_cmd_kind kind;
