@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import Anthropic from '@anthropic-ai/sdk';
 import {
   startFake, startProxy, makeConfig, assertCleanExit, streamRaw, post, request, chatBody,
+  weatherTool,
 } from './lib/harness.mjs';
 import {
   validateChatCompletion, validateChatChunk, validateCompletion, validateError, validateModelList,
@@ -20,19 +21,6 @@ const KEY = 'sk-ant-deployment-secret-0123456789';
 let fake;
 let proxy;
 let client;
-
-const weatherTool = {
-  type: 'function',
-  function: {
-    name: 'get_weather',
-    description: 'Weather for a city',
-    parameters: {
-      type: 'object',
-      properties: { location: { type: 'string' }, unit: { type: 'string', enum: ['c', 'f'] } },
-      required: ['location'],
-    },
-  },
-};
 
 /** An anthropic deployment on the fake. */
 function anthDeployment(name, { directives = null, ...extra } = {}) {

@@ -387,6 +387,20 @@ export function chatBody(model, text = 'hello', extra = {}) {
   return { model, messages: [{ role: 'user', content: text }], ...extra };
 }
 
+/** A function tool with a required and an enum parameter, for tool-call tests. */
+export const weatherTool = {
+  type: 'function',
+  function: {
+    name: 'get_weather',
+    description: 'Weather for a city',
+    parameters: {
+      type: 'object',
+      properties: { location: { type: 'string' }, unit: { type: 'string', enum: ['c', 'f'] } },
+      required: ['location'],
+    },
+  },
+};
+
 /** Stops <server> with SIGTERM and asserts exit code 0 (a leak under ASan makes it non-zero). */
 export async function assertCleanExit(server) {
   if (!server) return;
