@@ -110,6 +110,7 @@ test('--route forces a route whatever the model; an unknown route is an error', 
   const r = await routeCli(config, [{ model: 'local-b', messages: msg('hello') }, { model: 'gpt-9', messages: msg('x') }], ['--route', 'auto']);
   assertNoSanitizer(r);
   assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.lines.length, 2, 'one line per request');
   for (const l of r.lines) {
     assert.equal(l.route, 'auto');
     assert.equal(typeof l.score, 'number');
