@@ -36,7 +36,6 @@ struct sy_server {
     struct MHD_Daemon *mhd;
     sy_config *cfg; /* current snapshot; swapped by reloads under cfg_mu */
     pthread_mutex_t cfg_mu;
-    int admin_jobs; /* atomic: reload threads running */
     sy_bridge *bridge;
     sy_upstream *up;
     sy_store *store;     /* shared state: Redis or embedded; created once, not on reload */
@@ -56,14 +55,12 @@ struct sy_server {
     bool closing;
 };
 
-typedef struct admin_job admin_job;
 typedef struct api_job api_job;
 
 typedef struct conn_ctx {
     sy_server *srv;
     sy_config *cfg; /* the snapshot this request was accepted under (a reference) */
-    admin_job *admin;
-    api_job *api;        /* an offloaded Files/Batches API call, once started */
+    api_job *api;        /* an offloaded call (Files/Batches API, reload), once started */
     sy_upload *upload;   /* POST /v1/files: the body goes here instead of <body> */
     sy_buf body;
     bool too_big;
@@ -499,120 +496,8 @@ static enum MHD_Result relay(struct MHD_Connection *conn, conn_ctx *ctx, sy_requ
     return MHD_YES;
 }
 
-/* POST /admin/reload runs on its own short-lived thread (it reads files, which the MHD thread
- * must not), with the connection suspended until the thread answers. */
-struct admin_job {
-    sy_server *srv;
-    struct MHD_Connection *conn;
-    int status;
-    char *body;
-    size_t len;
-};
-
-static void *reload_thread(void *arg)
-{
-    admin_job *job = arg;
-    sy_errlist errs, warns;
-    sy_errlist_init(&errs);
-    sy_errlist_init(&warns);
-    sy_err rc = sy_server_reload(job->srv, &errs, &warns);
-    json_t *w = json_array();
-    for (size_t i = 0; i < warns.n; i++)
-        json_array_append_new(w, json_string(warns.items[i]));
-    if (rc == SY_OK) {
-        sy_config *c = server_config(job->srv);
-        json_t *j = json_pack("{s:s,s:s?,s:I,s:I,s:o}", "status", "reloaded", "config",
-                              c->config_path, "deployments", (json_int_t)c->ndeployments,
-                              "routes", (json_int_t)(c->routes ? c->routes->n : 0), "warnings", w);
-        job->body = j != NULL ? sy_json_dump(j, &job->len) : NULL;
-        json_decref(j);
-        sy_config_unref(c);
-        job->status = 200;
-        sy_log(SY_LOG_INFO, NULL, "reload: config, routes and weights swapped");
-    } else {
-        json_decref(w);
-        sy_buf msg;
-        sy_buf_init(&msg, 16384);
-        sy_buf_appends(&msg, "reload failed, nothing changed:");
-        for (size_t i = 0; i < errs.n; i++) {
-            sy_buf_appends(&msg, i ? "; " : " ");
-            sy_buf_appends(&msg, errs.items[i]);
-            sy_log(SY_LOG_ERROR, NULL, "reload: %s", errs.items[i]);
-        }
-        /* The request was fine, the files are not: 400 with a code saying which. */
-        job->status = rc == SY_ENOMEM ? 503 : 400;
-        job->body = rc == SY_ENOMEM ? sy_err_body(SY_ENOMEM, NULL, NULL, &job->len)
-                                    : sy_err_body_raw("invalid_request_error", "config_invalid",
-                                                      NULL, msg.data, &job->len);
-        sy_buf_cleanup(&msg);
-    }
-    sy_errlist_cleanup(&errs);
-    sy_errlist_cleanup(&warns);
-    sy_server *srv = job->srv;
-    MHD_resume_connection(job->conn);
-    __atomic_sub_fetch(&srv->admin_jobs, 1, __ATOMIC_ACQ_REL);
-    return NULL;
-}
-
-static enum MHD_Result admin_reload(struct MHD_Connection *conn, conn_ctx *ctx,
-                                    const char *method)
-{
-    sy_server *s = ctx->srv;
-    const sy_config *cfg = ctx->cfg;
-    if (strcmp(method, "POST") != 0) {
-        size_t len;
-        char *b = sy_err_body(SY_EMETHOD, "use POST /admin/reload", NULL, &len);
-        return b ? queue_buffer(conn, ctx, 405, b, len, NULL, "POST", NULL) : MHD_NO;
-    }
-    const char *auth =
-        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-    if (!sy_api_master_ok(cfg, auth)) {
-        char msg[200];
-        snprintf(msg, sizeof(msg),
-                 cfg->master_key == NULL
-                     ? "admin endpoints need a master key: set %s and restart switchyard"
-                     : "admin endpoints need 'Authorization: Bearer <master key>' (%s)",
-                 cfg->master_key_env ? cfg->master_key_env : "auth.master_key_env");
-        return queue_error(conn, ctx, SY_EAUTH, msg);
-    }
-    admin_job *job = calloc(1, sizeof(*job));
-    if (job == NULL)
-        return queue_error(conn, ctx, SY_ENOMEM, NULL);
-    job->srv = s;
-    job->conn = conn;
-    ctx->admin = job;
-    pthread_attr_t attr;
-    pthread_t t;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    __atomic_add_fetch(&s->admin_jobs, 1, __ATOMIC_ACQ_REL);
-    MHD_suspend_connection(conn);
-    if (pthread_create(&t, &attr, reload_thread, job) != 0) {
-        __atomic_sub_fetch(&s->admin_jobs, 1, __ATOMIC_ACQ_REL);
-        job->status = 503;
-        job->body = sy_err_body(SY_ENOMEM, "cannot start the reload thread", NULL, &job->len);
-        MHD_resume_connection(conn);
-    }
-    pthread_attr_destroy(&attr);
-    return MHD_YES;
-}
-
-static enum MHD_Result admin_resumed(struct MHD_Connection *conn, conn_ctx *ctx)
-{
-    admin_job *job = ctx->admin;
-    if (job->body == NULL && job->status == 0) {
-        MHD_suspend_connection(conn); /* woken before the thread answered */
-        return MHD_YES;
-    }
-    char *b = job->body;
-    job->body = NULL;
-    if (b == NULL)
-        return queue_error(conn, ctx, SY_ENOMEM, NULL);
-    return queue_buffer(conn, ctx, job->status, b, job->len, NULL, NULL, NULL);
-}
-
-/* Files and Batches API calls block on the store and the disk, so they run on api_workers
- * with the connection suspended. The job gets copies of everything it reads from the request
+/* Files and Batches API calls block on the store and the disk, and POST /admin/reload reads
+ * files, so they run on api_workers with the connection suspended. The job gets copies of everything it reads from the request
  * (headers, query arguments): MHD's connection data is not touched off the MHD thread. */
 struct api_job {
     sy_server *srv;
@@ -667,6 +552,14 @@ static const char *job_arg(void *hctx, const char *name)
     return json_string_value(json_object_get(((api_job *)hctx)->args, name));
 }
 
+/* Worker: the reply is in job->rep; hands it to the MHD thread. */
+static void api_job_done(api_job *job)
+{
+    struct MHD_Connection *conn = job->conn;
+    __atomic_store_n(&job->done, true, __ATOMIC_RELEASE);
+    MHD_resume_connection(conn);
+}
+
 static void api_job_run(void *arg)
 {
     api_job *job = arg;
@@ -692,9 +585,52 @@ static void api_job_run(void *arg)
         .batch_token = s->batch != NULL ? sy_batch_token(s->batch) : NULL,
     };
     sy_api_handle(&in, &job->rep);
-    struct MHD_Connection *conn = job->conn;
-    __atomic_store_n(&job->done, true, __ATOMIC_RELEASE);
-    MHD_resume_connection(conn);
+    api_job_done(job);
+}
+
+/* POST /admin/reload, on api_workers: swaps the config and answers what changed or why
+ * nothing did. */
+static void reload_job_run(void *arg)
+{
+    api_job *job = arg;
+    sy_reply *rep = &job->rep;
+    sy_errlist errs, warns;
+    sy_errlist_init(&errs);
+    sy_errlist_init(&warns);
+    sy_err rc = sy_server_reload(job->srv, &errs, &warns);
+    json_t *w = json_array();
+    for (size_t i = 0; i < warns.n; i++)
+        json_array_append_new(w, json_string(warns.items[i]));
+    if (rc == SY_OK) {
+        sy_config *c = server_config(job->srv);
+        json_t *j = json_pack("{s:s,s:s?,s:I,s:I,s:o}", "status", "reloaded", "config",
+                              c->config_path, "deployments", (json_int_t)c->ndeployments,
+                              "routes", (json_int_t)(c->routes ? c->routes->n : 0), "warnings", w);
+        rep->body = j != NULL ? sy_json_dump(j, &rep->len) : NULL;
+        json_decref(j);
+        sy_config_unref(c);
+        rep->status = 200;
+        sy_log(SY_LOG_INFO, NULL, "reload: config, routes and weights swapped");
+    } else {
+        json_decref(w);
+        sy_buf msg;
+        sy_buf_init(&msg, 16384);
+        sy_buf_appends(&msg, "reload failed, nothing changed:");
+        for (size_t i = 0; i < errs.n; i++) {
+            sy_buf_appends(&msg, i ? "; " : " ");
+            sy_buf_appends(&msg, errs.items[i]);
+            sy_log(SY_LOG_ERROR, NULL, "reload: %s", errs.items[i]);
+        }
+        /* The request was fine, the files are not: 400 with a code saying which. */
+        rep->status = rc == SY_ENOMEM ? 503 : 400;
+        rep->body = rc == SY_ENOMEM ? sy_err_body(SY_ENOMEM, NULL, NULL, &rep->len)
+                                    : sy_err_body_raw("invalid_request_error", "config_invalid",
+                                                      NULL, msg.data, &rep->len);
+        sy_buf_cleanup(&msg);
+    }
+    sy_errlist_cleanup(&errs);
+    sy_errlist_cleanup(&warns);
+    api_job_done(job);
 }
 
 static void api_job_free(api_job *job)
@@ -712,8 +648,9 @@ static void api_job_free(api_job *job)
     free(job);
 }
 
+/* Runs <run>(job) on api_workers; api_resumed answers with the job's reply. */
 static enum MHD_Result offload(struct MHD_Connection *conn, conn_ctx *ctx, const char *method,
-                               const char *url)
+                               const char *url, sy_job_fn run)
 {
     sy_server *s = ctx->srv;
     api_job *job = calloc(1, sizeof(*job));
@@ -737,7 +674,7 @@ static enum MHD_Result offload(struct MHD_Connection *conn, conn_ctx *ctx, const
     MHD_get_connection_values(conn, MHD_HEADER_KIND, copy_value, job->headers);
     MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, copy_value, job->args);
     MHD_suspend_connection(conn);
-    sy_err rc = sy_workers_submit(s->api_workers, api_job_run, job);
+    sy_err rc = sy_workers_submit(s->api_workers, run, job);
     if (rc != SY_OK) {
         MHD_resume_connection(conn);
         ctx->api = NULL;
@@ -782,6 +719,29 @@ static enum MHD_Result api_resumed(struct MHD_Connection *conn, conn_ctx *ctx)
     }
     rep->status = -1;
     return ret;
+}
+
+static enum MHD_Result admin_reload(struct MHD_Connection *conn, conn_ctx *ctx,
+                                    const char *method, const char *url)
+{
+    const sy_config *cfg = ctx->cfg;
+    if (strcmp(method, "POST") != 0) {
+        size_t len;
+        char *b = sy_err_body(SY_EMETHOD, "use POST /admin/reload", NULL, &len);
+        return b ? queue_buffer(conn, ctx, 405, b, len, NULL, "POST", NULL) : MHD_NO;
+    }
+    const char *auth =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    if (!sy_api_master_ok(cfg, auth)) {
+        char msg[200];
+        snprintf(msg, sizeof(msg),
+                 cfg->master_key == NULL
+                     ? "admin endpoints need a master key: set %s and restart switchyard"
+                     : "admin endpoints need 'Authorization: Bearer <master key>' (%s)",
+                 cfg->master_key_env ? cfg->master_key_env : "auth.master_key_env");
+        return queue_error(conn, ctx, SY_EAUTH, msg);
+    }
+    return offload(conn, ctx, method, url, reload_job_run);
 }
 
 static const char *get_header(void *hctx, const char *name)
@@ -853,17 +813,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     }
     if (ctx->req != NULL)
         return on_resumed(conn, ctx);
-    if (ctx->admin != NULL)
-        return admin_resumed(conn, ctx);
     if (ctx->api != NULL)
         return api_resumed(conn, ctx);
     if (ctx->handled)
         return MHD_YES;
     ctx->handled = true;
     if (strcmp(url, "/admin/reload") == 0)
-        return admin_reload(conn, ctx, method);
+        return admin_reload(conn, ctx, method, url);
     if (sy_api_offloaded(url))
-        return offload(conn, ctx, method, url);
+        return offload(conn, ctx, method, url, api_job_run);
 
     bool closing;
     pthread_mutex_lock(&s->relay_mu);
@@ -1081,7 +1039,6 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     api_job_free(ctx->api);
     sy_upload_free(ctx->upload);
     sy_config_unref(ctx->cfg);
-    free(ctx->admin);
     free(ctx);
     *con_cls = NULL;
 }
@@ -1284,18 +1241,14 @@ void sy_server_stop(sy_server *s, long grace_ms)
     pthread_mutex_lock(&s->relay_mu);
     s->closing = true;
     pthread_mutex_unlock(&s->relay_mu);
-    /* a reload thread resumes its connection when done: let it, before the daemon stops */
-    struct timespec ts = {0, 5 * 1000 * 1000};
-    for (int i = 0; i < 2000 && __atomic_load_n(&s->admin_jobs, __ATOMIC_ACQUIRE) > 0; i++)
-        nanosleep(&ts, NULL);
     /* Joins the thread; whatever it still had ends with an error and is resumed, so no
      * connection is left suspended when the daemon stops. */
     sy_upstream_stop(s->up);
     /* Answers held for their spend ack are resumed by the ack itself (spend_acked): let them
      * go out before the daemon stops. */
     wait_idle(s, sy_now_us() + 2000 * 1000);
-    /* Queued jobs run to the end (cache lookups answer their suspended clients, cache writes
-     * land) while the daemon can still resume connections. */
+    /* Queued jobs run to the end (cache lookups and API calls answer their suspended clients,
+     * reloads too; cache writes land) while the daemon can still resume connections. */
     sy_workers_free(s->workers);
     sy_workers_free(s->api_workers);
     MHD_stop_daemon(s->mhd);
