@@ -286,7 +286,7 @@ out:
     return rc;
 }
 
-static void rand_id(char *buf, size_t n, const char *prefix, size_t hexlen)
+void bt_rand_id(char *buf, size_t n, const char *prefix, size_t hexlen)
 {
     unsigned char raw[32];
     static const char hex[] = "0123456789abcdef";
@@ -311,7 +311,7 @@ char *sy_batch_result_line(const char *custom_id, int status, const char *reques
 {
     char id[48];
     json_t *line = NULL;
-    rand_id(id, sizeof(id), "batch_req_", 32);
+    bt_rand_id(id, sizeof(id), "batch_req_", 32);
     if (status > 0) {
         json_t *body = resp != NULL && resp_len > 0 ? json_loadb(resp, resp_len, 0, NULL) : NULL;
         if (body == NULL)
@@ -692,7 +692,7 @@ static void create(const sy_api_in *in, sy_batch *b, sy_reply *out)
     }
 
     char id[48];
-    rand_id(id, sizeof(id), "batch_", 24);
+    bt_rand_id(id, sizeof(id), "batch_", 24);
     int64_t now_ms = bt_now_ms(), now = now_ms / 1000;
     char tenant[SY_TENANT_MAX];
     const char *t = sy_api_tenant(in->authorization, tenant, sizeof(tenant));

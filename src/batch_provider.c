@@ -276,7 +276,8 @@ static void submit_group(sy_batch *b, group *g)
 
     if (lines == NULL || loaded == NULL || cids == NULL)
         goto out;
-    snprintf(subid, sizeof(subid), "pb%" PRId64 "x%08x", bt_now_ms(), (unsigned)rand());
+    /* random like batch ids: rand() is unseeded, so two instances would draw the same ids */
+    bt_rand_id(subid, sizeof(subid), "pb", 24);
     sub = json_pack("{s:s,s:s,s:O,s:s,s:s,s:I}", "dep", g->dep, "ep", g->url, "lines", g->refs,
                     "state", "submitting", "pid", "", "at", (json_int_t)bt_now_ms());
     if (sub == NULL || (text = sy_json_dump(sub, &len)) == NULL ||
