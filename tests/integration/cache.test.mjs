@@ -9,13 +9,10 @@
 // restart without restarting the proxy.
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import fs from 'node:fs';
-import path from 'node:path';
 import {
   startFake, startProxy, makeConfig, fakeDeployment, assertCleanExit, post, request, streamRaw,
-  chatBody, waitFor, tmpDir,
-  freePort, redisPing,
+  chatBody, waitFor,
+  freePort, haveRedis, RedisServer,
 } from './lib/harness.mjs';
 import { validateChatCompletion, validateChatChunk, validateEmbeddings } from './lib/schema.mjs';
 import { routesDir, writeRoutes } from './fixtures/routing.mjs';
@@ -106,45 +103,6 @@ function assembled(chunks, what) {
   const usage = chunks.find((c) => c.usage)?.usage ?? null;
   return { content, calls, finish, usage };
 }
-
-/* ------------------------------------------------------------------ redis-server ---------- */
-
-
-class Redis {
-  constructor(port) {
-    this.port = port;
-    this.dir = fs.mkdtempSync(path.join(tmpDir(), 'redis-'));
-    this.proc = null;
-  }
-
-  async start() {
-    const proc = spawn('redis-server', ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '',
-      '--appendonly', 'no', '--dir', this.dir], { stdio: 'ignore' });
-    this.proc = proc;
-    this.exited = new Promise((r) => proc.on('exit', r));
-    process.on('exit', () => { try { proc.kill('SIGKILL'); } catch { /* gone */ } });
-    await waitFor(() => redisPing(this.port), { timeout: 10000, what: 'redis-server to answer PING' });
-  }
-
-  async kill() {
-    this.proc.kill('SIGKILL');
-    await this.exited;
-  }
-
-  async stop() {
-    if (this.proc && this.proc.exitCode === null && this.proc.signalCode === null) {
-      this.proc.kill('SIGTERM');
-      await this.exited;
-    }
-  }
-}
-
-const haveRedis = (() => {
-  for (const d of (process.env.PATH || '').split(':')) {
-    try { fs.accessSync(path.join(d, 'redis-server'), fs.constants.X_OK); return true; } catch { /* next */ }
-  }
-  return false;
-})();
 
 /* ------------------------------------------------------------------ embedded store -------- */
 
@@ -489,7 +447,7 @@ describe('prompt cache on Redis', { skip: haveRedis ? false : 'redis-server not 
   let p2;
 
   before(async () => {
-    redis = new Redis(await freePort());
+    redis = new RedisServer(await freePort());
     await redis.start();
     fake = await startFake();
     const cfg = () => makeConfig({

@@ -10,51 +10,16 @@
 // Reports how long B took to see A's breaker (a log line, never asserted).
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import fs from 'node:fs';
 import net from 'node:net';
-import path from 'node:path';
 import {
   startFake, startProxy, makeConfig, fakeDeployment, assertCleanExit, post, request, streamRaw,
-  waitFor, tmpDir, freePort, redisPing,
+  waitFor, freePort, haveRedis, RedisServer,
 } from './lib/harness.mjs';
 import { validateChatCompletion, validateChatChunk } from './lib/schema.mjs';
 import { routesDir, writeRoutes, startFlaky } from './fixtures/routing.mjs';
 
-const haveRedis = (() => {
-  for (const d of (process.env.PATH || '').split(':')) {
-    try { fs.accessSync(path.join(d, 'redis-server'), fs.constants.X_OK); return true; } catch { /* next */ }
-  }
-  return false;
-})();
-
-class Redis {
-  constructor(port) {
-    this.port = port;
-    this.dir = fs.mkdtempSync(path.join(tmpDir(), 'redis-'));
-  }
-
-  async start() {
-    const proc = spawn('redis-server', ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '',
-      '--appendonly', 'no', '--dir', this.dir], { stdio: 'ignore' });
-    this.proc = proc;
-    this.exited = new Promise((r) => proc.on('exit', r));
-    process.on('exit', () => { try { proc.kill('SIGKILL'); } catch { /* gone */ } });
-    await waitFor(() => redisPing(this.port), { timeout: 10000, what: 'redis-server to answer PING' });
-  }
-
-  async kill() {
-    this.proc.kill('SIGKILL');
-    await this.exited;
-  }
-
-  async stop() {
-    if (this.proc && this.proc.exitCode === null && this.proc.signalCode === null) {
-      this.proc.kill('SIGTERM');
-      await this.exited;
-    }
-  }
-
+/** The suite's redis-server, with a raw client for asserting what the proxies stored. */
+class Redis extends RedisServer {
   /** One command (arguments as strings); resolves to the parsed RESP reply. */
   command(...args) {
     return new Promise((resolve, reject) => {

@@ -466,3 +466,37 @@ export async function startRedis({ dirPrefix = 'redis-' } = {}) {
     },
   };
 }
+
+/**
+ * A redis-server on a given loopback <port> that a suite can kill (SIGKILL, an outage) and start
+ * again on the same port, empty. The dir (no persistence) is made once under tmpDir(); start()
+ * resolves once it answers PING, and the process is SIGKILLed when node exits.
+ */
+export class RedisServer {
+  constructor(port, { dirPrefix = 'redis-' } = {}) {
+    this.port = port;
+    this.dir = fs.mkdtempSync(path.join(tmpDir(), dirPrefix));
+    this.proc = null;
+  }
+
+  async start() {
+    const proc = spawn('redis-server', ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '',
+      '--appendonly', 'no', '--dir', this.dir], { stdio: 'ignore' });
+    this.proc = proc;
+    this.exited = new Promise((r) => proc.on('exit', r));
+    process.on('exit', () => { try { proc.kill('SIGKILL'); } catch { /* gone */ } });
+    await waitFor(() => redisPing(this.port), { timeout: 10000, what: 'redis-server to answer PING' });
+  }
+
+  async kill() {
+    this.proc.kill('SIGKILL');
+    await this.exited;
+  }
+
+  async stop() {
+    if (this.proc && this.proc.exitCode === null && this.proc.signalCode === null) {
+      this.proc.kill('SIGTERM');
+      await this.exited;
+    }
+  }
+}
