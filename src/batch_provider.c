@@ -94,14 +94,6 @@ bool sy_batch_provider_offer(sy_batch *b, const sy_batch_job *job, const sy_depl
     return ok;
 }
 
-static const sy_deployment *dep_by_name(const sy_config *cfg, const char *name)
-{
-    for (size_t i = 0; i < cfg->ndeployments; i++)
-        if (strcmp(cfg->deployments[i].name, name) == 0)
-            return &cfg->deployments[i];
-    return NULL;
-}
-
 static sy_endpoint ep_of(const char *url)
 {
     return strcmp(url, "/v1/embeddings") == 0    ? SY_EP_EMBEDDINGS
@@ -262,7 +254,7 @@ static void on_reject(void *ud, size_t index, const char *custom_id, const char 
 
 static void submit_group(sy_batch *b, group *g)
 {
-    const sy_deployment *dep = dep_by_name(b->cfg, g->dep);
+    const sy_deployment *dep = sy_config_deployment(b->cfg, g->dep);
     size_t n = json_array_size(g->refs), i, submitted = 0;
     sy_provider_batch_line *lines = calloc(n ? n : 1, sizeof(*lines));
     json_t **loaded = calloc(n ? n : 1, sizeof(*loaded)), *sub = NULL;
@@ -480,7 +472,7 @@ static void poll_sub(sy_batch *b, const char *subid, const char *text, json_t *s
     const char *depname = json_string_value(json_object_get(sub, "dep"));
     const char *url = json_string_value(json_object_get(sub, "ep"));
     const json_t *refs = json_object_get(sub, "lines");
-    const sy_deployment *dep = depname ? dep_by_name(b->cfg, depname) : NULL;
+    const sy_deployment *dep = sy_config_deployment(b->cfg, depname);
     sy_provider_batch_error e = {0};
     sy_provider_batch_status st;
     merge_ctx mc = {.b = b, .dep = dep, .refs = refs};
