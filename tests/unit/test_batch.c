@@ -347,6 +347,32 @@ static json_t *call(const char *method, const char *path, const char *body, int 
     return j;
 }
 
+/* GET /v1/batches?limit=<limit>&after=<after> (either may be NULL). */
+typedef struct list_args {
+    const char *limit, *after;
+} list_args;
+
+static const char *list_arg(void *hctx, const char *name)
+{
+    const list_args *a = hctx;
+    return strcmp(name, "limit") == 0 ? a->limit : strcmp(name, "after") == 0 ? a->after : NULL;
+}
+
+static json_t *list_page(const char *limit, const char *after, int *status)
+{
+    list_args a = {limit, after};
+    sy_api_in in = {.cfg = cfg, .method = "GET", .path = "/v1/batches", .body = "", .len = 0,
+                    .get_arg = list_arg, .hctx = &a, .files = files, .batch = batch};
+    sy_reply out;
+    memset(&out, 0, sizeof(out));
+    sy_api_batches(&in, &out);
+    *status = out.status;
+    json_t *j = json_loadb(out.body, out.len, 0, NULL);
+    free(out.body);
+    assert_non_null(j);
+    return j;
+}
+
 static char *upload(const char *purpose, const char *text)
 {
     json_t *f = NULL;
@@ -492,11 +518,34 @@ static void test_api_lifecycle(void **state)
         json_integer_value(json_object_get(json_object_get(obj, "usage"), "total_tokens")), 7);
     json_decref(obj);
 
-    /* list: newest first, limit and after */
+    /* list: both batches, first_id/last_id, limit and after page through them */
     obj = call("GET", "/v1/batches", NULL, &st, NULL);
     assert_int_equal(st, 200);
     json_t *data = json_object_get(obj, "data");
-    assert_true(json_array_size(data) >= 2);
+    assert_int_equal(json_array_size(data), 2);
+    char id0[80], id1[80];
+    snprintf(id0, sizeof(id0), "%s", json_string_value(json_object_get(json_array_get(data, 0), "id")));
+    snprintf(id1, sizeof(id1), "%s", json_string_value(json_object_get(json_array_get(data, 1), "id")));
+    assert_true((strcmp(id0, good) == 0 && strcmp(id1, bad) == 0) ||
+                (strcmp(id0, bad) == 0 && strcmp(id1, good) == 0));
+    assert_string_equal(json_string_value(json_object_get(obj, "first_id")), id0);
+    assert_string_equal(json_string_value(json_object_get(obj, "last_id")), id1);
+    assert_false(json_is_true(json_object_get(obj, "has_more")));
+    json_decref(obj);
+    obj = list_page("1", NULL, &st);
+    assert_int_equal(st, 200);
+    assert_int_equal(json_array_size(json_object_get(obj, "data")), 1);
+    assert_string_equal(json_string_value(json_object_get(obj, "first_id")), id0);
+    assert_true(json_is_true(json_object_get(obj, "has_more")));
+    json_decref(obj);
+    obj = list_page("1", id0, &st);
+    assert_int_equal(st, 200);
+    assert_int_equal(json_array_size(json_object_get(obj, "data")), 1);
+    assert_string_equal(json_string_value(json_object_get(obj, "first_id")), id1);
+    assert_false(json_is_true(json_object_get(obj, "has_more")));
+    json_decref(obj);
+    obj = list_page("0", NULL, &st);
+    assert_int_equal(st, 400);
     json_decref(obj);
 
     /* cancel: cancelling at once, cancelled once no line runs, with the finished line's output */
