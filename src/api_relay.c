@@ -24,15 +24,12 @@ typedef struct check {
     const char *param;
 } check;
 
-static int fail(check *c, const char *param, const char *fmt, const char *a)
-    __attribute__((format(printf, 3, 0)));
-
-static int fail(check *c, const char *param, const char *fmt, const char *a)
+/* Records an invalid-request error naming <param>; returns -1 for the caller to pass on. */
+static int fail(check *c, const char *param, const char *msg)
 {
     c->rc = SY_EINVAL;
     c->param = param;
-    (void)fmt; /* every caller passes "%s" */
-    snprintf(c->msg, sizeof(c->msg), "%s", a);
+    snprintf(c->msg, sizeof(c->msg), "%s", msg);
     return -1;
 }
 
@@ -48,9 +45,9 @@ static int opt_type(check *c, const json_t *b, const char *k, int types, const c
         t |= 1 << JSON_REAL;
     if (t & types)
         return 0;
-    char fmt[160];
-    snprintf(fmt, sizeof(fmt), "Invalid type for '%s': expected %s.", k, what);
-    return fail(c, k, "%s", fmt);
+    char msg[160];
+    snprintf(msg, sizeof(msg), "Invalid type for '%s': expected %s.", k, what);
+    return fail(c, k, msg);
 }
 
 #define T(x) (1 << (x))
@@ -61,7 +58,7 @@ static int opt_type(check *c, const json_t *b, const char *k, int types, const c
 #define ARR T(JSON_ARRAY)
 #define BOOL (T(JSON_TRUE) | T(JSON_FALSE))
 
-static int check_common(check *c, const json_t *b, bool text)
+static int check_common(check *c, const json_t *b)
 {
     if (opt_type(c, b, "stream", BOOL, "a boolean") || opt_type(c, b, "n", INT, "an integer") ||
         opt_type(c, b, "temperature", NUM, "a number") ||
@@ -75,19 +72,18 @@ static int check_common(check *c, const json_t *b, bool text)
         opt_type(c, b, "stop", STR | ARR, "a string or an array of strings") ||
         opt_type(c, b, "stream_options", OBJ, "an object"))
         return -1;
-    (void)text;
     json_t *t = json_object_get(b, "temperature");
     if (json_is_number(t) && (json_number_value(t) < 0 || json_number_value(t) > 2))
-        return fail(c, "temperature", "%s", "'temperature' must be between 0 and 2.");
+        return fail(c, "temperature", "'temperature' must be between 0 and 2.");
     json_t *n = json_object_get(b, "n");
     if (json_is_integer(n) && (json_integer_value(n) < 1 || json_integer_value(n) > 128))
-        return fail(c, "n", "%s", "'n' must be between 1 and 128.");
+        return fail(c, "n", "'n' must be between 1 and 128.");
     json_t *mt = json_object_get(b, "max_tokens");
     if (json_is_integer(mt) && json_integer_value(mt) < 1)
-        return fail(c, "max_tokens", "%s", "'max_tokens' must be at least 1.");
+        return fail(c, "max_tokens", "'max_tokens' must be at least 1.");
     if (json_is_object(json_object_get(b, "stream_options")) &&
         !json_is_true(json_object_get(b, "stream")))
-        return fail(c, "stream_options", "%s",
+        return fail(c, "stream_options",
                     "The 'stream_options' parameter is only allowed when 'stream' is true.");
     return 0;
 }
@@ -98,11 +94,11 @@ static int check_chat(check *c, const json_t *b, size_t max_messages)
 {
     json_t *msgs = json_object_get(b, "messages");
     if (msgs == NULL || json_is_null(msgs))
-        return fail(c, "messages", "%s", "Missing required parameter: 'messages'.");
+        return fail(c, "messages", "Missing required parameter: 'messages'.");
     if (!json_is_array(msgs))
-        return fail(c, "messages", "%s", "Invalid type for 'messages': expected an array.");
+        return fail(c, "messages", "Invalid type for 'messages': expected an array.");
     if (json_array_size(msgs) == 0)
-        return fail(c, "messages", "%s",
+        return fail(c, "messages",
                     "Invalid 'messages': empty array. Expected an array with minimum length 1.");
     if (json_array_size(msgs) > max_messages) {
         c->rc = SY_ETOOBIG;
@@ -168,10 +164,9 @@ static int check_completions(check *c, const json_t *b)
 {
     json_t *p = json_object_get(b, "prompt");
     if (p == NULL || json_is_null(p))
-        return fail(c, "prompt", "%s", "Missing required parameter: 'prompt'.");
+        return fail(c, "prompt", "Missing required parameter: 'prompt'.");
     if (!json_is_string(p) && !json_is_array(p))
-        return fail(c, "prompt", "%s",
-                    "Invalid type for 'prompt': expected a string or an array.");
+        return fail(c, "prompt", "Invalid type for 'prompt': expected a string or an array.");
     return opt_type(c, b, "echo", BOOL, "a boolean") ||
                    opt_type(c, b, "suffix", STR, "a string") ||
                    opt_type(c, b, "best_of", INT, "an integer") ||
@@ -184,13 +179,13 @@ static int check_embeddings(check *c, const json_t *b, bool *b64)
 {
     json_t *in = json_object_get(b, "input");
     if (in == NULL || json_is_null(in))
-        return fail(c, "input", "%s", "Missing required parameter: 'input'.");
+        return fail(c, "input", "Missing required parameter: 'input'.");
     if (json_is_string(in)) {
         if (json_string_length(in) == 0)
-            return fail(c, "input", "%s", "'input' cannot be an empty string.");
+            return fail(c, "input", "'input' cannot be an empty string.");
     } else if (json_is_array(in)) {
         if (json_array_size(in) == 0)
-            return fail(c, "input", "%s", "'input' cannot be an empty array.");
+            return fail(c, "input", "'input' cannot be an empty array.");
         size_t i;
         json_t *v;
         int kind = -1;
@@ -198,25 +193,24 @@ static int check_embeddings(check *c, const json_t *b, bool *b64)
         {
             int k = json_is_string(v) ? 0 : json_is_integer(v) ? 1 : json_is_array(v) ? 2 : 3;
             if (k == 3 || (kind >= 0 && k != kind))
-                return fail(c, "input", "%s",
+                return fail(c, "input",
                             "Invalid 'input': expected a string, an array of strings, an array "
                             "of token ids, or an array of token-id arrays.");
             kind = k;
         }
     } else {
-        return fail(c, "input", "%s",
-                    "Invalid type for 'input': expected a string or an array.");
+        return fail(c, "input", "Invalid type for 'input': expected a string or an array.");
     }
     if (opt_type(c, b, "encoding_format", STR, "a string") ||
         opt_type(c, b, "dimensions", INT, "an integer"))
         return -1;
     const char *ef = json_string_value(json_object_get(b, "encoding_format"));
     if (ef != NULL && strcmp(ef, "float") != 0 && strcmp(ef, "base64") != 0)
-        return fail(c, "encoding_format", "%s",
+        return fail(c, "encoding_format",
                     "Invalid value for 'encoding_format': expected 'float' or 'base64'.");
     *b64 = ef != NULL && strcmp(ef, "base64") == 0;
     if (json_is_true(json_object_get(b, "stream")))
-        return fail(c, "stream", "%s", "Embeddings cannot be streamed.");
+        return fail(c, "stream", "Embeddings cannot be streamed.");
     return 0;
 }
 
@@ -237,11 +231,6 @@ const char *sy_api_tenant(const char *authorization, char *buf, size_t n)
     }
     buf[34] = '\0';
     return buf;
-}
-
-static const char *tenant_of(const char *authorization, char *buf, size_t n)
-{
-    return sy_api_tenant(authorization, buf, n);
 }
 
 bool sy_api_batch_ok(const sy_api_in *in)
@@ -325,7 +314,7 @@ void sy_api_relay(const sy_api_in *in, sy_endpoint ep, sy_reply *out)
         goto out;
     }
     snprintf(out->model, sizeof(out->model), "%s", json_string_value(model));
-    int bad = check_common(&c, body, ep != SY_EP_EMBEDDINGS);
+    int bad = check_common(&c, body);
     if (!bad) {
         if (ep == SY_EP_CHAT)
             bad = check_chat(&c, body, in->cfg->max_messages);
@@ -341,9 +330,9 @@ void sy_api_relay(const sy_api_in *in, sy_endpoint ep, sy_reply *out)
     sy_pick pick;
     char tenant[SY_TENANT_MAX];
     bool batch = sy_api_batch_ok(in);
-    sy_route_ctx rctx = {.get_header = in->get_header, .hctx = in->hctx,
-                         .tenant = batch ? batch_tenant(in, tenant, sizeof(tenant))
-                                         : tenant_of(in->authorization, tenant, sizeof(tenant))};
+    const char *who = batch ? batch_tenant(in, tenant, sizeof(tenant))
+                            : sy_api_tenant(in->authorization, tenant, sizeof(tenant));
+    sy_route_ctx rctx = {.get_header = in->get_header, .hctx = in->hctx, .tenant = who};
     rc = sy_router_pick(in->cfg, json_string_value(model), body, &rctx, &pick);
     int *slot = NULL;
     if (batch && rc == SY_OK)
