@@ -154,6 +154,10 @@ static void expect_error(const char *text, const char *path, const char *msg)
     sy_config_unref(cfg);
 }
 
+/* Opens a route file with one route "r" matching model "m"; the test adds the route's other keys
+ * and closes it with "}]}". */
+#define ROUTE_R "{\"routes\":[{\"name\":\"r\",\"match\":{\"model\":\"m\"},"
+
 /* A valid two-tier route; tests splice in what they need. */
 #define TIERS2                                                                                     \
     "\"tiers\":[{\"name\":\"local\",\"targets\":[\"small\",\"mini\"]},"                            \
@@ -226,7 +230,7 @@ static void test_parse_defaults(void **state)
     sy_routes *t = NULL;
     sy_errlist_init(&errs);
     assert_int_equal(parse(cfg,
-                           "{\"routes\":[{\"name\":\"r\",\"match\":{\"model\":\"m\"},"
+                           ROUTE_R
                            "\"classifier\":{\"weights\":\"@W\",\"threshold\":0.7}," TIERS2 "}]}",
                            &t, &errs),
                      SY_OK);
@@ -248,17 +252,17 @@ static void test_parse_defaults(void **state)
 static void test_error_unknown_deployment(void **state)
 {
     (void)state;
-    expect_error("{\"routes\":[{\"name\":\"r\",\"match\":{\"model\":\"m\"},"
+    expect_error(ROUTE_R
                  "\"tiers\":[{\"name\":\"a\",\"targets\":[\"small\"]},"
                  "{\"name\":\"b\",\"targets\":[\"big\",\"nope\"]}]}]}",
                  "routes[0].tiers[1].targets[1]: ", "unknown deployment 'nope'");
-    expect_error("{\"routes\":[{\"name\":\"r\",\"match\":{\"model\":\"m\"},"
+    expect_error(ROUTE_R
                  "\"tiers\":[{\"name\":\"a\",\"targets\":[7]}]}]}",
                  "routes[0].tiers[0].targets[0]: ", "expected a deployment name");
-    expect_error("{\"routes\":[{\"name\":\"r\",\"match\":{\"model\":\"m\"},"
+    expect_error(ROUTE_R
                  "\"tiers\":[{\"name\":\"a\",\"targets\":[]}]}]}",
                  "routes[0].tiers[0].targets: ", "non-empty array");
-    expect_error("{\"routes\":[{\"name\":\"r\",\"match\":{\"model\":\"m\"}," TIERS2
+    expect_error(ROUTE_R TIERS2
                  ",\"reference\":\"ghost\"}]}",
                  "routes[0].reference: ", "deployment");
 }
@@ -266,16 +270,16 @@ static void test_error_unknown_deployment(void **state)
 static void test_error_bad_regex(void **state)
 {
     (void)state;
-    expect_error("{\"routes\":[{\"name\":\"r\",\"match\":{\"model\":\"m\"},"
+    expect_error(ROUTE_R
                  "\"rules\":[{\"when\":{\"has_tools\":true},\"tier\":\"local\"},"
                  "{\"when\":{\"last_user_matches\":\"(unclosed\"},\"tier\":\"flagship\"}]"
                  "," TIERS2 "}]}",
                  "routes[0].rules[1].when: ", "last_user_matches: bad regular expression");
-    expect_error("{\"routes\":[{\"name\":\"r\",\"match\":{\"model\":\"m\"},"
+    expect_error(ROUTE_R
                  "\"rules\":[{\"when\":{\"last_user_matches\":\"(?i)[z-a]\"},"
                  "\"tier\":\"flagship\"}]," TIERS2 "}]}",
                  "routes[0].rules[0].when: ", "bad regular expression");
-    expect_error("{\"routes\":[{\"name\":\"r\",\"match\":{\"model\":\"m\"},"
+    expect_error(ROUTE_R
                  "\"rules\":[{\"when\":{\"last_user_matches\":5},\"tier\":\"flagship\"}]"
                  "," TIERS2 "}]}",
                  "routes[0].rules[0].when: ", "expected a regular expression string");
@@ -284,22 +288,22 @@ static void test_error_bad_regex(void **state)
 static void test_error_threshold_range(void **state)
 {
     (void)state;
-    expect_error("{\"routes\":[{\"name\":\"r\",\"match\":{\"model\":\"m\"},"
+    expect_error(ROUTE_R
                  "\"classifier\":{\"weights\":\"@W\",\"threshold\":1.5}," TIERS2 "}]}",
                  "routes[0].classifier.threshold: ", "expected a number in [0, 1]");
-    expect_error("{\"routes\":[{\"name\":\"r\",\"match\":{\"model\":\"m\"},"
+    expect_error(ROUTE_R
                  "\"classifier\":{\"weights\":\"@W\",\"threshold\":-0.01}," TIERS2 "}]}",
                  "routes[0].classifier.threshold: ", "[0, 1]");
-    expect_error("{\"routes\":[{\"name\":\"r\",\"match\":{\"model\":\"m\"},"
+    expect_error(ROUTE_R
                  "\"classifier\":{\"weights\":\"@W\",\"threshold\":\"0.5\"}," TIERS2 "}]}",
                  "routes[0].classifier.threshold: ", "[0, 1]");
-    expect_error("{\"routes\":[{\"name\":\"r\",\"match\":{\"model\":\"m\"},"
+    expect_error(ROUTE_R
                  "\"classifier\":{\"weights\":\"@W\",\"target_flagship_share\":1}," TIERS2 "}]}",
                  "routes[0].classifier.target_flagship_share: ", "(0, 1)");
-    expect_error("{\"routes\":[{\"name\":\"r\",\"match\":{\"model\":\"m\"},"
+    expect_error(ROUTE_R
                  "\"classifier\":{\"weights\":\"@W\",\"target_flagship_share\":0}," TIERS2 "}]}",
                  "routes[0].classifier.target_flagship_share: ", "(0, 1)");
-    expect_error("{\"routes\":[{\"name\":\"r\",\"match\":{\"model\":\"m\"},"
+    expect_error(ROUTE_R
                  "\"classifier\":{\"weights\":\"@W\",\"target_flagship_share\":0."
                  "2,\"window\":5}," TIERS2 "}]}",
                  "routes[0].classifier.window: ", "20..4096");
@@ -309,30 +313,30 @@ static void test_error_unknown_keys(void **state)
 {
     (void)state;
     expect_error("{\"routes\":[],\"extra\":1}", "(top): ", "unknown key 'extra'");
-    expect_error("{\"routes\":[{\"name\":\"r\",\"match\":{\"model\":\"m\"},"
+    expect_error(ROUTE_R
                  "\"bogus\":1," TIERS2 "}]}",
                  "routes[0]: ", "unknown key 'bogus'");
     expect_error("{\"routes\":[{\"name\":\"r\",\"match\":{\"model\":\"m\","
                  "\"team\":\"x\"}," TIERS2 "}]}",
                  "routes[0].match: ", "unknown key 'team'");
-    expect_error("{\"routes\":[{\"name\":\"r\",\"match\":{\"model\":\"m\"},"
+    expect_error(ROUTE_R
                  "\"tiers\":[{\"name\":\"a\",\"targets\":[\"small\"],\"stratgy\":"
                  "\"ordered\"}]}]}",
                  "routes[0].tiers[0]: ", "unknown key 'stratgy'");
-    expect_error("{\"routes\":[{\"name\":\"r\",\"match\":{\"model\":\"m\"},"
+    expect_error(ROUTE_R
                  "\"rules\":[{\"when\":{\"has_tool\":true},\"tier\":\"local\"}]," TIERS2 "}]}",
                  "routes[0].rules[0].when: ", "unknown key 'has_tool'");
-    expect_error("{\"routes\":[{\"name\":\"r\",\"match\":{\"model\":\"m\"},"
+    expect_error(ROUTE_R
                  "\"rules\":[{\"when\":{\"has_tools\":true},\"tier\":\"local\","
                  "\"why\":1}]," TIERS2 "}]}",
                  "routes[0].rules[0]: ", "unknown key 'why'");
-    expect_error("{\"routes\":[{\"name\":\"r\",\"match\":{\"model\":\"m\"},"
+    expect_error(ROUTE_R
                  "\"classifier\":{\"weights\":\"@W\",\"treshold\":0.5}," TIERS2 "}]}",
                  "routes[0].classifier: ", "unknown key 'treshold'");
-    expect_error("{\"routes\":[{\"name\":\"r\",\"match\":{\"model\":\"m\"},"
+    expect_error(ROUTE_R
                  "\"fallback\":{\"on\":[503],\"retries\":2}," TIERS2 "}]}",
                  "routes[0].fallback: ", "unknown key 'retries'");
-    expect_error("{\"routes\":[{\"name\":\"r\",\"match\":{\"model\":\"m\"},"
+    expect_error(ROUTE_R
                  "\"cache\":{\"mode\":\"never\",\"ttl\":2}," TIERS2 "}]}",
                  "routes[0].cache: ", "unknown key 'ttl'");
 }
@@ -340,59 +344,59 @@ static void test_error_unknown_keys(void **state)
 static void test_error_other_values(void **state)
 {
     (void)state;
-    expect_error("{\"routes\":[{\"name\":\"r\",\"match\":{\"model\":\"m\"},"
+    expect_error(ROUTE_R
                  "\"tiers\":[{\"name\":\"a\",\"targets\":[\"small\"],"
                  "\"strategy\":\"random\"}]}]}",
                  "routes[0].tiers[0].strategy: ", "expected one of ordered");
-    expect_error("{\"routes\":[{\"name\":\"r\",\"match\":{\"model\":\"m\"},"
+    expect_error(ROUTE_R
                  "\"tiers\":[{\"name\":\"a\",\"targets\":[\"small\",\"big\"],"
                  "\"weights\":[1]}]}]}",
                  "routes[0].tiers[0].weights: ", "2 numbers");
-    expect_error("{\"routes\":[{\"name\":\"r\",\"match\":{\"model\":\"m\"},"
+    expect_error(ROUTE_R
                  "\"tiers\":[{\"name\":\"a\",\"targets\":[\"small\",\"big\"],"
                  "\"weights\":[1,-1]}]}]}",
                  "routes[0].tiers[0].weights[1]: ", ">= 0");
-    expect_error("{\"routes\":[{\"name\":\"r\",\"match\":{\"model\":\"m\"},"
+    expect_error(ROUTE_R
                  "\"tiers\":[{\"name\":\"a\",\"targets\":[\"small\",\"small\",\"small\","
                  "\"small\",\"small\",\"small\",\"small\",\"small\",\"small\",\"small\","
                  "\"small\",\"small\",\"small\",\"small\",\"small\",\"small\",\"small\"]}]}]}",
                  "routes[0].tiers[0].targets: ", "at most 16 deployments per tier");
-    expect_error("{\"routes\":[{\"name\":\"r\",\"match\":{\"model\":\"m\"},"
+    expect_error(ROUTE_R
                  "\"fallback\":{\"on\":[\"connect\",200]}," TIERS2 "}]}",
                  "routes[0].fallback.on[1]: ", "400..599");
-    expect_error("{\"routes\":[{\"name\":\"r\",\"match\":{\"model\":\"m\"},"
+    expect_error(ROUTE_R
                  "\"fallback\":{\"max_attempts\":0}," TIERS2 "}]}",
                  "routes[0].fallback.max_attempts: ", "1..10");
-    expect_error("{\"routes\":[{\"name\":\"r\",\"match\":{\"model\":\"m\"},"
+    expect_error(ROUTE_R
                  "\"affinity\":\"sticky\"," TIERS2 "}]}",
                  "routes[0].affinity: ", "\"none\" or \"conversation\"");
     expect_error("{\"routes\":[{\"name\":\"r\",\"match\":{\"model\":\"m\"}}]}",
                  "routes[0].tiers: ", "required");
-    expect_error("{\"routes\":[{\"name\":\"r\",\"match\":{\"model\":\"m\"},"
+    expect_error(ROUTE_R
                  "\"target\":\"by_model_name\"," TIERS2 "}]}",
                  "routes[0].target: ", "not both");
-    expect_error("{\"routes\":[{\"name\":\"r\",\"match\":{\"model\":\"m\"},"
+    expect_error(ROUTE_R
                  "\"target\":\"x\"}]}",
                  "routes[0].target: ", "by_model_name");
     expect_error("{\"routes\":[{\"name\":\"r\"," TIERS2 "}]}", "routes[0].match: ", "required");
     expect_error("{\"routes\":[{\"match\":{\"model\":\"m\"}," TIERS2 "}]}",
                  "routes[0].name: ", "required");
     expect_error("{\"routes\":{}}", "routes: ", "array");
-    expect_error("{\"routes\":[{\"name\":\"r\",\"match\":{\"model\":\"m\"},"
+    expect_error(ROUTE_R
                  "\"rules\":[{\"when\":{},\"tier\":\"local\"}]," TIERS2 "}]}",
                  "routes[0].rules[0].when: ", "at least one condition");
-    expect_error("{\"routes\":[{\"name\":\"r\",\"match\":{\"model\":\"m\"},"
+    expect_error(ROUTE_R
                  "\"rules\":[{\"when\":{\"prompt_tokens_over\":-1},\"tier\":"
                  "\"local\"}]," TIERS2 "}]}",
                  "routes[0].rules[0].when: ", "prompt_tokens_over");
-    expect_error("{\"routes\":[{\"name\":\"r\",\"match\":{\"model\":\"m\"},"
+    expect_error(ROUTE_R
                  "\"rules\":[{\"when\":{\"response_format\":\"xml\"},\"tier\":"
                  "\"local\"}]," TIERS2 "}]}",
                  "routes[0].rules[0].when: ", "response_format");
-    expect_error("{\"routes\":[{\"name\":\"r\",\"match\":{\"model\":\"m\"},"
+    expect_error(ROUTE_R
                  "\"classifier\":{\"weights\":\"/nonexistent/w.json\"}," TIERS2 "}]}",
                  "routes[0].classifier.weights: ", NULL);
-    expect_error("{\"routes\":[{\"name\":\"r\",\"match\":{\"model\":\"m\"},"
+    expect_error(ROUTE_R
                  "\"classifier\":{\"threshold\":0.5}," TIERS2 "}]}",
                  "routes[0].classifier.weights: ", "required");
 }
@@ -400,11 +404,11 @@ static void test_error_other_values(void **state)
 static void test_error_duplicates(void **state)
 {
     (void)state;
-    expect_error("{\"routes\":[{\"name\":\"r\",\"match\":{\"model\":\"m\"}," TIERS2 "},"
+    expect_error(ROUTE_R TIERS2 "},"
                  "{\"name\":\"x\",\"match\":{\"model\":\"n\"}," TIERS2 "},"
                  "{\"name\":\"r\",\"match\":{\"model\":\"o\"}," TIERS2 "}]}",
                  "routes[2].name: ", "duplicate route name 'r'");
-    expect_error("{\"routes\":[{\"name\":\"r\",\"match\":{\"model\":\"m\"},"
+    expect_error(ROUTE_R
                  "\"tiers\":[{\"name\":\"a\",\"targets\":[\"small\"]},"
                  "{\"name\":\"b\",\"targets\":[\"mini\"]},{\"name\":\"a\","
                  "\"targets\":[\"big\"]}]}]}",
@@ -421,7 +425,7 @@ static void test_error_duplicate_across_files(void **state)
     sy_errlist_init(&errs);
     sy_routes *t = calloc(1, sizeof(*t));
     assert_non_null(t);
-    json_t *a = json_loads("{\"routes\":[{\"name\":\"r\",\"match\":{\"model\":\"m\"}," TIERS2 "}]}",
+    json_t *a = json_loads(ROUTE_R TIERS2 "}]}",
                            0, NULL);
     assert_non_null(a);
     assert_int_equal(sy_routes_parse(a, "a.json", cfg, t, &errs), SY_OK);
@@ -436,11 +440,11 @@ static void test_error_duplicate_across_files(void **state)
 static void test_error_rule_unknown_tier(void **state)
 {
     (void)state;
-    expect_error("{\"routes\":[{\"name\":\"r\",\"match\":{\"model\":\"m\"},"
+    expect_error(ROUTE_R
                  "\"rules\":[{\"when\":{\"has_tools\":true},\"tier\":\"flagship\"},"
                  "{\"when\":{\"has_images\":true},\"tier\":\"premium\"}]," TIERS2 "}]}",
                  "routes[0].rules[1].tier: ", "unknown tier 'premium'");
-    expect_error("{\"routes\":[{\"name\":\"r\",\"match\":{\"model\":\"m\"},"
+    expect_error(ROUTE_R
                  "\"rules\":[{\"when\":{\"has_tools\":true}}]," TIERS2 "}]}",
                  "routes[0].rules[0].tier: ", "required");
     expect_error("{\"routes\":[{\"name\":\"r\",\"match\":{\"model\":\"*\"},"
@@ -454,14 +458,14 @@ static void test_error_rule_unknown_tier(void **state)
 static void test_error_tier_not_object(void **state)
 {
     (void)state;
-    expect_error("{\"routes\":[{\"name\":\"r\",\"match\":{\"model\":\"m\"},"
+    expect_error(ROUTE_R
                  "\"tiers\":[\"local\",{\"name\":\"b\",\"targets\":[\"big\"]}]}]}",
                  "routes[0].tiers[0]: ", "expected an object");
-    expect_error("{\"routes\":[{\"name\":\"r\",\"match\":{\"model\":\"m\"},"
+    expect_error(ROUTE_R
                  "\"tiers\":[{\"name\":\"a\",\"targets\":[\"small\"]},7],"
                  "\"rules\":[{\"when\":{\"has_tools\":true},\"tier\":\"z\"}]}]}",
                  "routes[0].tiers[1]: ", "expected an object");
-    expect_error("{\"routes\":[{\"name\":\"r\",\"match\":{\"model\":\"m\"},"
+    expect_error(ROUTE_R
                  "\"tiers\":[{\"targets\":[\"small\"]},{\"targets\":[\"big\"]}]}]}",
                  "routes[0].tiers[0].name: ", "required");
 }
@@ -469,7 +473,7 @@ static void test_error_tier_not_object(void **state)
 static void test_error_classifier_one_tier(void **state)
 {
     (void)state;
-    expect_error("{\"routes\":[{\"name\":\"r\",\"match\":{\"model\":\"m\"},"
+    expect_error(ROUTE_R
                  "\"classifier\":{\"weights\":\"@W\"},"
                  "\"tiers\":[{\"name\":\"only\",\"targets\":[\"small\",\"big\"]}]}]}",
                  "routes[0].classifier: ", "at least two tiers");
@@ -574,7 +578,7 @@ static void test_load_dir_errors(void **state)
     write_file(p, "{\"routes\": [\n  {,}]}");
     /* a bad route in a third file: still reported with its file */
     snprintf(p, sizeof(p), "%s/c.json", dir);
-    write_file(p, "{\"routes\":[{\"name\":\"r\",\"match\":{\"model\":\"m\"},"
+    write_file(p, ROUTE_R
                   "\"tiers\":[{\"name\":\"a\",\"targets\":[\"ghost\"]}]}]}");
     /* duplicate keys are refused */
     snprintf(p, sizeof(p), "%s/d.json", dir);
