@@ -300,6 +300,14 @@ static sy_err head(sy_buf *b, const char *name, const char *type, const char *he
     return sy_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
+/* One unlabelled sample with its HELP and TYPE lines. */
+static sy_err scalar(sy_buf *b, const char *name, const char *type, const char *help,
+                     unsigned long long v)
+{
+    sy_err rc = head(b, name, type, help);
+    return rc == SY_OK ? sy_buf_printf(b, "%s %llu\n", name, v) : rc;
+}
+
 static sy_err usd(sy_buf *b, const char *name, const char *lbl, int64_t micro)
 {
     char u[SY_USD_BUF];
@@ -382,41 +390,29 @@ static sy_err render_deployments(sy_buf *b, const sy_config *cfg)
 static sy_err render_spend(sy_buf *b, sy_spend *sp)
 {
     sy_spend_stats st;
-    sy_err rc;
+    sy_err rc = SY_OK;
 
     sy_spend_stats_get(sp, &st);
-    rc = head(b, "switchyard_spend_queued_records", "gauge",
-              "Spend records waiting for the journal writer.");
-    if (rc == SY_OK)
-        rc = sy_buf_printf(b, "switchyard_spend_queued_records %zu\n", st.queued);
-    if (rc == SY_OK)
-        rc = head(b, "switchyard_spend_pending_groups", "gauge",
-                  "Aggregated spend groups not yet written to the store.");
-    if (rc == SY_OK)
-        rc = sy_buf_printf(b, "switchyard_spend_pending_groups %zu\n", st.pending_groups);
-    if (rc == SY_OK)
-        rc = head(b, "switchyard_spend_journal_bytes", "gauge", "Size of the spend journal.");
-    if (rc == SY_OK)
-        rc = sy_buf_printf(b, "switchyard_spend_journal_bytes %llu\n",
-                           (unsigned long long)st.journal_bytes);
-    if (rc == SY_OK)
-        rc = head(b, "switchyard_spend_dropped_total", "counter",
-                  "Spend records dropped (queue full or out of memory).");
-    if (rc == SY_OK)
-        rc = sy_buf_printf(b, "switchyard_spend_dropped_total %llu\n",
-                           (unsigned long long)st.dropped);
-    if (rc == SY_OK)
-        rc = head(b, "switchyard_spend_store_errors_total", "counter",
-                  "Failed writes of spend batches to the store (retried from the journal).");
-    if (rc == SY_OK)
-        rc = sy_buf_printf(b, "switchyard_spend_store_errors_total %llu\n",
-                           (unsigned long long)st.store_errors);
-    if (rc == SY_OK)
-        rc = head(b, "switchyard_spend_journal_errors_total", "counter",
-                  "Failed writes or fsyncs of the spend journal.");
-    if (rc == SY_OK)
-        rc = sy_buf_printf(b, "switchyard_spend_journal_errors_total %llu\n",
-                           (unsigned long long)st.journal_errors);
+    const struct {
+        const char *name, *type, *help;
+        unsigned long long v;
+    } rows[] = {
+        {"switchyard_spend_queued_records", "gauge",
+         "Spend records waiting for the journal writer.", st.queued},
+        {"switchyard_spend_pending_groups", "gauge",
+         "Aggregated spend groups not yet written to the store.", st.pending_groups},
+        {"switchyard_spend_journal_bytes", "gauge", "Size of the spend journal.",
+         st.journal_bytes},
+        {"switchyard_spend_dropped_total", "counter",
+         "Spend records dropped (queue full or out of memory).", st.dropped},
+        {"switchyard_spend_store_errors_total", "counter",
+         "Failed writes of spend batches to the store (retried from the journal).",
+         st.store_errors},
+        {"switchyard_spend_journal_errors_total", "counter",
+         "Failed writes or fsyncs of the spend journal.", st.journal_errors},
+    };
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]) && rc == SY_OK; i++)
+        rc = scalar(b, rows[i].name, rows[i].type, rows[i].help, rows[i].v);
     return rc;
 }
 
@@ -491,11 +487,9 @@ sy_err sy_metrics_render(sy_metrics *m, const sy_metrics_src *src, sy_buf *out)
         rc = histogram(out, "switchyard_ttft_seconds",
                        "Request start to first byte to the client, in seconds.", v, n,
                        offsetof(series, ttft));
-    if (rc == SY_OK && src != NULL && src->inflight >= 0) {
-        rc = head(out, "switchyard_inflight_requests", "gauge", "Client requests in flight.");
-        if (rc == SY_OK)
-            rc = sy_buf_printf(out, "switchyard_inflight_requests %d\n", src->inflight);
-    }
+    if (rc == SY_OK && src != NULL && src->inflight >= 0)
+        rc = scalar(out, "switchyard_inflight_requests", "gauge", "Client requests in flight.",
+                    (unsigned long long)src->inflight);
     if (rc == SY_OK && src != NULL && src->cfg != NULL)
         rc = render_deployments(out, src->cfg);
     if (rc == SY_OK && src != NULL && src->store != NULL) {
@@ -516,10 +510,9 @@ sy_err sy_metrics_render(sy_metrics *m, const sy_metrics_src *src, sy_buf *out)
     if (rc == SY_OK)
         rc = sy_buf_printf(out, "switchyard_build_info{version=\"%s\"} 1\n", SY_VERSION);
     if (rc == SY_OK)
-        rc = head(out, "process_start_time_seconds", "gauge",
-                  "Start time of the process since the Unix epoch, in seconds.");
-    if (rc == SY_OK)
-        rc = sy_buf_printf(out, "process_start_time_seconds %lld\n", (long long)m->start_s);
+        rc = scalar(out, "process_start_time_seconds", "gauge",
+                    "Start time of the process since the Unix epoch, in seconds.",
+                    (unsigned long long)m->start_s);
     free(v);
     return rc;
 }

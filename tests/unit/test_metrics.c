@@ -244,6 +244,12 @@ static void test_sources(void **state)
     expect_line(t, "switchyard_deployment_inflight{deployment=\"a\"} 1");
     expect_line(t, "switchyard_store_up{kind=\"embedded\"} 1");
     expect_line(t, "switchyard_spend_dropped_total 0");
+    /* every spend gauge and counter, one sample each (all drained by the sync) */
+    expect_line(t, "switchyard_spend_queued_records 0");
+    expect_line(t, "switchyard_spend_pending_groups 0");
+    expect_line(t, "switchyard_spend_journal_bytes 0");
+    expect_line(t, "switchyard_spend_store_errors_total 0");
+    expect_line(t, "switchyard_spend_journal_errors_total 0");
     free(t);
     sy_health_abandon(deps[0].health);
     sy_spend_free(sp);
