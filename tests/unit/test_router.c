@@ -20,6 +20,7 @@
 #include "switchyard/request.h"
 #include "switchyard/router.h"
 #include "switchyard/routes.h"
+#include "weights_fixture.h"
 
 static sy_config *load(const char *text)
 {
@@ -78,33 +79,17 @@ static void test_pick(void **state)
 
 /* ---- route tables ---- */
 
-static char tmpdir[64];
-static char weights_path[128];
-
+/* longer first turns score higher: sigmoid(8 * tokens_log - 4) */
 static int group_setup(void **state)
 {
     (void)state;
-    snprintf(tmpdir, sizeof(tmpdir), "/tmp/sy-test-router-XXXXXX");
-    if (mkdtemp(tmpdir) == NULL)
-        return -1;
-    snprintf(weights_path, sizeof(weights_path), "%s/w.json", tmpdir);
-    /* longer first turns score higher: sigmoid(8 * tokens_log - 4) */
-    FILE *f = fopen(weights_path, "w");
-    if (f == NULL)
-        return -1;
-    (void)fprintf(f,
-                  "{\"version\":1,\"kind\":\"logreg\",\"features\":\"%s\",\"hash_bits\":8,"
-                  "\"bias\":-4,\"threshold\":0.5,\"dense\":{\"tokens_log\":8},\"hashed\":{}"
-                  "}",
-                  SY_CLS_FEATURES);
-    return fclose(f) == 0 ? 0 : -1;
+    return wf_setup("sy-test-router", -4, 0.5, "{\"tokens_log\":8}");
 }
 
 static int group_teardown(void **state)
 {
     (void)state;
-    (void)unlink(weights_path);
-    return rmdir(tmpdir) == 0 ? 0 : -1;
+    return wf_teardown();
 }
 
 static int teardown(void **state)
@@ -136,20 +121,9 @@ static const char *route_deps =
 /* A config with the route file <routes_text> ("@W" = the test weights). */
 static sy_config *load_routes(const char *routes_text)
 {
-    char text[8192];
-    size_t k = 0;
-    for (const char *p = routes_text; *p != '\0' && k + 200 < sizeof(text); p++) {
-        if (p[0] == '@' && p[1] == 'W') {
-            k += (size_t)snprintf(text + k, sizeof(text) - k, "%s", weights_path);
-            p++;
-        } else {
-            text[k++] = *p;
-        }
-    }
-    text[k] = '\0';
     sy_config *cfg = load(route_deps);
     json_error_t je;
-    json_t *doc = json_loads(text, 0, &je);
+    json_t *doc = json_loads(with_weights(routes_text), 0, &je);
     if (doc == NULL)
         print_error("routes JSON: %s (%d:%d)\n", je.text, je.line, je.column);
     assert_non_null(doc);

@@ -17,11 +17,9 @@
 #include "switchyard/config.h"
 #include "switchyard/health.h"
 #include "switchyard/routes.h"
+#include "weights_fixture.h"
 
 /* ---- fixtures ---- */
-
-static char tmpdir[64];
-static char weights_path[128];
 
 static void write_file(const char *path, const char *text)
 {
@@ -31,30 +29,17 @@ static void write_file(const char *path, const char *text)
     assert_int_equal(fclose(f), 0);
 }
 
+/* A weights file with only a bias: every request scores sigmoid(0) = 0.5. */
 static int group_setup(void **state)
 {
     (void)state;
-    snprintf(tmpdir, sizeof(tmpdir), "/tmp/sy-test-routes-XXXXXX");
-    if (mkdtemp(tmpdir) == NULL)
-        return -1;
-    snprintf(weights_path, sizeof(weights_path), "%s/w.json", tmpdir);
-    /* A weights file with only a bias: every request scores sigmoid(0) = 0.5. */
-    FILE *f = fopen(weights_path, "w");
-    if (f == NULL)
-        return -1;
-    (void)fprintf(f,
-                  "{\"version\":1,\"kind\":\"logreg\",\"features\":\"%s\",\"hash_bits\":8,"
-                  "\"bias\":0,\"threshold\":0.25,\"dense\":{},\"hashed\":{}}",
-                  SY_CLS_FEATURES);
-    return fclose(f) == 0 ? 0 : -1;
+    return wf_setup("sy-test-routes", 0, 0.25, "{}");
 }
 
 static int group_teardown(void **state)
 {
     (void)state;
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
+    return wf_teardown();
 }
 
 static int teardown(void **state)
@@ -87,23 +72,6 @@ static sy_config *load_config(void)
     sy_errlist_cleanup(&errs);
     json_decref(root);
     return cfg;
-}
-
-/* Replaces "@W" in <text> with the test weights path. The result is static. */
-static const char *with_weights(const char *text)
-{
-    static char out[8192];
-    size_t k = 0;
-    for (const char *p = text; *p != '\0' && k + 200 < sizeof(out); p++) {
-        if (p[0] == '@' && p[1] == 'W') {
-            k += (size_t)snprintf(out + k, sizeof(out) - k, "%s", weights_path);
-            p++;
-        } else {
-            out[k++] = *p;
-        }
-    }
-    out[k] = '\0';
-    return out;
 }
 
 /* Parses <text> as file "t.json" against <cfg>; returns the rc, the table in
