@@ -226,7 +226,7 @@ sy_err sy_router_pick(const sy_config *cfg, const char *model, const json_t *bod
     }
 
     if (r != NULL && r->affinity) {
-        char name[128];
+        char name[SY_AFFINITY_NAME_MAX];
         out->affinity_key = sy_affinity_key(rc->tenant, body);
         if (sy_affinity_get(out->affinity_key, name, sizeof(name), sy_now_us())) {
             out->affinity_local = true;
