@@ -940,10 +940,11 @@ double sy_routes_adaptive_threshold(const sy_route *r, double score)
             thr = w->cached;
             w->since++;
         } else if (w->n >= 20) {
+            /* the ring's filled slots are scores[0..n) (it fills from 0, and n == cap once it
+             * wraps); the sort makes their order irrelevant */
             double tmp[4096];
             size_t n = w->n;
-            for (size_t i = 0; i < n; i++)
-                tmp[i] = w->scores[(w->next + w->cap - 1 - i) % w->cap];
+            memcpy(tmp, w->scores, n * sizeof(tmp[0]));
             qsort(tmp, n, sizeof(double), cmp_double);
             size_t k = (size_t)floor((1.0 - r->target_share) * (double)n);
             if (k >= n)
