@@ -37,28 +37,32 @@ bool sy_api_master_ok(const sy_config *cfg, const char *authorization)
     return n == m && CRYPTO_memcmp(a, cfg->master_key, n) == 0;
 }
 
+#define BAD_KEY "invalid API key: send 'Authorization: Bearer <key>' with a key this proxy accepts"
+
 static bool authorized(const sy_api_in *in)
 {
     return !in->cfg->require_keys || sy_api_master_ok(in->cfg, in->authorization) ||
            sy_api_batch_ok(in);
 }
 
+enum path_kind { K_RELAY, K_MODELS, K_HEALTH, K_SPEND, K_METRICS, K_DASHBOARD };
+
 struct path_row {
     const char *path;
     const char *method;
-    int kind; /* 0 relay, 1 models list, 2 health, 3 spend, 4 metrics, 5 dashboard */
-    sy_endpoint ep;
+    enum path_kind kind;
+    sy_endpoint ep; /* K_RELAY only */
 };
 
 static const struct path_row paths[] = {
-    {"/v1/chat/completions", "POST", 0, SY_EP_CHAT},
-    {"/v1/completions", "POST", 0, SY_EP_COMPLETIONS},
-    {"/v1/embeddings", "POST", 0, SY_EP_EMBEDDINGS},
-    {"/v1/models", "GET", 1, SY_EP_CHAT},
-    {"/healthz", "GET", 2, SY_EP_CHAT},
-    {"/v1/spend", "GET", 3, SY_EP_CHAT},
-    {"/metrics", "GET", 4, SY_EP_CHAT},
-    {"/dashboard", "GET", 5, SY_EP_CHAT},
+    {"/v1/chat/completions", "POST", K_RELAY, SY_EP_CHAT},
+    {"/v1/completions", "POST", K_RELAY, SY_EP_COMPLETIONS},
+    {"/v1/embeddings", "POST", K_RELAY, SY_EP_EMBEDDINGS},
+    {"/v1/models", "GET", K_MODELS, SY_EP_CHAT},
+    {"/healthz", "GET", K_HEALTH, SY_EP_CHAT},
+    {"/v1/spend", "GET", K_SPEND, SY_EP_CHAT},
+    {"/metrics", "GET", K_METRICS, SY_EP_CHAT},
+    {"/dashboard", "GET", K_DASHBOARD, SY_EP_CHAT},
 };
 
 static bool has_prefix_path(const char *path, const char *prefix)
@@ -85,10 +89,7 @@ void sy_api_handle(const sy_api_in *in, sy_reply *out)
     out->fd = -1;
     if (sy_api_offloaded(path)) {
         if (!authorized(in)) {
-            sy_api_error(out, SY_EAUTH,
-                         "invalid API key: send 'Authorization: Bearer <key>' with a key this "
-                         "proxy accepts",
-                         NULL);
+            sy_api_error(out, SY_EAUTH, BAD_KEY, NULL);
             return;
         }
         if (strncmp(path, "/v1/files", 9) == 0)
@@ -131,28 +132,30 @@ void sy_api_handle(const sy_api_in *in, sy_reply *out)
             sy_api_error(out, SY_EMETHOD, msg, NULL);
             return;
         }
-        if (r->kind == 2) {
+        /* health is open; spend, metrics and the dashboard check the master key themselves
+         * (api_spend.c) */
+        switch (r->kind) {
+        case K_HEALTH:
             sy_api_health(in, out);
             return;
-        }
-        /* spend, metrics and the dashboard check the master key themselves (api_spend.c) */
-        if (r->kind == 3 || r->kind == 4 || r->kind == 5) {
-            if (r->kind == 3)
-                sy_api_spend(in, out);
-            else if (r->kind == 4)
-                sy_api_metrics(in, out);
-            else
-                sy_api_dashboard(in, out);
+        case K_SPEND:
+            sy_api_spend(in, out);
             return;
+        case K_METRICS:
+            sy_api_metrics(in, out);
+            return;
+        case K_DASHBOARD:
+            sy_api_dashboard(in, out);
+            return;
+        case K_MODELS:
+        case K_RELAY:
+            break;
         }
         if (!authorized(in)) {
-            sy_api_error(out, SY_EAUTH,
-                         "invalid API key: send 'Authorization: Bearer <key>' with a key this "
-                         "proxy accepts",
-                         NULL);
+            sy_api_error(out, SY_EAUTH, BAD_KEY, NULL);
             return;
         }
-        if (r->kind == 1)
+        if (r->kind == K_MODELS)
             sy_api_models(in, NULL, out);
         else
             sy_api_relay(in, r->ep, out);
