@@ -11,13 +11,11 @@ import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
-import fs from 'node:fs';
 import http from 'node:http';
-import path from 'node:path';
 import {
   startFake, startProxy, makeConfig, fakeDeployment, assertCleanExit, post, request, streamRaw,
-  chatBody, waitFor, tmpDir, writeConfig,
-  freePort, redisPing,
+  chatBody, waitFor, writeConfig,
+  freePort, haveRedis, RedisServer,
 } from './lib/harness.mjs';
 import { routesDir, writeRoutes } from './fixtures/routing.mjs';
 
@@ -619,51 +617,12 @@ describe('spend survives SIGKILL (embedded store, journal only)', () => {
 /* ------------------------------------------------------------------ Redis ----------------- */
 
 
-/** A redis-server whose data survives its own SIGKILL (append-only file, fsync always). */
-class Redis {
-  constructor(port) {
-    this.port = port;
-    this.dir = fs.mkdtempSync(path.join(tmpDir(), 'redis-spend-'));
-  }
-
-  async start() {
-    const proc = spawn('redis-server', ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '',
-      '--appendonly', 'yes', '--appendfsync', 'always', '--dir', this.dir], { stdio: 'ignore' });
-    this.proc = proc;
-    this.exited = new Promise((r) => proc.on('exit', r));
-    process.on('exit', () => { try { proc.kill('SIGKILL'); } catch { /* gone */ } });
-    await waitFor(() => redisPing(this.port), { timeout: 10000, what: 'redis-server to answer PING' });
-  }
-
-  async kill() { this.proc.kill('SIGKILL'); await this.exited; }
-
-  /** SIGSTOP: connections stay open, commands are accepted by the kernel and never answered. */
-  pause() { this.proc.kill('SIGSTOP'); }
-
-  resume() { this.proc.kill('SIGCONT'); }
-
-  async stop() {
-    if (this.proc && this.proc.exitCode === null && this.proc.signalCode === null) {
-      this.resume();
-      this.proc.kill('SIGTERM');
-      await this.exited;
-    }
-  }
-}
-
-const haveRedis = (() => {
-  for (const d of (process.env.PATH || '').split(':')) {
-    try { fs.accessSync(path.join(d, 'redis-server'), fs.constants.X_OK); return true; } catch { /* next */ }
-  }
-  return false;
-})();
-
 describe('spend on Redis', { skip: haveRedis ? false : 'redis-server not installed' }, () => {
   let fake;
   let redis;
   before(async () => {
     fake = await startFake();
-    redis = new Redis(await freePort());
+    redis = new RedisServer(await freePort(), { dirPrefix: 'redis-spend-', durable: true });
     await redis.start();
   });
   after(async () => {

@@ -473,15 +473,19 @@ export async function startRedis({ dirPrefix = 'redis-' } = {}) {
  * resolves once it answers PING, and the process is SIGKILLed when node exits.
  */
 export class RedisServer {
-  constructor(port, { dirPrefix = 'redis-' } = {}) {
+  /** <durable>: an append-only file with fsync always, so the data survives the server's own
+   *  SIGKILL. */
+  constructor(port, { dirPrefix = 'redis-', durable = false } = {}) {
     this.port = port;
     this.dir = fs.mkdtempSync(path.join(tmpDir(), dirPrefix));
+    this.durable = durable;
     this.proc = null;
   }
 
   async start() {
+    const aof = this.durable ? ['--appendonly', 'yes', '--appendfsync', 'always'] : ['--appendonly', 'no'];
     const proc = spawn('redis-server', ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '',
-      '--appendonly', 'no', '--dir', this.dir], { stdio: 'ignore' });
+      ...aof, '--dir', this.dir], { stdio: 'ignore' });
     this.proc = proc;
     this.exited = new Promise((r) => proc.on('exit', r));
     process.on('exit', () => { try { proc.kill('SIGKILL'); } catch { /* gone */ } });
@@ -493,8 +497,14 @@ export class RedisServer {
     await this.exited;
   }
 
+  /** SIGSTOP: connections stay open, commands are accepted by the kernel and never answered. */
+  pause() { this.proc.kill('SIGSTOP'); }
+
+  resume() { this.proc.kill('SIGCONT'); }
+
   async stop() {
     if (this.proc && this.proc.exitCode === null && this.proc.signalCode === null) {
+      this.resume();
       this.proc.kill('SIGTERM');
       await this.exited;
     }
