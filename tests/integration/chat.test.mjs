@@ -5,6 +5,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   startFake, startProxy, makeConfig, fakeDeployment, assertCleanExit, streamRaw, post, chatBody,
+  weatherTool,
 } from './lib/harness.mjs';
 import { validateChatCompletion, validateChatChunk, validateCompletion } from './lib/schema.mjs';
 
@@ -14,19 +15,6 @@ const KEY = 'sk-deployment-secret-chat';
 let fake;
 let proxy;
 let client;
-
-const weatherTool = {
-  type: 'function',
-  function: {
-    name: 'get_weather',
-    description: 'Weather for a city',
-    parameters: {
-      type: 'object',
-      properties: { location: { type: 'string' }, unit: { type: 'string', enum: ['c', 'f'] } },
-      required: ['location'],
-    },
-  },
-};
 
 before(async () => {
   fake = await startFake();
