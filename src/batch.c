@@ -854,16 +854,18 @@ static void list(const sy_api_in *in, sy_batch *b, sy_reply *out)
     }
     bool more = false;
     for (size_t i = start; i < kv.n; i++) {
-        if (json_array_size(data) == (size_t)limit) {
-            more = true;
-            break;
-        }
         json_t *obj = NULL;
         if (bobj_get(b->store, items[i].id, &obj) != SY_OK)
             continue;
         if (!in_scope(obj, scope)) {
             json_decref(obj);
             continue;
+        }
+        /* more only when another batch of this scope follows (not any batch of the store) */
+        if (json_array_size(data) == (size_t)limit) {
+            json_decref(obj);
+            more = true;
+            break;
         }
         json_t *pub = bobj_public(b->store, obj);
         json_decref(obj);

@@ -330,11 +330,13 @@ static int teardown_api(void **state)
     return system(cmd) == 0 ? 0 : -1;
 }
 
-static json_t *call(const char *method, const char *path, const char *body, int *status,
-                    const char **allow)
+/* A request with Authorization <auth> (NULL = none). */
+static json_t *call_as(const char *auth, const char *method, const char *path, const char *body,
+                       int *status, const char **allow)
 {
     sy_api_in in = {.cfg = cfg, .method = method, .path = path, .body = body ? body : "",
-                    .len = body ? strlen(body) : 0, .files = files, .batch = batch};
+                    .len = body ? strlen(body) : 0, .authorization = auth, .files = files,
+                    .batch = batch};
     sy_reply out;
     memset(&out, 0, sizeof(out));
     sy_api_batches(&in, &out);
@@ -345,6 +347,12 @@ static json_t *call(const char *method, const char *path, const char *body, int 
     free(out.body);
     assert_non_null(j);
     return j;
+}
+
+static json_t *call(const char *method, const char *path, const char *body, int *status,
+                    const char **allow)
+{
+    return call_as(NULL, method, path, body, status, allow);
 }
 
 /* GET /v1/batches?limit=<limit>&after=<after> (either may be NULL). */
@@ -358,11 +366,13 @@ static const char *list_arg(void *hctx, const char *name)
     return strcmp(name, "limit") == 0 ? a->limit : strcmp(name, "after") == 0 ? a->after : NULL;
 }
 
-static json_t *list_page(const char *limit, const char *after, int *status)
+/* The same as the caller with Authorization <auth> (NULL = none). */
+static json_t *list_page_as(const char *auth, const char *limit, const char *after, int *status)
 {
     list_args a = {limit, after};
     sy_api_in in = {.cfg = cfg, .method = "GET", .path = "/v1/batches", .body = "", .len = 0,
-                    .get_arg = list_arg, .hctx = &a, .files = files, .batch = batch};
+                    .authorization = auth, .get_arg = list_arg, .hctx = &a, .files = files,
+                    .batch = batch};
     sy_reply out;
     memset(&out, 0, sizeof(out));
     sy_api_batches(&in, &out);
@@ -371,6 +381,24 @@ static json_t *list_page(const char *limit, const char *after, int *status)
     free(out.body);
     assert_non_null(j);
     return j;
+}
+
+static json_t *list_page(const char *limit, const char *after, int *status)
+{
+    return list_page_as(NULL, limit, after, status);
+}
+
+/* A file owned by the tenant of Authorization <auth> (NULL = none); its id (new). */
+static char *upload_as(const char *auth, const char *purpose, const char *text)
+{
+    json_t *f = NULL;
+    char tbuf[SY_TENANT_MAX];
+    const char *owner = sy_api_tenant(auth, tbuf, sizeof(tbuf));
+    assert_int_equal(
+        sy_files_create(files, owner, purpose, "in.jsonl", text, strlen(text), &f), SY_OK);
+    char *id = strdup(json_string_value(json_object_get(f, "id")));
+    json_decref(f);
+    return id;
 }
 
 static char *upload(const char *purpose, const char *text)
@@ -399,17 +427,113 @@ static json_t *wait_status(const char *id, const char *want)
     return NULL;
 }
 
-static char *create(const char *fid, int *status, json_t **obj)
+static char *create_as(const char *auth, const char *fid, int *status, json_t **obj)
 {
     char body[256];
     snprintf(body, sizeof(body),
              "{\"input_file_id\":\"%s\",\"endpoint\":\"" EP "\",\"completion_window\":\"24h\","
              "\"metadata\":{\"k\":\"v\"}}",
              fid);
-    json_t *j = call("POST", "/v1/batches", body, status, NULL);
+    json_t *j = call_as(auth, "POST", "/v1/batches", body, status, NULL);
     char *id = *status == 200 ? strdup(json_string_value(json_object_get(j, "id"))) : NULL;
     *obj = j;
     return id;
+}
+
+static char *create(const char *fid, int *status, json_t **obj)
+{
+    return create_as(NULL, fid, status, obj);
+}
+
+/* A batch of tenant <auth> (its id, new), its response checked. */
+static char *create_ok(const char *auth)
+{
+    int st;
+    json_t *obj = NULL;
+    char *fid = upload_as(auth, "batch", line_ok("t"));
+    char *id = create_as(auth, fid, &st, &obj);
+    assert_int_equal(st, 200);
+    assert_non_null(id);
+    json_decref(obj);
+    free(fid);
+    return id;
+}
+
+/* The ids of a list page, in order, checked against first_id/last_id. */
+static void page_ids(json_t *page, char ids[][80], size_t *n)
+{
+    json_t *data = json_object_get(page, "data");
+    *n = json_array_size(data);
+    for (size_t i = 0; i < *n; i++)
+        snprintf(ids[i], 80, "%s", json_string_value(json_object_get(json_array_get(data, i), "id")));
+    if (*n > 0) {
+        assert_string_equal(json_string_value(json_object_get(page, "first_id")), ids[0]);
+        assert_string_equal(json_string_value(json_object_get(page, "last_id")), ids[*n - 1]);
+    } else {
+        assert_true(json_is_null(json_object_get(page, "first_id")));
+    }
+}
+
+/* Two tenants: each lists only its own batches, and has_more is about its own (tenant A's
+ * batches are the newest, so after A's last one only B's follow: no more for A). */
+static void test_api_list_tenants(void **state)
+{
+    (void)state;
+    const char *ta = "Bearer sk-tenant-a", *tb = "Bearer sk-tenant-b";
+    char *b1 = create_ok(tb), *b2 = create_ok(tb);
+    usleep(2000); /* creation times are in ms: A's are strictly newer */
+    char *a1 = create_ok(ta), *a2 = create_ok(ta);
+    char ids[8][80];
+    size_t n;
+    int st;
+
+    json_t *p = list_page_as(ta, "2", NULL, &st);
+    assert_int_equal(st, 200);
+    page_ids(p, ids, &n);
+    assert_int_equal(n, 2);
+    assert_true((strcmp(ids[0], a1) == 0 && strcmp(ids[1], a2) == 0) ||
+                (strcmp(ids[0], a2) == 0 && strcmp(ids[1], a1) == 0));
+    assert_false(json_is_true(json_object_get(p, "has_more")));
+    json_decref(p);
+
+    /* one at a time: more, then none */
+    p = list_page_as(ta, "1", NULL, &st);
+    page_ids(p, ids, &n);
+    assert_int_equal(n, 1);
+    assert_true(json_is_true(json_object_get(p, "has_more")));
+    json_decref(p);
+    char first[80];
+    snprintf(first, sizeof(first), "%s", ids[0]);
+    p = list_page_as(ta, "1", first, &st);
+    assert_int_equal(st, 200);
+    page_ids(p, ids, &n);
+    assert_int_equal(n, 1);
+    assert_string_not_equal(ids[0], first);
+    assert_false(json_is_true(json_object_get(p, "has_more")));
+    json_decref(p);
+
+    /* B sees its two, never A's; A's id is no cursor for B */
+    p = list_page_as(tb, NULL, NULL, &st);
+    page_ids(p, ids, &n);
+    assert_int_equal(n, 2);
+    for (size_t i = 0; i < n; i++)
+        assert_true(strcmp(ids[i], b1) == 0 || strcmp(ids[i], b2) == 0);
+    assert_false(json_is_true(json_object_get(p, "has_more")));
+    json_decref(p);
+    p = list_page_as(tb, NULL, a1, &st);
+    page_ids(p, ids, &n);
+    assert_int_equal(n, 0);
+    json_decref(p);
+    /* no bearer: a tenant of its own, with none */
+    p = list_page_as(NULL, NULL, NULL, &st);
+    page_ids(p, ids, &n);
+    assert_int_equal(n, 0);
+    assert_false(json_is_true(json_object_get(p, "has_more")));
+    json_decref(p);
+    free(a1);
+    free(a2);
+    free(b1);
+    free(b2);
 }
 
 static void test_api_errors(void **state)
@@ -592,6 +716,7 @@ int main(void)
         cmocka_unit_test(test_batch_share),
         cmocka_unit_test_setup_teardown(test_api_errors, setup_api, teardown_api),
         cmocka_unit_test_setup_teardown(test_api_lifecycle, setup_api, teardown_api),
+        cmocka_unit_test_setup_teardown(test_api_list_tenants, setup_api, teardown_api),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
