@@ -37,6 +37,14 @@ bool sy_api_master_ok(const sy_config *cfg, const char *authorization)
     return n == m && CRYPTO_memcmp(a, cfg->master_key, n) == 0;
 }
 
+const char *sy_api_scope(const sy_api_in *in, char *buf, size_t n)
+{
+    if (in->cfg != NULL && sy_api_master_ok(in->cfg, in->authorization))
+        return NULL;
+    const char *t = sy_api_tenant(in->authorization, buf, n);
+    return t != NULL ? t : "";
+}
+
 #define BAD_KEY "invalid API key: send 'Authorization: Bearer <key>' with a key this proxy accepts"
 
 static bool authorized(const sy_api_in *in)

@@ -546,16 +546,6 @@ static bool valid_id(const char *id)
     return true;
 }
 
-/* The caller's scope: NULL (every tenant's batches) with the master key, else its tenant (""
- * without a bearer), which is what create() stores in "sy_tenant". */
-static const char *caller_scope(const sy_api_in *in, char *buf, size_t n)
-{
-    if (sy_api_master_ok(in->cfg, in->authorization))
-        return NULL;
-    const char *t = sy_api_tenant(in->authorization, buf, n);
-    return t != NULL ? t : "";
-}
-
 /* Whether the stored batch <obj> is visible in <scope>. */
 static bool in_scope(const json_t *obj, const char *scope)
 {
@@ -675,7 +665,7 @@ static void create(const sy_api_in *in, sy_batch *b, sy_reply *out)
     }
     char sbuf[SY_TENANT_MAX];
     /* only the caller's own files (another tenant's is "No such file", as OpenAI answers) */
-    rc = sy_files_get(in->files, caller_scope(in, sbuf, sizeof(sbuf)), fid, &file);
+    rc = sy_files_get(in->files, sy_api_scope(in, sbuf, sizeof(sbuf)), fid, &file);
     if (rc == SY_ENOTFOUND) {
         api_msg(out, SY_EINVAL, "input_file_id", "No such file: '%.100s'.", fid);
         goto out;
@@ -838,7 +828,7 @@ static void list(const sy_api_in *in, sy_batch *b, sy_reply *out)
     }
     qsort(items, kv.n, sizeof(*items), idx_cmp);
     char sbuf[SY_TENANT_MAX];
-    const char *scope = caller_scope(in, sbuf, sizeof(sbuf));
+    const char *scope = sy_api_scope(in, sbuf, sizeof(sbuf));
     size_t start = 0;
     if (after != NULL) {
         start = kv.n;
@@ -926,7 +916,7 @@ void sy_api_batches(const sy_api_in *in, sy_reply *out)
             api_msg(out, SY_EMETHOD, NULL, "method %s is not allowed on /v1/batches/{id}", m);
             return;
         }
-        retrieve(b, caller_scope(in, sbuf, sizeof(sbuf)), id, out);
+        retrieve(b, sy_api_scope(in, sbuf, sizeof(sbuf)), id, out);
         return;
     }
     if ((size_t)(rest + rlen - slash) == 7 && strncmp(slash, "/cancel", 7) == 0) {
@@ -936,7 +926,7 @@ void sy_api_batches(const sy_api_in *in, sy_reply *out)
                     "method %s is not allowed on /v1/batches/{id}/cancel", m);
             return;
         }
-        cancel(b, caller_scope(in, sbuf, sizeof(sbuf)), id, out);
+        cancel(b, sy_api_scope(in, sbuf, sizeof(sbuf)), id, out);
         return;
     }
     char msg[200];

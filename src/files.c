@@ -794,16 +794,6 @@ static void upload_finish(sy_upload *u)
 
 /* ---- the HTTP API (worker thread) ---------------------------------------------------------- */
 
-/* The caller's scope: NULL (every tenant) with the master key, else its tenant ("" without a
- * bearer). */
-static const char *caller_scope(const sy_api_in *in, char *buf, size_t n)
-{
-    if (in->cfg != NULL && sy_api_master_ok(in->cfg, in->authorization))
-        return NULL;
-    const char *t = sy_api_tenant(in->authorization, buf, n);
-    return t != NULL ? t : "";
-}
-
 static void reply_err(sy_reply *out, sy_err rc, const char *id)
 {
     char msg[200];
@@ -927,7 +917,7 @@ static void api_list(const sy_api_in *in, sy_reply *out)
     char msg[200];
     json_t *res = NULL;
     char sbuf[SY_TENANT_MAX];
-    const char *scope = caller_scope(in, sbuf, sizeof(sbuf));
+    const char *scope = sy_api_scope(in, sbuf, sizeof(sbuf));
 
     if (lim != NULL && !parse_long(lim, 1, LIST_MAX, &limit)) {
         sy_api_error(out, SY_EINVAL,
@@ -966,7 +956,7 @@ void sy_api_files(const sy_api_in *in, sy_reply *out)
     bool get = strcmp(m, "GET") == 0 || strcmp(m, "HEAD") == 0;
     char id[ID_MAX + 16];
     char msg[200], sbuf[SY_TENANT_MAX];
-    const char *scope = caller_scope(in, sbuf, sizeof(sbuf));
+    const char *scope = sy_api_scope(in, sbuf, sizeof(sbuf));
 
     out->fd = -1;
     if (in->files == NULL) {

@@ -72,6 +72,10 @@ bool sy_api_batch_ok(const sy_api_in *in);
  * that passes for another tenant. NULL without a header. <n> >= SY_TENANT_MAX. */
 #define SY_TENANT_MAX 40
 const char *sy_api_tenant(const char *authorization, char *buf, size_t n);
+/* The caller's scope for the Files and Batches APIs: NULL (every tenant) with the master key,
+ * else its tenant as sy_api_tenant writes it into <buf>, or "" without a bearer (the tenant
+ * that objects created without one are stored under). <n> >= SY_TENANT_MAX. */
+const char *sy_api_scope(const sy_api_in *in, char *buf, size_t n);
 
 /* Helpers shared by the endpoint files. */
 void sy_api_error(sy_reply *out, sy_err e, const char *message, const char *param);
