@@ -66,6 +66,24 @@ typedef struct field {
     bool seen;
 } field;
 
+#define PART_HEAD_CAP 1024 /* a part's header block looked at for its name */
+
+/* Counts the parts named "file" in the raw multipart body, so a second one is rejected even
+ * when the first was empty: MHD's post processor reports an empty part as one call of size 0
+ * at offset 0, which a later data call at offset 0 cannot be told apart from (a part's first
+ * call can be empty when its data arrives later). The delimiter "CRLF--<boundary>" cannot occur
+ * inside a part (RFC 2046), and its first byte, CR, occurs in it only there, so a plain
+ * matcher that restarts on CR finds every delimiter across chunk splits. */
+typedef struct partscan {
+    char delim[80];
+    size_t dlen; /* 0: boundary unknown or too long, no scanning */
+    size_t m;    /* delimiter bytes matched */
+    bool in_head;
+    char head[PART_HEAD_CAP + 1];
+    size_t hlen;
+    int files;
+} partscan;
+
 struct sy_upload {
     sy_files *f;
     struct MHD_PostProcessor *pp;
@@ -75,6 +93,7 @@ struct sy_upload {
     int fd;
     char tmp[PATH_MAX]; /* "" once published or removed */
     bool file_seen;
+    partscan scan;
     char filename[FILENAME_CAP + 1];
     uint64_t bytes, newlines;
     char last; /* last byte of the file part */
@@ -706,6 +725,79 @@ static void file_piece(sy_upload *u, const char *filename, const char *data, uin
     u->last = data[size - 1];
 }
 
+/* The boundary as MHD takes it (everything after "boundary=" in <ct>). */
+static void partscan_init(partscan *ps, const char *ct)
+{
+    const char *b = strstr(ct, "boundary=");
+    memset(ps, 0, sizeof(*ps));
+    if (b == NULL)
+        return;
+    b += strlen("boundary=");
+    int w = snprintf(ps->delim, sizeof(ps->delim), "\r\n--%s", b);
+    if (*b == '\0' || w < 0 || (size_t)w >= sizeof(ps->delim))
+        return;
+    ps->dlen = (size_t)w;
+    ps->m = 2; /* the body opens with "--<boundary>", as if after a CRLF */
+}
+
+/* Whether the header block <h> has a Content-Disposition whose name parameter is "file". */
+static bool head_names_file(const char *h)
+{
+    char low[PART_HEAD_CAP + 1];
+    size_t n = strlen(h);
+    for (size_t i = 0; i <= n; i++) /* header and parameter names are case-insensitive */
+        low[i] = (char)(h[i] >= 'A' && h[i] <= 'Z' ? h[i] - 'A' + 'a' : h[i]);
+    char *cd = strstr(low, "content-disposition:");
+    if (cd == NULL)
+        return false;
+    char *eol = strpbrk(cd, "\r\n");
+    if (eol != NULL)
+        *eol = '\0';
+    for (char *p = strstr(cd, "name="); p != NULL; p = strstr(p + 1, "name=")) {
+        if (p[-1] != ';' && p[-1] != ' ' && p[-1] != '\t') /* not "filename=" */
+            continue;
+        const char *v = h + (p - low) + 5; /* the value as sent: MHD compares it exactly */
+        if (strncmp(v, "\"file\"", 6) == 0)
+            return true;
+        if (strncmp(v, "file", 4) == 0 && strchr("; \t\r\n", v[4]) != NULL) /* or NUL */
+            return true;
+    }
+    return false;
+}
+
+static void partscan_feed(partscan *ps, const char *data, size_t len)
+{
+    if (ps->dlen == 0)
+        return;
+    for (size_t i = 0; i < len; i++) {
+        char c = data[i];
+        if (ps->in_head) {
+            if (ps->hlen < PART_HEAD_CAP)
+                ps->head[ps->hlen++] = c;
+            size_t n = ps->hlen;
+            bool end = (n >= 4 && memcmp(ps->head + n - 4, "\r\n\r\n", 4) == 0) ||
+                       (n >= 2 && memcmp(ps->head + n - 2, "\n\n", 2) == 0) ||
+                       n == PART_HEAD_CAP;
+            if (end) {
+                ps->head[n] = '\0';
+                if (head_names_file(ps->head))
+                    ps->files++;
+                ps->in_head = false;
+                ps->m = 0;
+            }
+            continue;
+        }
+        if (c == ps->delim[ps->m]) {
+            if (++ps->m == ps->dlen) {
+                ps->in_head = true;
+                ps->hlen = 0;
+            }
+        } else {
+            ps->m = c == '\r' ? 1 : 0;
+        }
+    }
+}
+
 static enum MHD_Result on_part(void *cls, enum MHD_ValueKind kind, const char *key,
                                const char *filename, const char *content_type,
                                const char *transfer_encoding, const char *data, uint64_t off,
@@ -746,6 +838,7 @@ sy_upload *sy_upload_begin(sy_files *f, struct MHD_Connection *conn)
              ct != NULL ? ct : "none");
         return u;
     }
+    partscan_init(&u->scan, ct);
     u->pp = MHD_create_post_processor(conn, PP_BUFFER, on_part, u);
     if (u->pp == NULL)
         fail(u, SY_EINVAL, NULL,
@@ -757,6 +850,11 @@ void sy_upload_feed(sy_upload *u, const char *data, size_t len)
 {
     if (u == NULL || u->err != SY_OK || u->pp == NULL)
         return;
+    partscan_feed(&u->scan, data, len);
+    if (u->scan.files > 1) {
+        fail(u, SY_EINVAL, "file", "only one 'file' part may be sent");
+        return;
+    }
     if (MHD_post_process(u->pp, data, len) != MHD_YES)
         fail(u, SY_EINVAL, NULL, "the multipart/form-data body is malformed");
 }

@@ -197,6 +197,14 @@ describe('Files API', () => {
     expectError(await upload(proxy.url, [file, { name: 'purpose', value: 'batch' }, { name: 'expires_after[anchor]', value: 'created_at' }, { name: 'expires_after[seconds]', value: '60' }]), 400, { param: 'expires_after[seconds]' });
     expectError(await upload(proxy.url, [file, { name: 'purpose', value: 'batch' }, { name: 'expires_after[anchor]', value: 'last_used' }, { name: 'expires_after[seconds]', value: '3600' }]), 400, { param: 'expires_after[anchor]' });
     expectError(await upload(proxy.url, [file, file, { name: 'purpose', value: 'batch' }]), 400, { param: 'file' });
+    // a second 'file' part after an empty one is not merged into one file
+    const empty = { name: 'file', filename: 'empty.jsonl', value: '' };
+    expectError(await upload(proxy.url, [empty, file, { name: 'purpose', value: 'batch' }]), 400, { param: 'file', match: /only one 'file'/ });
+    expectError(await upload(proxy.url, [empty, { name: 'purpose', value: 'batch' }, { ...file, name: 'File' }, empty]), 400, { param: 'file', match: /only one 'file'/ });
+    // a part merely called like the file ('filename="file"', another name) is no second file part
+    const named = await upload(proxy.url, [{ name: 'notes', filename: 'file', value: 'x' }, file, { name: 'purpose', value: 'batch' }]);
+    assert.equal(named.status, 200, named.text);
+    await req(proxy.url, 'DELETE', `/v1/files/${named.json().id}`);
     // a batch input file over batch.max_lines
     const many = Array.from({ length: MAX_LINES + 1 }, (_, i) => `{"i":${i}}`).join('\n');
     expectError(await upload(proxy.url, [{ name: 'file', filename: 'big.jsonl', value: many }, { name: 'purpose', value: 'batch' }]), 400, { param: 'file', match: new RegExp(`${MAX_LINES + 1}`) });
