@@ -12,6 +12,7 @@
 #include "switchyard/config.h"
 
 #include "switchyard/health.h"
+#include "switchyard/json_util.h"
 #include "switchyard/prices.h"
 #include "switchyard/routes.h"
 #include "switchyard/store.h"
@@ -1389,37 +1390,6 @@ sy_err sy_config_parse(const json_t *root, const char *dir, sy_config **out, sy_
     return build(root, dir, NULL, out, errs, warns);
 }
 
-static sy_err read_file(const char *path, sy_buf *b, sy_errlist *errs)
-{
-    FILE *f = fopen(path, "rb");
-    char chunk[65536];
-    size_t n;
-    sy_err rc = SY_ECONFIG;
-
-    if (f == NULL) {
-        sy_errlist_add(errs, "%s: cannot open: %s", path, strerror(errno));
-        goto out;
-    }
-    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
-        if ((rc = sy_buf_append(b, chunk, n)) != SY_OK) {
-            if (rc == SY_ETOOBIG)
-                sy_errlist_add(errs, "%s: larger than %u bytes", path, CONFIG_MAX_BYTES);
-            rc = rc == SY_ENOMEM ? SY_ENOMEM : SY_ECONFIG;
-            goto out;
-        }
-    }
-    if (ferror(f)) {
-        sy_errlist_add(errs, "%s: read error", path);
-        rc = SY_ECONFIG;
-        goto out;
-    }
-    rc = SY_OK;
-out:
-    if (f != NULL)
-        (void)fclose(f); /* read-only: nothing to lose */
-    return rc;
-}
-
 /* Every deployment without an explicit price takes the prices file's (prices.h), so d->price is
  * always the effective price; one without either is an error (DESIGN §4: 0 must be explicit).
  * The file is read only when a deployment needs it. Only sy_config_load does this:
@@ -1448,27 +1418,13 @@ static sy_err resolve_prices(sy_config *cfg, sy_errlist *errs)
 
 sy_err sy_config_load(const char *path, sy_config **out, sy_errlist *errs, sy_errlist *warns)
 {
-    sy_buf b;
-    json_error_t je;
     json_t *root = NULL;
     char *dir = NULL;
     const char *slash = strrchr(path, '/');
     sy_err rc;
 
-    sy_buf_init(&b, CONFIG_MAX_BYTES);
-    if ((rc = read_file(path, &b, errs)) != SY_OK)
+    if ((rc = sy_json_load_file(path, CONFIG_MAX_BYTES, &root, errs)) != SY_OK)
         goto out;
-    root = json_loadb(b.data != NULL ? b.data : "", b.len, JSON_REJECT_DUPLICATES, &je);
-    if (root == NULL) {
-        /* jansson leaves the error empty when its lexer cannot allocate its first buffer */
-        rc = json_error_code(&je) == json_error_out_of_memory || je.text[0] == '\0' ? SY_ENOMEM
-                                                                                    : SY_ECONFIG;
-        if (rc == SY_ENOMEM)
-            sy_errlist_add(errs, "%s: out of memory", path);
-        else
-            sy_errlist_add(errs, "%s:%d:%d: %s", path, je.line, je.column, je.text);
-        goto out;
-    }
     rc = SY_ENOMEM;
     if (slash == NULL)
         dir = xstrdup(".");
@@ -1498,7 +1454,6 @@ sy_err sy_config_load(const char *path, sy_config **out, sy_errlist *errs, sy_er
 out:
     xfree(dir);
     json_decref(root);
-    sy_buf_cleanup(&b);
     return rc;
 }
 

@@ -1,4 +1,5 @@
-/* json_util: request-body checks around jansson and the float32 base64 codec.
+/* json_util: request-body checks around jansson, the float32 base64 codec and the capped
+ * JSON-file loader.
  *
  * Design decision: the depth cap runs over the raw bytes before jansson sees them, so a hostile
  * body of a million '[' costs one linear scan and no allocation; jansson then does all real
@@ -6,9 +7,11 @@
  * because they end up inside error bodies and log lines. */
 #include "switchyard/json_util.h"
 
+#include <errno.h>
 #include <float.h>
 #include <limits.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -144,6 +147,75 @@ sy_err sy_json_parse_body(const char *s, size_t n, int max_depth, json_t **out, 
     rc = SY_OK;
 out:
     json_decref(j);
+    return rc;
+}
+
+/* ---- files ---- */
+
+typedef struct file_reader {
+    FILE *f;
+    size_t left; /* bytes still allowed before the cap */
+    bool too_big;
+    bool failed;
+} file_reader;
+
+/* jansson's pull callback. It asks for one byte past the cap so that a file of exactly the cap
+ * loads and a longer one is seen; (size_t)-1 stops the parse, and the flags say why. */
+static size_t read_capped(void *buf, size_t buflen, void *data)
+{
+    file_reader *r = data;
+    size_t want = buflen < r->left + 1 ? buflen : r->left + 1;
+    size_t n = fread(buf, 1, want, r->f);
+
+    if (n > r->left) {
+        r->too_big = true;
+        return (size_t)-1;
+    }
+    r->left -= n;
+    if (n == 0 && ferror(r->f)) {
+        r->failed = true;
+        return (size_t)-1;
+    }
+    return n;
+}
+
+sy_err sy_json_load_file(const char *path, size_t max_bytes, json_t **out, sy_errlist *errs)
+{
+    file_reader r = {.f = fopen(path, "rb"), .left = max_bytes};
+    json_error_t je;
+    json_t *root = NULL;
+    sy_err rc = SY_ECONFIG;
+
+    if (r.f == NULL) {
+        sy_errlist_add(errs, "%s: cannot open: %s", path, strerror(errno));
+        goto out;
+    }
+    root = json_load_callback(read_capped, &r, JSON_REJECT_DUPLICATES, &je);
+    if (r.too_big) {
+        sy_errlist_add(errs, "%s: larger than %zu bytes", path, max_bytes);
+        goto out;
+    }
+    if (r.failed) {
+        sy_errlist_add(errs, "%s: read error", path);
+        goto out;
+    }
+    if (root == NULL) {
+        /* jansson leaves the error empty when its lexer cannot allocate its first buffer */
+        if (json_error_code(&je) == json_error_out_of_memory || je.text[0] == '\0') {
+            rc = SY_ENOMEM;
+            sy_errlist_add(errs, "%s: out of memory", path);
+        } else {
+            sy_errlist_add(errs, "%s:%d:%d: %s", path, je.line, je.column, je.text);
+        }
+        goto out;
+    }
+    *out = root;
+    root = NULL; /* the caller owns it now */
+    rc = SY_OK;
+out:
+    if (r.f != NULL)
+        (void)fclose(r.f); /* read-only: nothing to lose */
+    json_decref(root);
     return rc;
 }
 

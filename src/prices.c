@@ -5,13 +5,13 @@
  * from jansson's allocator so config's allocation-failure tests reach it. */
 #include "switchyard/prices.h"
 
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define PRICES_MAX_BYTES (4u << 20)
+#include "switchyard/json_util.h"
+
 #define PRICES_MAX_MODELS 10000
 #define MODEL_NAME_MAX 256
 
@@ -286,60 +286,11 @@ out:
 
 sy_err sy_prices_load(const char *path, sy_prices **out, sy_errlist *errs)
 {
-    FILE *f = fopen(path, "rb");
-    char *text = NULL;
-    size_t len = 0, cap = 0;
     json_t *root = NULL;
-    json_error_t je;
-    sy_err rc = SY_ECONFIG;
+    sy_err rc = sy_json_load_file(path, SY_PRICES_MAX_BYTES, &root, errs);
 
-    if (f == NULL) {
-        sy_errlist_add(errs, "%s: cannot open: %s", path, strerror(errno));
-        goto out;
-    }
-    for (;;) {
-        if (len + 65536 + 1 > cap) {
-            size_t ncap = cap == 0 ? 65536 + 1 : cap * 2;
-            char *t;
-            if (ncap > PRICES_MAX_BYTES + 65536 + 1) {
-                sy_errlist_add(errs, "%s: larger than %u bytes", path, PRICES_MAX_BYTES);
-                goto out;
-            }
-            if ((t = xmalloc(ncap)) == NULL) {
-                rc = SY_ENOMEM;
-                sy_errlist_add(errs, "%s: out of memory", path);
-                goto out;
-            }
-            if (len > 0)
-                memcpy(t, text, len);
-            xfree(text);
-            text = t;
-            cap = ncap;
-        }
-        size_t n = fread(text + len, 1, 65536, f);
-        len += n;
-        if (n == 0)
-            break;
-    }
-    if (ferror(f)) {
-        sy_errlist_add(errs, "%s: read error", path);
-        goto out;
-    }
-    root = json_loadb(text != NULL ? text : "", len, JSON_REJECT_DUPLICATES, &je);
-    if (root == NULL) {
-        if (json_error_code(&je) == json_error_out_of_memory || je.text[0] == '\0') {
-            rc = SY_ENOMEM;
-            sy_errlist_add(errs, "%s: out of memory", path);
-        } else {
-            sy_errlist_add(errs, "%s:%d:%d: %s", path, je.line, je.column, je.text);
-        }
-        goto out;
-    }
-    rc = sy_prices_parse(root, path, out, errs);
-out:
-    if (f != NULL)
-        (void)fclose(f); /* read-only */
-    xfree(text);
+    if (rc == SY_OK)
+        rc = sy_prices_parse(root, path, out, errs);
     json_decref(root);
     return rc;
 }

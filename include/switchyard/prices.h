@@ -60,6 +60,9 @@ char *sy_usd_format(int64_t micro, char buf[SY_USD_BUF]);
 /* A loaded price list. Immutable once built; safe to read from any thread. */
 typedef struct sy_prices sy_prices;
 
+/* A prices file larger than this many bytes is refused ("<path>: larger than N bytes"). */
+#define SY_PRICES_MAX_BYTES (4u << 20)
+
 /* Loads and validates the file at <path>. Each problem is one line in <errs> starting with
  * "<path>: " and its JSON path (`conf/prices.json: models.gpt-4.1.output: must be a number >= 0`).
  * Returns SY_OK and a new list, SY_ECONFIG (problems listed; *out untouched) or SY_ENOMEM.

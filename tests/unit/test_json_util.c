@@ -1,5 +1,6 @@
 /* Unit tests for json_util: depth scan, request body parsing (UTF-8, surrogates, NUL,
- * duplicates, shape), float32 base64, compact dump, and allocation failures one by one. */
+ * duplicates, shape), float32 base64, compact dump, the capped file loader (exact cap, messages
+ * naming the path) and allocation failures one by one. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -7,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <float.h>
@@ -326,6 +328,150 @@ static void test_parse_alloc_failures(void **state)
     assert_true(n > 5);
 }
 
+/* ---- files ---- */
+
+/* A temporary file holding <n> bytes of <text>; the caller unlinks and frees the path. */
+static char *temp_file(const char *text, size_t n)
+{
+    char tmpl[] = "/tmp/sy-json-util-XXXXXX";
+    int fd = mkstemp(tmpl);
+
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, n), (ssize_t)n);
+    assert_int_equal(close(fd), 0);
+    return strdup(tmpl);
+}
+
+/* A file of <size> bytes: {"a":1} followed by spaces (valid JSON at every size >= 7). */
+static char *padded_file(size_t size)
+{
+    char *text = malloc(size);
+    char *path;
+
+    assert_non_null(text);
+    memset(text, ' ', size);
+    memcpy(text, "{\"a\":1}", 7);
+    path = temp_file(text, size);
+    free(text);
+    return path;
+}
+
+/* Loads <path> with <cap> and expects <want>; on failure the one error line must equal
+ * <path> followed by <suffix>. */
+static void expect_load(const char *path, size_t cap, sy_err want, const char *suffix)
+{
+    sy_errlist errs;
+    json_t *j = NULL;
+    char *line = NULL;
+
+    sy_errlist_init(&errs);
+    assert_int_equal(sy_json_load_file(path, cap, &j, &errs), want);
+    if (want == SY_OK) {
+        assert_int_equal(errs.n, 0);
+        assert_non_null(j);
+        assert_int_equal(json_integer_value(json_object_get(j, "a")), 1);
+        json_decref(j);
+    } else {
+        assert_null(j);
+        assert_int_equal(errs.n, 1);
+        assert_true(asprintf(&line, "%s%s", path, suffix) > 0);
+        assert_string_equal(errs.items[0], line);
+        free(line);
+    }
+    sy_errlist_cleanup(&errs);
+}
+
+static void test_load_file_cap(void **state)
+{
+    (void)state;
+    /* Sizes around a small cap and around the 1024-byte chunks jansson pulls. */
+    const size_t caps[] = {7, 64, 1023, 1024, 1025, 4096, 100000};
+
+    for (size_t i = 0; i < sizeof(caps) / sizeof(caps[0]); i++) {
+        size_t cap = caps[i];
+        char *under = padded_file(cap - 1 >= 7 ? cap - 1 : 7), *exact = padded_file(cap),
+             *over = padded_file(cap + 1), *way_over = padded_file(cap * 3 + 5000);
+        char msg[64];
+
+        (void)snprintf(msg, sizeof(msg), ": larger than %zu bytes", cap);
+        expect_load(under, cap, SY_OK, NULL);
+        expect_load(exact, cap, SY_OK, NULL);
+        expect_load(over, cap, SY_ECONFIG, msg);
+        expect_load(way_over, cap, SY_ECONFIG, msg);
+        expect_load(way_over, cap * 3 + 5000, SY_OK, NULL);
+        unlink(under);
+        unlink(exact);
+        unlink(over);
+        unlink(way_over);
+        free(under);
+        free(exact);
+        free(over);
+        free(way_over);
+    }
+}
+
+static void test_load_file_errors(void **state)
+{
+    (void)state;
+    char *path;
+
+    expect_load("/nonexistent/dir/x.json", 100, SY_ECONFIG,
+                ": cannot open: No such file or directory");
+    /* a directory opens but cannot be read */
+    expect_load("/tmp", 100, SY_ECONFIG, ": read error");
+
+    path = temp_file("{\"a\":1,\n \"a\":2}", 15);
+    expect_load(path, 100, SY_ECONFIG, ":2:4: duplicate object key near '\"a\"'");
+    unlink(path);
+    free(path);
+
+    path = temp_file("{\"a\":1,\n  oops}", 15);
+    expect_load(path, 100, SY_ECONFIG, ":2:6: string or '}' expected near 'oops'");
+    unlink(path);
+    free(path);
+
+    path = temp_file("", 0);
+    expect_load(path, 100, SY_ECONFIG, ":1:0: '[' or '{' expected near end of file");
+    unlink(path);
+    free(path);
+}
+
+/* Every allocation failure is SY_ENOMEM (or a parse error, as jansson reports a few) with one
+ * line naming the path, and nothing leaks. */
+static void test_load_file_alloc_failures(void **state)
+{
+    (void)state;
+    const char text[] = "{\"a\":1,\"b\":[1,2,{\"c\":\"hello\"}],\"d\":{\"e\":null}}";
+    char *path = temp_file(text, sizeof(text) - 1);
+    sy_err rc = SY_ENOMEM;
+    long n;
+
+    for (n = 0; n < 10000; n++) {
+        sy_errlist errs;
+        json_t *j = NULL;
+
+        sy_errlist_init(&errs);
+        fail_after(n);
+        rc = sy_json_load_file(path, 1000, &j, &errs);
+        alloc_normal();
+        if (rc == SY_OK) {
+            assert_int_equal(errs.n, 0);
+            json_decref(j);
+            sy_errlist_cleanup(&errs);
+            break;
+        }
+        assert_true(rc == SY_ENOMEM || rc == SY_ECONFIG);
+        assert_null(j);
+        assert_int_equal(errs.n, 1);
+        assert_true(strncmp(errs.items[0], path, strlen(path)) == 0);
+        sy_errlist_cleanup(&errs);
+    }
+    assert_int_equal(rc, SY_OK);
+    assert_true(n > 5);
+    unlink(path);
+    free(path);
+}
+
 /* ---- base64 floats ---- */
 
 static json_t *floats(const float *v, size_t n)
@@ -532,6 +678,9 @@ int main(void)
         cmocka_unit_test(test_parse_every_prefix_is_truncated),
         cmocka_unit_test(test_parse_msg_buffer),
         cmocka_unit_test(test_parse_alloc_failures),
+        cmocka_unit_test(test_load_file_cap),
+        cmocka_unit_test(test_load_file_errors),
+        cmocka_unit_test(test_load_file_alloc_failures),
         cmocka_unit_test(test_b64_known_vector),
         cmocka_unit_test(test_b64_round_trip),
         cmocka_unit_test(test_b64_encode_rejects),

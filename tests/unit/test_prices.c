@@ -352,6 +352,69 @@ static void test_config_integration(void **state)
     free(list);
 }
 
+/* A list of <size> bytes: one priced model padded with spaces inside the object. */
+static char *write_sized(size_t size)
+{
+    const char *head = "{\"models\":{\"m\":{\"input\":1,\"output\":2}}";
+    char *text = malloc(size + 1);
+    char *path;
+
+    assert_non_null(text);
+    assert_true(size > strlen(head) + 1);
+    memset(text, ' ', size);
+    memcpy(text, head, strlen(head));
+    text[size - 1] = '}';
+    text[size] = '\0';
+    path = write_temp(text);
+    free(text);
+    return path;
+}
+
+/* The cap is exact: a list of SY_PRICES_MAX_BYTES loads (the old doubling loop refused anything
+ * past about 4.13 MB), one byte more is refused with the path, a missing file names the path. */
+static void test_load_size_cap(void **state)
+{
+    (void)state;
+    const size_t sizes[] = {SY_PRICES_MAX_BYTES - 65536, 4150000, SY_PRICES_MAX_BYTES - 1,
+                            SY_PRICES_MAX_BYTES};
+    sy_errlist errs;
+    sy_prices *p = NULL;
+    char *path, *want = NULL;
+
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        path = write_sized(sizes[i]);
+        sy_errlist_init(&errs);
+        assert_int_equal(sy_prices_load(path, &p, &errs), SY_OK);
+        assert_int_equal(errs.n, 0);
+        assert_int_equal(sy_prices_count(p), 1);
+        sy_prices_free(p);
+        p = NULL;
+        sy_errlist_cleanup(&errs);
+        unlink(path);
+        free(path);
+    }
+
+    path = write_sized(SY_PRICES_MAX_BYTES + 1);
+    sy_errlist_init(&errs);
+    assert_int_equal(sy_prices_load(path, &p, &errs), SY_ECONFIG);
+    assert_null(p);
+    assert_int_equal(errs.n, 1);
+    assert_true(asprintf(&want, "%s: larger than %u bytes", path, SY_PRICES_MAX_BYTES) > 0);
+    assert_string_equal(errs.items[0], want);
+    free(want);
+    sy_errlist_cleanup(&errs);
+    unlink(path);
+    free(path);
+
+    sy_errlist_init(&errs);
+    assert_int_equal(sy_prices_load("/nonexistent/dir/prices.json", &p, &errs), SY_ECONFIG);
+    assert_null(p);
+    assert_int_equal(errs.n, 1);
+    assert_string_equal(errs.items[0],
+                        "/nonexistent/dir/prices.json: cannot open: No such file or directory");
+    sy_errlist_cleanup(&errs);
+}
+
 /* ---- allocation failures ------------------------------------------------------------------ */
 
 static long fail_at = -1, nalloc;
@@ -407,6 +470,7 @@ int main(void)
         cmocka_unit_test(test_validation),
         cmocka_unit_test(test_shipped_list),
         cmocka_unit_test(test_config_integration),
+        cmocka_unit_test(test_load_size_cap),
         cmocka_unit_test(test_alloc_failure),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
