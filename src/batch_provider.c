@@ -8,8 +8,9 @@
  *   offer:   the line is copied to {b}:pb:line:<batch>:<line> and indexed in the hash {b}:pb:pend
  *            ("<batch>:<line>" -> "<enqueued ms>|<attempts>|<deployment>") before the worker
  *            acknowledges its queue entry.
- *   submit:  (sweeper) lines of one deployment are grouped once there are PB_MAX_LINES of them
- *            or the oldest has waited batch.poll_ms; the group is written to {b}:pb:sub
+ *   submit:  (sweeper) lines of one deployment are grouped once there are
+ *            batch.provider_group_size of them or the oldest has waited batch.poll_ms; the
+ *            group is written to {b}:pb:sub
  *            (<sub id> -> {"dep","ep","lines":[...],"state":"submitting"}) and taken out of the
  *            pending index, then submitted; the provider's batch id is saved ("submitted").
  *            A failed submit puts the lines back (up to batch.max_attempts, then they fail).
@@ -45,7 +46,6 @@
 #define PB_PEND "{b}:pb:pend"
 #define PB_SUB "{b}:pb:sub"
 #define PB_LEASE "{b}:pb:lease"
-#define PB_MAX_LINES 1000 /* lines per provider batch */
 
 static bool line_key(char *buf, size_t n, const char *ref)
 {
@@ -381,7 +381,7 @@ static void submit_due(sy_batch *b, json_t *seen)
             groups[k].oldest = now;
             ng++;
         }
-        if (json_array_size(groups[k].refs) >= PB_MAX_LINES)
+        if (json_array_size(groups[k].refs) >= b->cfg->batch_provider_group_size)
             continue;
         json_array_append_new(groups[k].refs, json_string(kv.items[i].name));
         json_array_append_new(groups[k].tries, json_integer(strtol(p1 + 1, NULL, 10)));
@@ -389,7 +389,7 @@ static void submit_due(sy_batch *b, json_t *seen)
             groups[k].oldest = strtoll(v, NULL, 10);
     }
     for (i = 0; i < ng; i++)
-        if (json_array_size(groups[i].refs) >= PB_MAX_LINES ||
+        if (json_array_size(groups[i].refs) >= b->cfg->batch_provider_group_size ||
             now - groups[i].oldest >= b->cfg->batch_poll_ms)
             submit_group(b, &groups[i]);
 out:

@@ -265,3 +265,51 @@ describe('provider batch across a restart (redis)', { skip: !haveRedis && 'redis
     }
   });
 });
+
+/* ------------------------------------------------------------------ group size ------------- */
+
+describe('provider batch group size', () => {
+  let fake, proxy, client;
+
+  before(async () => {
+    fake = await startFake();
+    proxy = await startProxy(makeConfig({
+      auth: { master_key_env: MASTER_ENV },
+      deployments: [fakeDeployment(fake, 'gpt-grp', { price: PRICE, batch_api: true })],
+      batch: { poll_ms: 200, workers: 2, retry_base_ms: 10, provider_group_size: 3 },
+    }), { env: { [MASTER_ENV]: MASTER } });
+    client = proxy.client({ apiKey: MASTER });
+  });
+
+  after(async () => {
+    await proxy?.stop();
+    await fake?.stop();
+    await assertCleanExit(proxy);
+  });
+
+  test('batch.provider_group_size caps the lines of one provider batch', async () => {
+    const N = 10;
+    await request(fake.url, 'POST', '/_reqlog', { body: '' });
+    await fake.reset();
+    const f = await client.files.create({ file: await toFile(Buffer.from(chatLines('gpt-grp', N, 'grp')), 'in.jsonl'), purpose: 'batch' });
+    const batch = await client.batches.create({
+      input_file_id: f.id, endpoint: '/v1/chat/completions', completion_window: '24h',
+    });
+    let done;
+    await waitFor(async () => {
+      done = await client.batches.retrieve(batch.id);
+      return TERMINAL.includes(done.status);
+    }, { timeout: 60000, interval: 100, what: 'the batch to end' });
+    assert.equal(done.status, 'completed', JSON.stringify(done));
+    assert.equal(done.request_counts.completed, N);
+    const log = (await request(fake.url, 'GET', '/_reqlog')).json();
+    const uploads = log.requests.filter((r) => /\/files$/.test(r.path))
+      .map((r) => (r.body.match(/"custom_id"/g) || []).length);
+    const { creates } = await providerCalls(fake);
+    assert.equal(creates.length, uploads.length);
+    assert.ok(creates.length >= Math.ceil(N / 3), `${creates.length} provider batches`);
+    assert.equal(uploads.reduce((a, b) => a + b, 0), N, `lines per upload: ${uploads}`);
+    assert.ok(Math.max(...uploads) <= 3, `lines per upload: ${uploads}`);
+    assert.equal((await fake.stats()).batch_line_dups, 0);
+  });
+});
