@@ -274,6 +274,12 @@ static const field batch_fields[] = {
      .off = offsetof(sy_config, batch_window_s), .def_int = 86400, .min = 1,
      .max = 604800,
      .doc = "seconds a `completion_window` of `24h` lasts (shorten only for tests)"},
+    {.key = "provider_group_size", .type = FT_INT, .itype = FI_SIZE,
+     .off = offsetof(sy_config, batch_provider_group_size), .def_int = 1000, .min = 1,
+     .max = 50000,
+     .doc = "most lines in one batch submitted to a provider's batch API (deployments with "
+            "`batch_api`); more wait for the next group. OpenAI takes up to 50,000 lines a "
+            "batch, Anthropic up to 100,000"},
     {.key = "files_dir", .type = FT_STR, .off = offsetof(sy_config, files_dir),
      .check = check_path, .bounds_doc = PATH_DOC,
      .doc = "directory of uploaded and batch output file contents; unset: `<data_dir>/files`. "
