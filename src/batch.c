@@ -568,6 +568,64 @@ static sy_err scoped_get(sy_store *s, const char *scope, const char *id, json_t 
     return rc;
 }
 
+/* The index of <tenant>'s batches ("" = created without a bearer). */
+static bool tidx_key(char *buf, size_t n, const char *tenant)
+{
+    return fits(snprintf(buf, n, B_TIDX "%s", tenant[0] != '\0' ? tenant : "-"), n);
+}
+
+static sy_err tidx_add(sy_store *s, const char *tenant, const char *id, int64_t ms)
+{
+    char key[SY_STORE_KEY_MAX], v[24];
+    if (!tidx_key(key, sizeof(key), tenant))
+        return SY_ETOOBIG;
+    snprintf(v, sizeof(v), "%lld", (long long)ms);
+    return sy_store_hset(s, key, id, v, strlen(v), 0, NULL);
+}
+
+/* Batches created before the per-tenant indexes existed are only in B_INDEX: the first tenant
+ * listing of the store (any instance) copies each into its tenant's index, then writes
+ * B_TIDX_READY, so this costs one read of every batch once per store and one EXISTS per
+ * process after. A create racing with it writes both indexes itself; a failure leaves the
+ * marker unwritten and the next listing starts over (the copies are idempotent). */
+static sy_err tidx_ensure(sy_batch *b)
+{
+    bool ready = false;
+    size_t moved = 0;
+    if (atomic_load(&b->tidx_ready))
+        return SY_OK;
+    sy_err rc = sy_store_exists(b->store, B_TIDX_READY, &ready);
+    if (rc != SY_OK || ready)
+        goto out;
+    sy_store_kvs kv;
+    sy_store_kvs_init(&kv);
+    rc = sy_store_hgetall(b->store, B_INDEX, &kv);
+    for (size_t i = 0; rc == SY_OK && i < kv.n; i++) {
+        json_t *obj = NULL;
+        rc = bobj_get(b->store, kv.items[i].name, &obj);
+        if (rc == SY_ENOTFOUND) { /* an index entry of a create that failed half-way */
+            rc = SY_OK;
+            continue;
+        }
+        if (rc != SY_OK)
+            break;
+        const char *t = json_string_value(json_object_get(obj, "sy_tenant"));
+        rc = tidx_add(b->store, t != NULL ? t : "", kv.items[i].name,
+                      strtoll(kv.items[i].value, NULL, 10));
+        json_decref(obj);
+        moved++;
+    }
+    sy_store_kvs_cleanup(&kv);
+    if (rc == SY_OK)
+        rc = sy_store_set(b->store, B_TIDX_READY, "1", 1, 0, 0, NULL);
+    if (rc == SY_OK)
+        sy_log(SY_LOG_INFO, NULL, "batch: %zu stored batches added to per-tenant indexes", moved);
+out:
+    if (rc == SY_OK)
+        atomic_store(&b->tidx_ready, true);
+    return rc;
+}
+
 static void store_error(sy_reply *out, sy_err rc)
 {
     sy_log(SY_LOG_WARN, NULL, "batch: store call failed (%s)", sy_err_name(rc));
@@ -712,6 +770,8 @@ static void create(const sy_api_in *in, sy_batch *b, sy_reply *out)
     if (rc == SY_OK)
         rc = sy_store_hincrby(b->store, B_INDEX, id, now_ms, NULL);
     if (rc == SY_OK)
+        rc = tidx_add(b->store, t != NULL ? t : "", id, now_ms);
+    if (rc == SY_OK)
         rc = sy_store_hincrby(b->store, B_ACTIVE, id, 1, NULL);
     if (rc != SY_OK) {
         store_error(out, rc);
@@ -791,6 +851,10 @@ static int idx_cmp(const void *a, const void *b)
     return strcmp(y->id, x->id);
 }
 
+/* A page costs one read of the caller's index (every batch's with the master key, else its
+ * tenant's) plus two calls per batch shown (the object and its counts): never a read of a
+ * batch that is not shown. Batch objects are never deleted, so every entry of an index is a
+ * visible batch and has_more needs no read-ahead. */
 static void list(const sy_api_in *in, sy_batch *b, sy_reply *out)
 {
     const char *lim = in->get_arg != NULL ? in->get_arg(in->hctx, "limit") : NULL;
@@ -805,9 +869,17 @@ static void list(const sy_api_in *in, sy_batch *b, sy_reply *out)
             return;
         }
     }
+    char sbuf[SY_TENANT_MAX], key[SY_STORE_KEY_MAX];
+    const char *scope = sy_api_scope(in, sbuf, sizeof(sbuf)), *index = B_INDEX;
+    sy_err rc = SY_OK;
+    if (scope != NULL) {
+        rc = tidx_key(key, sizeof(key), scope) ? tidx_ensure(b) : SY_ETOOBIG;
+        index = key;
+    }
     sy_store_kvs kv;
     sy_store_kvs_init(&kv);
-    sy_err rc = sy_store_hgetall(b->store, B_INDEX, &kv);
+    if (rc == SY_OK)
+        rc = sy_store_hgetall(b->store, index, &kv);
     if (rc != SY_OK) {
         sy_store_kvs_cleanup(&kv);
         store_error(out, rc);
@@ -827,35 +899,28 @@ static void list(const sy_api_in *in, sy_batch *b, sy_reply *out)
         items[i].ms = strtoll(kv.items[i].value, NULL, 10);
     }
     qsort(items, kv.n, sizeof(*items), idx_cmp);
-    char sbuf[SY_TENANT_MAX];
-    const char *scope = sy_api_scope(in, sbuf, sizeof(sbuf));
     size_t start = 0;
     if (after != NULL) {
+        /* not in the caller's index (another tenant's batch, unknown): an empty page */
         start = kv.n;
         for (size_t i = 0; i < kv.n; i++)
             if (strcmp(items[i].id, after) == 0) {
-                json_t *a = NULL;
-                /* another tenant's batch is no cursor: an unknown one (an empty page) */
-                if (scoped_get(b->store, scope, after, &a) == SY_OK)
-                    start = i + 1;
-                json_decref(a);
+                start = i + 1;
                 break;
             }
     }
     bool more = false;
     for (size_t i = start; i < kv.n; i++) {
+        if (json_array_size(data) == (size_t)limit) {
+            more = true;
+            break;
+        }
         json_t *obj = NULL;
         if (bobj_get(b->store, items[i].id, &obj) != SY_OK)
             continue;
-        if (!in_scope(obj, scope)) {
+        if (!in_scope(obj, scope)) { /* never for an entry of the right index */
             json_decref(obj);
             continue;
-        }
-        /* more only when another batch of this scope follows (not any batch of the store) */
-        if (json_array_size(data) == (size_t)limit) {
-            json_decref(obj);
-            more = true;
-            break;
         }
         json_t *pub = bobj_public(b->store, obj);
         json_decref(obj);

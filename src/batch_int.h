@@ -5,6 +5,7 @@
 
 #include <jansson.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -16,6 +17,10 @@
 #define B_INDEX "{b}:index"
 #define B_ACTIVE "{b}:active"
 #define B_STATS "{b}:stats"
+/* per-tenant indexes {b}:tidx:<tenant or "-"> (field id, value creation ms); the marker says
+ * that every batch of the store is in its tenant's index (batch.c) */
+#define B_TIDX "{b}:tidx:"
+#define B_TIDX_READY "{b}:tidx_ready"
 
 struct sy_batch {
     sy_config *cfg; /* a reference: batch.* settings and the provider seam's routing */
@@ -36,6 +41,7 @@ struct sy_batch {
     bool stop;          /* under mu */
     bool kick;          /* under mu: a batch was created, validate now */
     bool stopped;       /* sy_batch_stop ran */
+    atomic_bool tidx_ready; /* B_TIDX_READY was seen or written by this process */
     /* entries reclaimed by the sweeper, run by the workers first (under mu) */
     sy_stream_entry *reclaimed;
     size_t nreclaimed, capreclaimed;

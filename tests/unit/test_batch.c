@@ -706,6 +706,121 @@ static void test_api_lifecycle(void **state)
     free(good);
 }
 
+/* A batch stored the way it was before per-tenant indexes: the object and B_INDEX only. */
+static void put_legacy(sy_store *s, const char *id, const char *auth, int64_t ms)
+{
+    char key[SY_STORE_KEY_MAX], tbuf[SY_TENANT_MAX];
+    const char *t = sy_api_tenant(auth, tbuf, sizeof(tbuf));
+    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:I, s:{s:i}, s:s}", "id", id, "object", "batch",
+                          "endpoint", EP, "status", "completed", "created_at",
+                          (json_int_t)(ms / 1000), "request_counts", "total", 0, "sy_tenant",
+                          t != NULL ? t : "");
+    char *text = json_dumps(o, JSON_COMPACT);
+    assert_true(bk_obj(key, sizeof(key), id));
+    assert_int_equal(sy_store_set(s, key, text, strlen(text), 0, SY_STORE_NX, NULL), SY_OK);
+    assert_int_equal(sy_store_hincrby(s, B_INDEX, id, ms, NULL), SY_OK);
+    free(text);
+    json_decref(o);
+}
+
+static uint64_t store_ops(sy_store *s)
+{
+    sy_store_stats st;
+    sy_store_stats_get(s, &st);
+    return st.ops;
+}
+
+/* Listing reads the caller's index and the batches it shows, never the other tenants': a page
+ * of 2 costs the same with 40 newer batches of another tenant in the store. Batches stored
+ * before the per-tenant indexes are listed too (indexed by the first tenant listing). Runs on
+ * a module without threads so the store's call count is the listing's alone. */
+static void test_api_list_cost(void **state)
+{
+    (void)state;
+    sy_store *qs = NULL;
+    sy_files *qf = NULL;
+    sy_batch *qb = NULL;
+    char qdir[128];
+    sy_store_opts o;
+    sy_store_opts_init(&o);
+    assert_int_equal(sy_store_new(&o, &qs), SY_OK);
+    sy_store_opts_cleanup(&o);
+    snprintf(qdir, sizeof(qdir), "%s/quiet", dir);
+    assert_int_equal(sy_files_new(qdir, qs, 1 << 20, 1000, &qf), SY_OK);
+    assert_int_equal(sy_batch_new(cfg, qs, qf, NULL, NULL, NULL, &qb), SY_OK);
+    sy_files *keep_files = files;
+    sy_batch *keep_batch = batch;
+    files = qf;
+    batch = qb;
+
+    const char *ta = "Bearer sk-cost-a", *tb = "Bearer sk-cost-b";
+    put_legacy(qs, "batch_legacya1", ta, 1000);
+    put_legacy(qs, "batch_legacya2", ta, 2000);
+    put_legacy(qs, "batch_legacyb1", tb, 3000);
+    char *mine[5] = {strdup("batch_legacya1"), strdup("batch_legacya2")};
+    int st;
+    for (int i = 2; i < 5; i++)
+        mine[i] = create_ok(ta);
+    usleep(2000); /* B's are strictly newer: an unindexed listing reads them all first */
+    char *theirs[40];
+    for (int i = 0; i < 40; i++)
+        theirs[i] = create_ok(tb);
+
+    /* the first tenant listing of the store indexes the legacy batches (once) */
+    json_decref(list_page_as(ta, "1", NULL, &st));
+    /* A pages through its five */
+    char ids[8][80], seen[8][80], after[80] = "";
+    size_t n, total = 0;
+    int pages = 0;
+    uint64_t worst = 0;
+    for (;;) {
+        uint64_t before = store_ops(qs);
+        json_t *p = list_page_as(ta, "2", after[0] ? after : NULL, &st);
+        uint64_t cost = store_ops(qs) - before;
+        assert_int_equal(st, 200);
+        page_ids(p, ids, &n);
+        if (cost > worst)
+            worst = cost;
+        for (size_t i = 0; i < n; i++) {
+            assert_true(total < 8);
+            snprintf(seen[total++], 80, "%s", ids[i]);
+        }
+        bool more = json_is_true(json_object_get(p, "has_more"));
+        json_decref(p);
+        pages++;
+        if (!more)
+            break;
+        snprintf(after, sizeof(after), "%s", ids[n - 1]);
+        assert_true(pages < 5);
+    }
+    print_message("store calls per page of 2 (another tenant has 40 newer batches): %llu\n",
+                  (unsigned long long)worst);
+    assert_int_equal(pages, 3);
+    assert_int_equal(total, 5);
+    for (size_t k = 0; k < 5; k++) {
+        bool found = false;
+        for (size_t i = 0; i < total; i++)
+            found = found || strcmp(seen[i], mine[k]) == 0;
+        assert_true(found);
+    }
+    /* one index read plus the object and its counts per batch shown */
+    assert_true(worst <= 1 + 2 * 2);
+    /* B sees its 40 and its legacy one */
+    json_t *p = list_page_as(tb, "100", NULL, &st);
+    assert_int_equal(json_array_size(json_object_get(p, "data")), 41);
+    json_decref(p);
+
+    for (int i = 0; i < 5; i++)
+        free(mine[i]);
+    for (int i = 0; i < 40; i++)
+        free(theirs[i]);
+    files = keep_files;
+    batch = keep_batch;
+    sy_batch_free(qb);
+    sy_files_free(qf);
+    sy_store_free(qs);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -717,6 +832,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_api_errors, setup_api, teardown_api),
         cmocka_unit_test_setup_teardown(test_api_lifecycle, setup_api, teardown_api),
         cmocka_unit_test_setup_teardown(test_api_list_tenants, setup_api, teardown_api),
+        cmocka_unit_test_setup_teardown(test_api_list_cost, setup_api, teardown_api),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
