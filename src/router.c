@@ -159,6 +159,31 @@ static bool partition_available(sy_pick *p)
     return held;
 }
 
+/* The conversation's deployment first: moves the target named <name> among targets[0..limit)
+ * to the front, keeping the others' order and each affinity_ok bit with its target, and sets
+ * affinity_hit. With <check>, only a target the conversation may go to (its affinity_ok bit)
+ * that can take a request now (enabled, breaker not open, below max_inflight) moves. Returns
+ * whether <name> is first now. */
+static bool to_front(sy_pick *p, const char *name, size_t limit, bool check)
+{
+    for (size_t i = 0; i < limit; i++) {
+        const sy_deployment *d = p->targets[i];
+        if (strcmp(d->name, name) != 0)
+            continue;
+        if (check && (!(p->affinity_ok & (1u << i)) || d->disabled ||
+                      !sy_health_available(d->health, d->max_inflight, sy_now_us())))
+            return false;
+        uint32_t bits = p->affinity_ok;
+        uint32_t low = bits & ((1u << i) - 1), rest = bits & ~((2u << i) - 1);
+        memmove(p->targets + 1, p->targets, i * sizeof(p->targets[0]));
+        p->targets[0] = d;
+        p->affinity_ok = rest | (low << 1) | ((bits >> i) & 1u);
+        p->affinity_hit = true;
+        return true;
+    }
+    return false;
+}
+
 sy_err sy_router_pick(const sy_config *cfg, const char *model, const json_t *body,
                       const sy_route_ctx *rc, sy_pick *out)
 {
@@ -230,15 +255,10 @@ sy_err sy_router_pick(const sy_config *cfg, const char *model, const json_t *bod
         out->affinity_key = sy_affinity_key(rc->tenant, body);
         if (sy_affinity_get(out->affinity_key, name, sizeof(name), sy_now_us())) {
             out->affinity_local = true;
-            for (size_t i = 1; i < out->ntargets && i < affinity_limit; i++) {
-                if (strcmp(out->targets[i]->name, name) == 0) {
-                    const sy_deployment *d = out->targets[i];
-                    memmove(out->targets + 1, out->targets, i * sizeof(out->targets[0]));
-                    out->targets[0] = d;
-                    break;
-                }
-            }
-            out->affinity_hit = strcmp(out->targets[0]->name, name) == 0;
+            /* no health check here: the availability partition below moves the remembered
+             * deployment last again when it cannot take the request now (affinity_hit stays) */
+            to_front(out, name, out->ntargets < affinity_limit ? out->ntargets : affinity_limit,
+                     false);
         }
     }
     const sy_deployment *eligible[SY_ROUTER_MAX_TARGETS];
@@ -255,24 +275,7 @@ sy_err sy_router_pick(const sy_config *cfg, const char *model, const json_t *bod
 
 bool sy_router_prefer(sy_pick *p, const char *name)
 {
-    int64_t now = sy_now_us();
-    for (size_t i = 0; i < p->navailable; i++) {
-        const sy_deployment *d = p->targets[i];
-        if (strcmp(d->name, name) != 0)
-            continue;
-        if (!(p->affinity_ok & (1u << i)) || d->disabled ||
-            !sy_health_available(d->health, d->max_inflight, now))
-            return false;
-        /* keep the eligibility bits with their targets while rotating d to the front */
-        uint32_t bits = p->affinity_ok;
-        uint32_t low = bits & ((1u << i) - 1), rest = bits & ~((2u << i) - 1);
-        memmove(p->targets + 1, p->targets, i * sizeof(p->targets[0]));
-        p->targets[0] = d;
-        p->affinity_ok = rest | (low << 1) | 1u;
-        p->affinity_hit = true;
-        return true;
-    }
-    return false;
+    return to_front(p, name, p->navailable, true);
 }
 
 /* ---- batch share ---- */
