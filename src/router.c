@@ -112,23 +112,28 @@ static void add_tier(sy_pick *p, const sy_config *cfg, const sy_tier *t)
         }
         break;
     case SY_STRAT_LEAST_INFLIGHT:
-    case SY_STRAT_LOWEST_LATENCY:
+    case SY_STRAT_LOWEST_LATENCY: {
+        /* Other threads change these counters while we sort: each key is read once and the
+         * snapshot sorted, so every comparison sees the same values (a sort that re-read them
+         * could compare a deployment against two different values of another). */
+        int64_t key[SY_ROUTER_MAX_TARGETS];
+        for (size_t i = 0; i < n; i++)
+            key[i] = t->strategy == SY_STRAT_LEAST_INFLIGHT ? inflight_of(ds[i])
+                                                            : latency_of(ds[i]);
         /* insertion sort: stable, and tiers are short */
         for (size_t i = 1; i < n; i++) {
             const sy_deployment *d = ds[i];
-            int64_t key = t->strategy == SY_STRAT_LEAST_INFLIGHT ? inflight_of(d) : latency_of(d);
+            int64_t kd = key[i];
             size_t k = i;
-            while (k > 0) {
-                int64_t kk = t->strategy == SY_STRAT_LEAST_INFLIGHT ? inflight_of(ds[k - 1])
-                                                                    : latency_of(ds[k - 1]);
-                if (kk <= key)
-                    break;
+            for (; k > 0 && key[k - 1] > kd; k--) {
                 ds[k] = ds[k - 1];
-                k--;
+                key[k] = key[k - 1];
             }
             ds[k] = d;
+            key[k] = kd;
         }
         break;
+    }
     }
     for (size_t i = 0; i < n; i++)
         add(p, ds[i]);

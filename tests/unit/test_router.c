@@ -466,6 +466,18 @@ static void test_strategy_least_inflight(void **state)
     sy_health_end(dep(cfg, "small")->health, true, 0, 5, 1000, now);
     assert_int_equal(sy_router_pick(cfg, "auto", b, NULL, &p), SY_OK);
     assert_string_equal(order(&p), "small,mini,mid,big");
+    /* small 0, mini 1, mid 0: the tied pair keeps its listed order ahead of mini */
+    for (int i = 0; i < 3; i++)
+        sy_health_end(dep(cfg, "mid")->health, true, 0, 5, 1000, now);
+    assert_int_equal(sy_router_pick(cfg, "auto", b, NULL, &p), SY_OK);
+    assert_string_equal(order(&p), "small,mid,mini,big");
+    /* small 2, mini 1, mid 2: the tied pair follows mini, still in listed order */
+    sy_health_begin(dep(cfg, "small")->health, now);
+    sy_health_begin(dep(cfg, "small")->health, now);
+    sy_health_begin(dep(cfg, "mid")->health, now);
+    sy_health_begin(dep(cfg, "mid")->health, now);
+    assert_int_equal(sy_router_pick(cfg, "auto", b, NULL, &p), SY_OK);
+    assert_string_equal(order(&p), "mini,small,mid,big");
     json_decref(b);
     sy_config_unref(cfg);
 }
@@ -498,6 +510,20 @@ static void test_strategy_lowest_latency(void **state)
         sy_health_begin(h, sy_now_us());
         sy_health_end(h, true, 1000, 5, 1000, sy_now_us());
     }
+    assert_int_equal(sy_router_pick(cfg, "auto", b, NULL, &p), SY_OK);
+    assert_string_equal(order(&p), "small,mini,mid,big");
+    /* ties keep the listed order, wherever they sort */
+    set_latency(cfg, "small", 30000);
+    set_latency(cfg, "mini", 70000);
+    set_latency(cfg, "mid", 30000);
+    assert_int_equal(sy_router_pick(cfg, "auto", b, NULL, &p), SY_OK);
+    assert_string_equal(order(&p), "small,mid,mini,big");
+    set_latency(cfg, "small", 90000);
+    set_latency(cfg, "mini", 40000);
+    set_latency(cfg, "mid", 40000);
+    assert_int_equal(sy_router_pick(cfg, "auto", b, NULL, &p), SY_OK);
+    assert_string_equal(order(&p), "mini,mid,small,big");
+    set_latency(cfg, "small", 40000);
     assert_int_equal(sy_router_pick(cfg, "auto", b, NULL, &p), SY_OK);
     assert_string_equal(order(&p), "small,mini,mid,big");
     json_decref(b);
