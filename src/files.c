@@ -1,7 +1,9 @@
 /* files: the OpenAI Files API. Content is one plain file per id under <data_dir>/files/;
  * metadata is the OpenAI file object, stored as JSON under "{file:<id>}" (with a store TTL when
- * the file expires), and listing uses one index hash "{files}:index" (field = id, value =
- * creation time in ms), sorted in memory.
+ * the file expires). Listing reads one index hash, sorted in memory: "{files}:index" (every
+ * file) for the master key, else the caller's "{files}:tidx:<tenant>", so a page costs its own
+ * files' reads, not every tenant's. Both map id -> "<creation ms> <purpose>" (the purpose lets a
+ * filtered listing skip files without reading them; entries written before it have only ms).
  *
  * The design decision: a file becomes visible in one order — content renamed into place, then
  * its metadata, then its index entry — and goes away in the reverse order (metadata first). So
@@ -22,6 +24,7 @@
 #include <limits.h>
 #include <microhttpd.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,6 +52,8 @@
 #define EXPIRES_MAX_S 2592000 /* 30 days, also the default expiry of `batch` files (OpenAI) */
 #define LIST_MAX 10000
 #define INDEX_KEY "{files}:index"
+#define TIDX_PREFIX "{files}:tidx:"     /* + tenant, or "-" for files without an owner */
+#define TIDX_READY "{files}:tidx_ready" /* every file of the store is in its tenant's index */
 #define OWNER_FIELD "sy_tenant" /* in the stored metadata only, never in the client's object */
 #define OWNER_MAX 64
 
@@ -58,6 +63,7 @@ struct sy_files {
     size_t max_bytes, max_lines;
     int64_t (*clock)(void *ud);
     void *clock_ud;
+    atomic_bool tidx_ready; /* TIDX_READY was seen or written by this process */
 };
 
 typedef struct field {
@@ -273,7 +279,34 @@ sy_err sy_files_tmp_path(sy_files *f, char *buf, size_t n)
 
 /* ---- metadata ------------------------------------------------------------------------------ */
 
-static sy_err remove_file(sy_files *f, const char *id, bool *existed)
+/* The index of <owner>'s files (NULL or "" = uploaded without a bearer). */
+static void tidx_key(const char *owner, char *buf, size_t n)
+{
+    (void)snprintf(buf, n, TIDX_PREFIX "%s", owner != NULL && owner[0] != '\0' ? owner : "-");
+}
+
+/* The owner stored in <o> ("" for none). */
+static const char *owner_of(const json_t *o)
+{
+    const char *owner = json_string_value(json_object_get(o, OWNER_FIELD));
+    return owner != NULL ? owner : "";
+}
+
+/* Removes both index entries of <id> (<owner> NULL: unknown, only the global one). */
+static void unindex(sy_files *f, const char *id, const char *owner)
+{
+    char tkey[96];
+    sy_err rc = sy_store_hdel(f->store, INDEX_KEY, id, NULL);
+    if (rc == SY_OK && owner != NULL) {
+        tidx_key(owner, tkey, sizeof(tkey));
+        rc = sy_store_hdel(f->store, tkey, id, NULL);
+    }
+    if (rc != SY_OK)
+        sy_log(SY_LOG_WARN, NULL, "files: %s: index entry not removed (%s); a listing will",
+               id, sy_err_name(rc));
+}
+
+static sy_err remove_file(sy_files *f, const char *id, const char *owner, bool *existed)
 {
     char key[96], path[PATH_MAX];
     bool had = false;
@@ -283,9 +316,7 @@ static sy_err remove_file(sy_files *f, const char *id, bool *existed)
     if ((rc = sy_store_del(f->store, key, &had)) != SY_OK)
         return rc;
     /* metadata gone: the file is invisible now; the rest is cleanup */
-    if ((rc = sy_store_hdel(f->store, INDEX_KEY, id, NULL)) != SY_OK)
-        sy_log(SY_LOG_WARN, NULL, "files: %s: index entry not removed (%s); a listing will",
-               id, sy_err_name(rc));
+    unindex(f, id, owner);
     if (content_path(f, id, path, sizeof(path)) && unlink(path) != 0 && errno != ENOENT)
         sy_log(SY_LOG_WARN, NULL, "files: %s: cannot remove content: %s", id, strerror(errno));
     if (existed != NULL)
@@ -322,7 +353,7 @@ static sy_err load_raw(sy_files *f, const char *id, json_t **obj)
     }
     json_t *exp = json_object_get(o, "expires_at");
     if (json_is_integer(exp) && json_integer_value(exp) * 1000 <= now_ms(f)) {
-        (void)remove_file(f, id, NULL);
+        (void)remove_file(f, id, owner_of(o), NULL);
         rc = SY_ENOTFOUND;
         goto out;
     }
@@ -408,13 +439,25 @@ sy_err sy_files_delete(sy_files *f, const char *scope, const char *id, bool *exi
 
     if (f == NULL)
         return SY_EINVAL;
-    if ((rc = load(f, scope, id, &o)) != SY_OK) {
+    if ((rc = load_raw(f, id, &o)) == SY_OK && !in_scope(scope, owner_of(o)))
+        rc = SY_ENOTFOUND; /* another tenant's: as absent */
+    if (rc != SY_OK) {
+        json_decref(o);
         if (rc == SY_ENOTFOUND && existed != NULL)
             *existed = false;
         return rc == SY_ENOTFOUND ? SY_OK : rc;
     }
+    rc = remove_file(f, id, owner_of(o), existed);
     json_decref(o);
-    return remove_file(f, id, existed);
+    return rc;
+}
+
+/* An index entry's value: "<ms> <purpose>", or "<ms>" when the purpose does not fit. */
+static void index_value(char *buf, size_t n, int64_t ms, const char *purpose)
+{
+    int w = snprintf(buf, n, "%" PRId64 " %s", ms, purpose);
+    if (w < 0 || (size_t)w >= n)
+        (void)snprintf(buf, n, "%" PRId64, ms);
 }
 
 /* Moves the finished file at <tmp> into place as a new file and publishes its metadata and
@@ -423,7 +466,7 @@ sy_err sy_files_delete(sy_files *f, const char *scope, const char *id, bool *exi
 static sy_err publish(sy_files *f, const char *owner, const char *tmp, const char *purpose,
                       const char *filename, uint64_t bytes, int64_t expires_s, json_t **obj)
 {
-    char id[sizeof(ID_PREFIX) + ID_RANDOM], path[PATH_MAX], key[96], ms[24];
+    char id[sizeof(ID_PREFIX) + ID_RANDOM], path[PATH_MAX], key[96], tkey[96], ms[160];
     json_t *o = NULL;
     char *js = NULL;
     size_t jlen = 0;
@@ -466,9 +509,12 @@ static sy_err publish(sy_files *f, const char *owner, const char *tmp, const cha
         rc = SY_EINTERNAL;
         goto out;
     }
-    (void)snprintf(ms, sizeof(ms), "%" PRId64, now);
-    if ((rc = sy_store_hset(f->store, INDEX_KEY, id, ms, strlen(ms), 0, NULL)) != SY_OK) {
+    index_value(ms, sizeof(ms), now, purpose);
+    tidx_key(owner, tkey, sizeof(tkey));
+    if ((rc = sy_store_hset(f->store, INDEX_KEY, id, ms, strlen(ms), 0, NULL)) != SY_OK ||
+        (rc = sy_store_hset(f->store, tkey, id, ms, strlen(ms), 0, NULL)) != SY_OK) {
         (void)sy_store_del(f->store, key, NULL);
+        (void)sy_store_hdel(f->store, INDEX_KEY, id, NULL);
         goto out;
     }
     placed = false; /* published */
@@ -541,7 +587,59 @@ sy_err sy_files_create_from_path(sy_files *f, const char *owner, const char *pur
 typedef struct entry {
     const char *id; /* borrowed from the index result */
     int64_t ms;
+    const char *purpose; /* borrowed; NULL when the entry does not say */
 } entry;
+
+/* Files stored before the per-tenant indexes are only in INDEX_KEY: the first tenant listing of
+ * the store (any instance) copies each live one into its owner's index and writes TIDX_READY,
+ * so this costs one read of every file once per store and one EXISTS per process after. An
+ * upload racing with it writes both indexes itself; a delete racing with it may leave a stale
+ * entry, which a listing removes like any other; a failure leaves the marker unwritten and the
+ * next listing starts over (the copies are idempotent). */
+static sy_err tidx_ensure(sy_files *f)
+{
+    sy_store_kvs kv;
+    bool ready = false;
+    size_t moved = 0;
+    char tkey[96], val[160];
+
+    if (atomic_load(&f->tidx_ready))
+        return SY_OK;
+    sy_store_kvs_init(&kv);
+    sy_err rc = sy_store_exists(f->store, TIDX_READY, &ready);
+    if (rc != SY_OK || ready)
+        goto out;
+    if ((rc = sy_store_hgetall(f->store, INDEX_KEY, &kv)) != SY_OK)
+        goto out;
+    for (size_t i = 0; i < kv.n; i++) {
+        json_t *o = NULL;
+        const char *id = kv.items[i].name;
+        if (!id_ok(id))
+            continue;
+        rc = load_raw(f, id, &o);
+        if (rc == SY_ENOTFOUND) {
+            rc = SY_OK;
+            continue;
+        }
+        if (rc != SY_OK)
+            goto out;
+        const char *p = json_string_value(json_object_get(o, "purpose"));
+        index_value(val, sizeof(val), strtoll(kv.items[i].value, NULL, 10), p != NULL ? p : "");
+        tidx_key(owner_of(o), tkey, sizeof(tkey));
+        rc = sy_store_hset(f->store, tkey, id, val, strlen(val), 0, NULL);
+        json_decref(o);
+        if (rc != SY_OK)
+            goto out;
+        moved++;
+    }
+    if ((rc = sy_store_set(f->store, TIDX_READY, "1", 1, 0, 0, NULL)) == SY_OK)
+        sy_log(SY_LOG_INFO, NULL, "files: %zu stored files added to per-tenant indexes", moved);
+out:
+    if (rc == SY_OK)
+        atomic_store(&f->tidx_ready, true);
+    sy_store_kvs_cleanup(&kv);
+    return rc;
+}
 
 static int cmp_asc(const void *a, const void *b)
 {
@@ -564,12 +662,20 @@ sy_err sy_files_list(sy_files *f, const char *scope, const char *purpose, size_t
     json_t *data = NULL, *res = NULL;
     size_t n = 0, start = 0;
     bool more = false;
+    char tkey[96];
+    const char *index = INDEX_KEY;
     sy_err rc;
 
     if (f == NULL || out == NULL || limit < 1 || limit > LIST_MAX)
         return SY_EINVAL;
     sy_store_kvs_init(&kv);
-    if ((rc = sy_store_hgetall(f->store, INDEX_KEY, &kv)) != SY_OK)
+    if (scope != NULL) {
+        if ((rc = tidx_ensure(f)) != SY_OK)
+            goto out;
+        tidx_key(scope, tkey, sizeof(tkey));
+        index = tkey;
+    }
+    if ((rc = sy_store_hgetall(f->store, index, &kv)) != SY_OK)
         goto out;
     rc = SY_ENOMEM;
     if (kv.n > 0 && (e = calloc(kv.n, sizeof(*e))) == NULL)
@@ -577,8 +683,10 @@ sy_err sy_files_list(sy_files *f, const char *scope, const char *purpose, size_t
     for (size_t i = 0; i < kv.n; i++) {
         if (!id_ok(kv.items[i].name))
             continue;
+        char *end;
         e[n].id = kv.items[i].name;
-        e[n].ms = strtoll(kv.items[i].value, NULL, 10);
+        e[n].ms = strtoll(kv.items[i].value, &end, 10);
+        e[n].purpose = *end == ' ' ? end + 1 : NULL;
         n++;
     }
     if (n > 1)
@@ -601,10 +709,14 @@ sy_err sy_files_list(sy_files *f, const char *scope, const char *purpose, size_t
         goto out;
     for (size_t i = start; i < n; i++) {
         json_t *o = NULL;
+        if (purpose != NULL && e[i].purpose != NULL && strcmp(e[i].purpose, purpose) != 0)
+            continue; /* not read: the purpose never changes */
         rc = load_raw(f, e[i].id, &o);
         if (rc == SY_ENOTFOUND) {
             /* an index entry outliving its metadata (expired, or a crash mid-delete) */
-            (void)sy_store_hdel(f->store, INDEX_KEY, e[i].id, NULL);
+            (void)sy_store_hdel(f->store, index, e[i].id, NULL);
+            if (scope != NULL)
+                (void)sy_store_hdel(f->store, INDEX_KEY, e[i].id, NULL);
             continue;
         }
         if (rc != SY_OK)

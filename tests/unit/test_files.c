@@ -602,6 +602,116 @@ static void test_api(void **state)
     free(r.body);
 }
 
+static uint64_t store_ops(sy_store *s)
+{
+    sy_store_stats st;
+    sy_store_stats_get(s, &st);
+    return st.ops;
+}
+
+/* A file of <owner> one second after the last; its id into <id>. */
+static void make_owned(fx *x, const char *owner, const char *purpose, char id[64])
+{
+    json_t *o = NULL;
+    g_now += 1000;
+    assert_int_equal(sy_files_create(x->f, owner, purpose, "f", "x", 1, &o), SY_OK);
+    snprintf(id, 64, "%s", sget(o, "id"));
+    json_decref(o);
+}
+
+static bool has_field(sy_store *s, const char *key, const char *field)
+{
+    sy_store_kvs kv;
+    bool found = false;
+    sy_store_kvs_init(&kv);
+    assert_int_equal(sy_store_hgetall(s, key, &kv), SY_OK);
+    for (size_t i = 0; i < kv.n; i++)
+        found = found || strcmp(kv.items[i].name, field) == 0;
+    sy_store_kvs_cleanup(&kv);
+    return found;
+}
+
+/* A tenant's listing reads its own index and the files it shows, never the other tenants': a
+ * page of 2 costs the same with 40 newer files of another tenant. Files stored before the
+ * per-tenant indexes (only in the global index, value without purpose) are listed too. A
+ * purpose filter skips files by their index entry. Delete removes both entries. */
+static void test_list_cost(void **state)
+{
+    fx *x = *state;
+    char mine[5][64], theirs[42][64], after[64] = "";
+    json_t *l = NULL;
+
+    /* two legacy files of k:aaaa: no tenant index entry, an index value of ms only */
+    for (int i = 0; i < 2; i++) {
+        char ms[24];
+        make_owned(x, "k:aaaa", "batch", mine[i]);
+        assert_int_equal(sy_store_hdel(x->store, "{files}:tidx:k:aaaa", mine[i], NULL), SY_OK);
+        snprintf(ms, sizeof(ms), "%lld", (long long)g_now);
+        assert_int_equal(sy_store_hset(x->store, "{files}:index", mine[i], ms, strlen(ms), 0, NULL),
+                         SY_OK);
+    }
+    for (int i = 2; i < 5; i++)
+        make_owned(x, "k:aaaa", "batch", mine[i]);
+    for (int i = 0; i < 42; i++) /* the two oldest are batch_output */
+        make_owned(x, "k:bbbb", i < 2 ? "batch_output" : "batch", theirs[i]);
+
+    /* the first tenant listing indexes the legacy files (once) */
+    assert_int_equal(sy_files_list(x->f, "k:aaaa", NULL, 1, false, NULL, &l), SY_OK);
+    json_decref(l);
+    uint64_t worst = 0;
+    int pages = 0;
+    size_t total = 0;
+    for (;;) {
+        uint64_t before = store_ops(x->store);
+        assert_int_equal(sy_files_list(x->f, "k:aaaa", NULL, 2, false, after[0] ? after : NULL, &l),
+                         SY_OK);
+        uint64_t cost = store_ops(x->store) - before;
+        worst = cost > worst ? cost : worst;
+        json_t *data = json_object_get(l, "data");
+        for (size_t i = 0; i < json_array_size(data); i++) /* newest first */
+            assert_string_equal(list_id(l, i), mine[4 - total - i]);
+        total += json_array_size(data);
+        pages++;
+        bool more = json_is_true(json_object_get(l, "has_more"));
+        if (more)
+            snprintf(after, sizeof(after), "%s", sget(l, "last_id"));
+        json_decref(l);
+        if (!more)
+            break;
+        assert_true(pages < 5);
+    }
+    print_message("store calls per page of 2 (another tenant has 42 newer files): %llu\n",
+                  (unsigned long long)worst);
+    assert_int_equal(total, 5);
+    assert_int_equal(pages, 3);
+    /* the index, the cursor's file, two files and the read-ahead for has_more */
+    assert_true(worst <= 5);
+
+    /* k:bbbb's two batch_output files sit under 40 newer batch files: not read */
+    uint64_t before = store_ops(x->store);
+    assert_int_equal(sy_files_list(x->f, "k:bbbb", "batch_output", 2, false, NULL, &l), SY_OK);
+    uint64_t cost = store_ops(x->store) - before;
+    print_message("store calls for a purpose-filtered page of 2: %llu\n", (unsigned long long)cost);
+    assert_int_equal(json_array_size(json_object_get(l, "data")), 2);
+    assert_string_equal(list_id(l, 0), theirs[1]);
+    assert_false(json_is_true(json_object_get(l, "has_more")));
+    json_decref(l);
+    assert_true(cost <= 3);
+
+    /* the master key still sees every file */
+    assert_int_equal(sy_files_list(x->f, NULL, NULL, 100, false, NULL, &l), SY_OK);
+    assert_int_equal(json_array_size(json_object_get(l, "data")), 47);
+    json_decref(l);
+
+    /* delete takes the file out of both indexes */
+    bool existed = false;
+    assert_true(has_field(x->store, "{files}:tidx:k:aaaa", mine[0]));
+    assert_int_equal(sy_files_delete(x->f, "k:aaaa", mine[0], &existed), SY_OK);
+    assert_true(existed);
+    assert_false(has_field(x->store, "{files}:tidx:k:aaaa", mine[0]));
+    assert_false(has_field(x->store, "{files}:index", mine[0]));
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
@@ -610,6 +720,7 @@ int main(void)
         T(test_create_get_open), T(test_create_from_path), T(test_unknown_ids), T(test_delete),
         T(test_list),            T(test_expiry),           T(test_shared_store),
         cmocka_unit_test(test_new_errors), T(test_api),             T(test_scope),
+        T(test_list_cost),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
