@@ -1097,6 +1097,8 @@ static sy_err emit_choice(sy_stream_fix *f, sy_endpoint ep, json_t *delta, const
         goto out;
     if ((rc = emit(out, c)) != SY_OK)
         goto out;
+    if (f->obs != NULL)
+        f->obs->chunk(f->obs_ud, c);
     f->chunks++;
     f->saw_role = true;
     if (finish != NULL)
@@ -1243,13 +1245,18 @@ static sy_err on_message_stop(sy_stream_fix *f, anth_stream *s, sy_endpoint ep, 
             return SY_ENOMEM;
         }
         rc = emit(out, c);
+        if (rc == SY_OK && f->obs != NULL)
+            f->obs->chunk(f->obs_ud, c);
         json_decref(c);
         if (rc != SY_OK)
             return rc;
         f->chunks++;
     }
-    if ((rc = sy_sse_frame(out, "[DONE]", 6)) == SY_OK)
+    if ((rc = sy_sse_frame(out, "[DONE]", 6)) == SY_OK) {
         f->saw_done = true; /* the upstream thread stops reading here */
+        if (f->obs != NULL)
+            f->obs->data(f->obs_ud, "[DONE]", 6);
+    }
     return rc;
 }
 
@@ -1263,6 +1270,8 @@ static sy_err on_error(sy_stream_fix *f, const json_t *ev, sy_buf *out)
     if (body == NULL)
         return SY_ENOMEM;
     sy_err rc = sy_sse_frame(out, body, n);
+    if (rc == SY_OK && f->obs != NULL)
+        f->obs->data(f->obs_ud, body, n);
     free(body);
     f->saw_error = true;
     return rc;

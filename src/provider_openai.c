@@ -469,6 +469,428 @@ static bool plain_delta(const sy_stream_fix *f, const char *d, size_t n, size_t 
     return shallow_json_object(d, n);
 }
 
+/* ---- lifting a plain delta for an observer ----
+ * The cache's accumulator needs a relayed plain delta's envelope and content, not a parse. A
+ * strict little reader for the one shape a plain delta has takes them out of the bytes. It
+ * accepts only what jansson would accept the same way (strings of valid UTF-8 without control
+ * bytes, known escapes, no \u0000, paired surrogates; integers of at most 18 digits) and gives
+ * up on anything else: an escaped or repeated key, a known key of another type, a real number
+ * with an exponent, a logprobs or delta member that is not null. Giving up is always correct
+ * (the observer then parses the data itself), only slower. */
+
+typedef struct rd {
+    const char *p, *end;
+} rd;
+
+#define LIFT_DEPTH 16
+
+static void rd_ws(rd *r)
+{
+    while (r->p < r->end && (*r->p == ' ' || *r->p == '\t' || *r->p == '\n' || *r->p == '\r'))
+        r->p++;
+}
+
+static bool rd_ch(rd *r, char c)
+{
+    rd_ws(r);
+    if (r->p < r->end && *r->p == c) {
+        r->p++;
+        return true;
+    }
+    return false;
+}
+
+static bool rd_lit(rd *r, const char *lit, size_t n)
+{
+    rd_ws(r);
+    if ((size_t)(r->end - r->p) < n || memcmp(r->p, lit, n) != 0)
+        return false;
+    r->p += n;
+    return true;
+}
+
+static bool rd_null(rd *r) { return rd_lit(r, "null", 4); }
+
+static int hex4(const char *p)
+{
+    int v = 0;
+    for (int i = 0; i < 4; i++) {
+        char c = p[i];
+        int d = c >= '0' && c <= '9'   ? c - '0'
+                : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                       : -1;
+        if (d < 0)
+            return -1;
+        v = v * 16 + d;
+    }
+    return v;
+}
+
+/* The length of the valid UTF-8 sequence of two to four bytes at <s> (no overlongs, no
+ * surrogates, at most U+10FFFF), or 0. */
+static size_t utf8_seq(const unsigned char *s, size_t n)
+{
+    unsigned c = s[0];
+    size_t len = c >= 0xC2 && c <= 0xDF   ? 2
+                 : c >= 0xE0 && c <= 0xEF ? 3
+                 : c >= 0xF0 && c <= 0xF4 ? 4
+                                          : 0;
+    if (len == 0 || len > n)
+        return 0;
+    unsigned cp = len == 2 ? (c & 0x1Fu) : len == 3 ? (c & 0x0Fu) : (c & 0x07u);
+    for (size_t j = 1; j < len; j++) {
+        if ((s[j] & 0xC0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[j] & 0x3Fu);
+    }
+    if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10FFFF ||
+        (cp >= 0xD800 && cp <= 0xDFFF))
+        return 0;
+    return len;
+}
+
+/* A string token: *s, *n its raw contents, *esc whether they hold escapes. */
+static bool rd_str(rd *r, const char **s, size_t *n, bool *esc)
+{
+    rd_ws(r);
+    if (r->p >= r->end || *r->p != '"')
+        return false;
+    const char *start = ++r->p;
+    bool e = false;
+    while (r->p < r->end) {
+        unsigned char c = (unsigned char)*r->p;
+        if (c == '"') {
+            *s = start;
+            *n = (size_t)(r->p - start);
+            *esc = e;
+            r->p++;
+            return true;
+        }
+        if (c < 0x20) {
+            return false;
+        } else if (c == '\\') {
+            e = true;
+            if (r->end - r->p < 2)
+                return false;
+            char k = r->p[1];
+            if (k != 'u') {
+                if (k == '\0' || strchr("\"\\/bfnrt", k) == NULL)
+                    return false;
+                r->p += 2;
+                continue;
+            }
+            int u = r->end - r->p >= 6 ? hex4(r->p + 2) : -1;
+            if (u <= 0 || (u >= 0xDC00 && u <= 0xDFFF))
+                return false; /* malformed, \u0000, or a lone low surrogate */
+            r->p += 6;
+            if (u >= 0xD800 && u <= 0xDBFF) {
+                int lo = r->end - r->p >= 6 && r->p[0] == '\\' && r->p[1] == 'u' ? hex4(r->p + 2)
+                                                                                 : -1;
+                if (lo < 0xDC00 || lo > 0xDFFF)
+                    return false;
+                r->p += 6;
+            }
+        } else if (c < 0x80) {
+            r->p++;
+        } else {
+            size_t k = utf8_seq((const unsigned char *)r->p, (size_t)(r->end - r->p));
+            if (k == 0)
+                return false;
+            r->p += k;
+        }
+    }
+    return false;
+}
+
+/* Decodes the raw contents of a string rd_str accepted into <out> (at least <n> bytes: decoding
+ * never grows a string); returns the decoded length. */
+static size_t decode_str(const char *s, size_t n, char *out)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n;) {
+        if (s[i] != '\\') {
+            out[k++] = s[i++];
+            continue;
+        }
+        char e = s[i + 1];
+        if (e != 'u') {
+            out[k++] = e == 'b' ? '\b' : e == 'f' ? '\f' : e == 'n' ? '\n' : e == 'r' ? '\r'
+                     : e == 't' ? '\t' : e;
+            i += 2;
+            continue;
+        }
+        unsigned cp = (unsigned)hex4(s + i + 2);
+        i += 6;
+        if (cp >= 0xD800 && cp <= 0xDBFF) {
+            cp = 0x10000 + ((cp - 0xD800) << 10) + ((unsigned)hex4(s + i + 2) - 0xDC00);
+            i += 6;
+        }
+        if (cp < 0x80) {
+            out[k++] = (char)cp;
+        } else if (cp < 0x800) {
+            out[k++] = (char)(0xC0 | (cp >> 6));
+            out[k++] = (char)(0x80 | (cp & 0x3F));
+        } else if (cp < 0x10000) {
+            out[k++] = (char)(0xE0 | (cp >> 12));
+            out[k++] = (char)(0x80 | ((cp >> 6) & 0x3F));
+            out[k++] = (char)(0x80 | (cp & 0x3F));
+        } else {
+            out[k++] = (char)(0xF0 | (cp >> 18));
+            out[k++] = (char)(0x80 | ((cp >> 12) & 0x3F));
+            out[k++] = (char)(0x80 | ((cp >> 6) & 0x3F));
+            out[k++] = (char)(0x80 | (cp & 0x3F));
+        }
+    }
+    return k;
+}
+
+/* A number token. <integer>: only -?(0|[1-9][0-9]*), value in *v. Otherwise a fraction is fine.
+ * Given up on: an exponent, an integer part of more than 18 digits, more than 30 digits. */
+static bool rd_num(rd *r, bool integer, long long *v)
+{
+    rd_ws(r);
+    const char *p = r->p;
+    bool neg = p < r->end && *p == '-';
+    if (neg)
+        p++;
+    const char *digits = p;
+    long long x = 0;
+    while (p < r->end && *p >= '0' && *p <= '9') {
+        if (p - digits < 18)
+            x = x * 10 + (*p - '0');
+        p++;
+    }
+    size_t nd = (size_t)(p - digits);
+    if (nd == 0 || nd > 18 || (nd > 1 && digits[0] == '0'))
+        return false; /* 19 digits may overflow jansson's integer: it refuses the chunk */
+    if (p < r->end && (*p == 'e' || *p == 'E'))
+        return false;
+    if (p < r->end && *p == '.') {
+        if (integer)
+            return false;
+        const char *f = ++p;
+        while (p < r->end && *p >= '0' && *p <= '9')
+            p++;
+        if (p == f || (p < r->end && (*p == 'e' || *p == 'E')))
+            return false;
+        nd += (size_t)(p - f);
+    }
+    if (nd > 30)
+        return false;
+    if (v != NULL)
+        *v = neg ? -x : x;
+    r->p = p;
+    return true;
+}
+
+/* Any JSON value, validated and skipped. */
+static bool rd_skip(rd *r, int depth)
+{
+    const char *s;
+    size_t n;
+    bool esc;
+    rd_ws(r);
+    if (r->p >= r->end || depth > LIFT_DEPTH)
+        return false;
+    char c = *r->p;
+    if (c == '"')
+        return rd_str(r, &s, &n, &esc);
+    if (c == '{' || c == '[') {
+        char close = c == '{' ? '}' : ']';
+        r->p++;
+        if (rd_ch(r, close))
+            return true;
+        do {
+            if (c == '{' && (!rd_str(r, &s, &n, &esc) || !rd_ch(r, ':')))
+                return false;
+            if (!rd_skip(r, depth + 1))
+                return false;
+        } while (rd_ch(r, ','));
+        return rd_ch(r, close);
+    }
+    if (c == 't')
+        return rd_lit(r, "true", 4);
+    if (c == 'f')
+        return rd_lit(r, "false", 5);
+    if (c == 'n')
+        return rd_null(r);
+    return rd_num(r, false, NULL);
+}
+
+static bool key_is(const char *k, size_t n, const char *name)
+{
+    return strlen(name) == n && memcmp(k, name, n) == 0;
+}
+
+/* A string without escapes, or null (*s NULL). */
+static bool rd_plain_str_or_null(rd *r, const char **s, size_t *n)
+{
+    bool esc;
+    if (rd_null(r)) {
+        *s = NULL;
+        *n = 0;
+        return true;
+    }
+    return rd_str(r, s, n, &esc) && !esc;
+}
+
+/* delta: role "assistant" or null, content a string or null, anything else null. */
+static bool lift_delta_obj(rd *r, sy_stream_delta *d, bool *content_esc)
+{
+    unsigned seen = 0;
+    if (!rd_ch(r, '{'))
+        return false;
+    if (rd_ch(r, '}'))
+        return true;
+    do {
+        const char *k, *v;
+        size_t kn, vn;
+        bool esc;
+        if (!rd_str(r, &k, &kn, &esc) || esc || !rd_ch(r, ':'))
+            return false;
+        unsigned bit = key_is(k, kn, "role") ? 1u : key_is(k, kn, "content") ? 2u : 0u;
+        if (bit & seen)
+            return false;
+        seen |= bit;
+        if (bit == 1u) {
+            if (!rd_null(r) && !(rd_str(r, &v, &vn, &esc) && key_is(v, vn, "assistant")))
+                return false;
+        } else if (bit == 2u) {
+            if (rd_null(r))
+                continue;
+            if (!rd_str(r, &d->content, &d->content_len, content_esc))
+                return false;
+        } else if (!rd_null(r)) {
+            return false; /* refusal, reasoning, audio...: the accumulator parses it */
+        }
+    } while (rd_ch(r, ','));
+    return rd_ch(r, '}');
+}
+
+static bool lift_choice(rd *r, sy_stream_delta *d, bool *content_esc)
+{
+    unsigned seen = 0;
+    if (!rd_ch(r, '{'))
+        return false;
+    do {
+        const char *k;
+        size_t kn;
+        bool esc;
+        if (!rd_str(r, &k, &kn, &esc) || esc || !rd_ch(r, ':'))
+            return false;
+        unsigned bit = key_is(k, kn, "index")           ? 1u
+                       : key_is(k, kn, "delta")         ? 2u
+                       : key_is(k, kn, "logprobs")      ? 4u
+                       : key_is(k, kn, "finish_reason") ? 8u
+                                                        : 0u;
+        if (bit & seen)
+            return false;
+        seen |= bit;
+        long long idx;
+        bool ok = bit == 1u   ? rd_num(r, true, &idx) && idx >= 0 && idx < 128
+                  : bit == 2u ? lift_delta_obj(r, d, content_esc)
+                  : bit != 0u ? rd_null(r)
+                              : rd_skip(r, 3);
+        if (!ok)
+            return false;
+        if (bit == 1u)
+            d->index = (int)idx;
+    } while (rd_ch(r, ','));
+    return (seen & 3u) == 3u && rd_ch(r, '}');
+}
+
+/* Lifts the plain delta <data> into <d>; content with escapes is decoded into <scratch>
+ * (<cap> bytes). False when it gives up. */
+static bool lift_plain_delta(const char *data, size_t len, sy_stream_delta *d, char *scratch,
+                             size_t cap)
+{
+    rd r = {data, data + len};
+    unsigned seen = 0;
+    bool content_esc = false;
+
+    memset(d, 0, sizeof(*d));
+    if (!rd_ch(&r, '{'))
+        return false;
+    do {
+        const char *k, *v;
+        size_t kn, vn;
+        bool esc;
+        if (!rd_str(&r, &k, &kn, &esc) || esc || !rd_ch(&r, ':'))
+            return false;
+        unsigned bit = key_is(k, kn, "id")                   ? 1u
+                       : key_is(k, kn, "object")             ? 2u
+                       : key_is(k, kn, "created")            ? 4u
+                       : key_is(k, kn, "model")              ? 8u
+                       : key_is(k, kn, "system_fingerprint") ? 16u
+                       : key_is(k, kn, "service_tier")       ? 32u
+                       : key_is(k, kn, "usage")              ? 64u
+                       : key_is(k, kn, "choices")            ? 128u
+                       : key_is(k, kn, "error")              ? 256u
+                                                             : 0u;
+        if (bit & seen)
+            return false;
+        seen |= bit;
+        bool ok;
+        switch (bit) {
+        case 1u:
+            ok = rd_str(&r, &d->id, &d->id_len, &esc) && !esc;
+            break;
+        case 2u:
+            ok = rd_str(&r, &v, &vn, &esc) && key_is(v, vn, "chat.completion.chunk");
+            break;
+        case 4u:
+            ok = rd_num(&r, true, &d->created);
+            break;
+        case 8u:
+            ok = rd_str(&r, &d->model, &d->model_len, &esc) && !esc;
+            break;
+        case 16u:
+            ok = rd_plain_str_or_null(&r, &d->fingerprint, &d->fingerprint_len);
+            break;
+        case 32u:
+            ok = rd_plain_str_or_null(&r, &d->service_tier, &d->service_tier_len);
+            break;
+        case 64u:
+            ok = rd_null(&r);
+            break;
+        case 128u:
+            ok = rd_ch(&r, '[') && lift_choice(&r, d, &content_esc) && rd_ch(&r, ']');
+            break;
+        case 256u:
+            ok = false;
+            break;
+        default:
+            ok = rd_skip(&r, 1);
+        }
+        if (!ok)
+            return false;
+    } while (rd_ch(&r, ','));
+    if (!rd_ch(&r, '}'))
+        return false;
+    rd_ws(&r);
+    if (r.p != r.end || (seen & (1u | 2u | 4u | 8u | 128u)) != (1u | 2u | 4u | 8u | 128u))
+        return false;
+    if (d->content != NULL && content_esc) {
+        if (d->content_len > cap)
+            return false;
+        d->content_len = decode_str(d->content, d->content_len, scratch);
+        d->content = scratch;
+    }
+    return true;
+}
+
+/* Tells the observer (if any) about a relayed plain delta. */
+static void observe_plain(sy_stream_fix *f, const char *data, size_t len)
+{
+    char scratch[1024];
+    sy_stream_delta d;
+    if (lift_plain_delta(data, len, &d, scratch, sizeof(scratch)))
+        f->obs->delta(f->obs_ud, &d);
+    else
+        f->obs->data(f->obs_ud, data, len);
+}
+
 sy_err sy_openai_stream_event(sy_stream_fix *f, sy_endpoint ep, const char *data, size_t len,
                               sy_buf *out)
 {
@@ -477,16 +899,23 @@ sy_err sy_openai_stream_event(sy_stream_fix *f, sy_endpoint ep, const char *data
 
     if (len == 6 && memcmp(data, "[DONE]", 6) == 0) {
         f->saw_done = true;
-        return sy_sse_frame(out, "[DONE]", 6);
+        rc = sy_sse_frame(out, "[DONE]", 6);
+        if (rc == SY_OK && f->obs != NULL)
+            f->obs->data(f->obs_ud, data, len);
+        return rc;
     }
     size_t cut_at = 0, cut_len = 0;
     if (ep == SY_EP_CHAT && plain_delta(f, data, len, &cut_at, &cut_len)) {
         f->chunks++;
         f->fast_chunks++;
         if (cut_len == 0)
-            return sy_sse_frame(out, data, len);
-        return sy_sse_frame_parts(out, data, cut_at, data + cut_at + cut_len,
-                                  len - cut_at - cut_len);
+            rc = sy_sse_frame(out, data, len);
+        else
+            rc = sy_sse_frame_parts(out, data, cut_at, data + cut_at + cut_len,
+                                    len - cut_at - cut_len);
+        if (rc == SY_OK && f->obs != NULL)
+            observe_plain(f, data, len);
+        return rc;
     }
     chunk = json_loadb(data, len, 0, NULL);
     if (!json_is_object(chunk))
@@ -500,6 +929,8 @@ sy_err sy_openai_stream_event(sy_stream_fix *f, sy_endpoint ep, const char *data
             goto out;
         }
         rc = sy_sse_frame(out, body, n);
+        if (rc == SY_OK && f->obs != NULL)
+            f->obs->data(f->obs_ud, body, n);
         free(body);
         f->saw_error = true;
         goto out;
@@ -537,6 +968,8 @@ sy_err sy_openai_stream_event(sy_stream_fix *f, sy_endpoint ep, const char *data
         f->saw_role = true;
     f->chunks++;
     rc = emit(out, chunk);
+    if (rc == SY_OK && f->obs != NULL)
+        f->obs->chunk(f->obs_ud, chunk);
 out:
     json_decref(chunk);
     return rc;

@@ -784,24 +784,37 @@ static int on_event(void *ud, const char *event, const char *data, size_t len)
     return 0;
 }
 
-/* Feeds the client-bound SSE frames just produced ("data: <json>\n\n" each) to the cache
- * accumulator. A frame it refuses turns caching off for this answer, nothing else. */
-static void acc_feed_frames(sy_xfer *x)
+/* The cache accumulator observes what the provider sends the client (sy_stream_observer), so
+ * it consumes the chunks the provider already built or lifted instead of parsing the frames
+ * again. A chunk it refuses turns caching off for this answer, nothing else. */
+static void acc_result(sy_xfer *x, sy_err rc)
 {
-    const char *p = x->tmp.data, *end = x->tmp.data + x->tmp.len;
-    while (p < end) {
-        const char *nl = memmem(p, (size_t)(end - p), "\n\n", 2);
-        if (nl == NULL)
-            break;
-        if ((size_t)(nl - p) > 6 && memcmp(p, "data: ", 6) == 0 &&
-            sy_cache_acc_feed_data(&x->acc, p + 6, (size_t)(nl - p) - 6) != SY_OK) {
-            sy_cache_acc_cleanup(&x->acc);
-            x->acc_on = false;
-            return;
-        }
-        p = nl + 2;
-    }
+    if (rc == SY_OK)
+        return;
+    sy_cache_acc_cleanup(&x->acc);
+    x->acc_on = false;
+    x->fix.obs = NULL;
 }
+
+static void acc_chunk(void *ud, const json_t *chunk)
+{
+    sy_xfer *x = ud;
+    acc_result(x, sy_cache_acc_feed(&x->acc, chunk));
+}
+
+static void acc_delta(void *ud, const sy_stream_delta *d)
+{
+    sy_xfer *x = ud;
+    acc_result(x, sy_cache_acc_feed_delta(&x->acc, d));
+}
+
+static void acc_data(void *ud, const char *data, size_t len)
+{
+    sy_xfer *x = ud;
+    acc_result(x, sy_cache_acc_feed_data(&x->acc, data, len));
+}
+
+static const sy_stream_observer acc_observer = {acc_chunk, acc_delta, acc_data};
 
 static size_t write_cb(char *p, size_t size, size_t n, void *ud)
 {
@@ -851,8 +864,6 @@ static size_t write_cb(char *p, size_t size, size_t n, void *ud)
 
     sy_buf_reset(&x->tmp);
     sy_err rc = sy_sse_feed(&x->sse, p, len, on_event, x);
-    if (x->acc_on && x->tmp.len > 0)
-        acc_feed_frames(x);
     if (x->tmp.len > 0) {
         pthread_mutex_lock(&req->mu);
         size_t before = req->out.len;
@@ -1010,6 +1021,8 @@ static void begin_attempt(sy_upstream *u, sy_request *req)
     if (req->cache_store && req->stream && req->ep != SY_EP_EMBEDDINGS) {
         sy_cache_acc_init(&x->acc, req->ep, 0);
         x->acc_on = true;
+        x->fix.obs = &acc_observer;
+        x->fix.obs_ud = x;
     }
     x->t_start = x->t_last = sy_now_us();
     req->attempts++;

@@ -3,7 +3,8 @@
  * matrix, the stream accumulator (round trips through sy_openai_to_sse, OpenAI-style fragments,
  * every inconsistency refused), the entry codec, put/get on the embedded store with an injected
  * clock (TTL, size caps, corrupt entries) and on a real redis-server killed and restarted, replay,
- * per-input embeddings, and allocation failures one by one. */
+ * per-input embeddings, the accumulator fed through a provider's stream observer (agreeing with a
+ * re-parse of the client-bound bytes, fuzzed), and allocation failures one by one. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -19,6 +20,7 @@
 #include "redis_helper.h"
 #include "switchyard/cache.h"
 #include "switchyard/json_util.h"
+#include "switchyard/provider.h"
 #include "switchyard/provider_openai.h"
 #include "switchyard/sse.h"
 
@@ -1053,6 +1055,308 @@ static void test_entry_codec(void **state)
     sy_cache_entry_cleanup(&e);
 }
 
+/* ---- the accumulator fed through the provider's stream observer --------------------------------
+ * The relay feeds the accumulator what the provider already built (chunk objects) or lifted (plain
+ * deltas relayed byte for byte), never re-parsing the client-bound bytes. These tests run each
+ * upstream stream through the provider once, feeding one accumulator from the observer and another
+ * from the client-bound bytes parsed again (the path before the observer): both must agree on
+ * every outcome, and a stored answer must be byte-identical. */
+
+typedef struct obs_rec {
+    sy_cache_acc acc;
+    int chunks, deltas, datas;
+} obs_rec;
+
+static void obs_chunk(void *ud, const json_t *c)
+{
+    obs_rec *r = ud;
+    r->chunks++;
+    sy_cache_acc_feed(&r->acc, c);
+}
+
+static void obs_delta(void *ud, const sy_stream_delta *d)
+{
+    obs_rec *r = ud;
+    r->deltas++;
+    sy_cache_acc_feed_delta(&r->acc, d);
+}
+
+static void obs_data(void *ud, const char *data, size_t len)
+{
+    obs_rec *r = ud;
+    r->datas++;
+    sy_cache_acc_feed_data(&r->acc, data, len);
+}
+
+static const sy_stream_observer test_obs = {obs_chunk, obs_delta, obs_data};
+
+typedef struct up_event {
+    const char *name; /* "" when unnamed */
+    const char *data;
+} up_event;
+
+/* Runs <ev> through <prov>'s stream_event with the observer on; returns the observed outcome of
+ * the finished accumulator (and the answer's dump in *dump_obs), and the same for the client
+ * bytes re-parsed (*rc_reparse, *dump_reparse). */
+static sy_err observe_vs_reparse(const sy_provider_ops *prov, sy_endpoint ep, bool client_usage,
+                                 const up_event *ev, size_t n, obs_rec *rec, char **dump_obs,
+                                 sy_err *rc_reparse, char **dump_reparse)
+{
+    sy_stream_fix f;
+    sy_buf out;
+    sy_cache_acc again;
+    json_t *a1 = NULL, *a2 = NULL;
+
+    memset(&f, 0, sizeof(f));
+    memset(rec, 0, sizeof(*rec));
+    f.client_usage = client_usage;
+    f.obs = &test_obs;
+    f.obs_ud = rec;
+    sy_cache_acc_init(&rec->acc, ep, 0);
+    sy_buf_init(&out, 1 << 22);
+    for (size_t i = 0; i < n && !f.saw_done && !f.saw_error; i++)
+        if (prov->stream_event(&f, ep, ev[i].name, ev[i].data, strlen(ev[i].data), &out) != SY_OK)
+            break; /* the relay aborts the stream here */
+    bool completed = f.saw_done && f.saw_finish && !f.saw_error;
+    sy_err rc = sy_cache_acc_finish(&rec->acc, completed, f.usage, &a1);
+    sy_cache_acc_init(&again, ep, 0);
+    sy_err rc2 = feed_sse(&again, out.data != NULL ? out.data : "", out.len, NULL);
+    if (rc2 == SY_OK)
+        rc2 = sy_cache_acc_finish(&again, completed, f.usage, &a2);
+    *rc_reparse = rc2;
+    *dump_obs = a1 != NULL ? sy_json_dump(a1, NULL) : NULL;
+    *dump_reparse = a2 != NULL ? sy_json_dump(a2, NULL) : NULL;
+    json_decref(a1);
+    json_decref(a2);
+    sy_cache_acc_cleanup(&again);
+    sy_cache_acc_cleanup(&rec->acc);
+    sy_buf_cleanup(&out);
+    sy_stream_fix_cleanup(&f);
+    return rc;
+}
+
+/* Both ways agree; returns the observer's outcome. */
+static sy_err agree(const sy_provider_ops *prov, sy_endpoint ep, bool client_usage,
+                    const up_event *ev, size_t n, obs_rec *rec, char **dump)
+{
+    sy_err rc2;
+    char *d1 = NULL, *d2 = NULL;
+    sy_err rc = observe_vs_reparse(prov, ep, client_usage, ev, n, rec, &d1, &rc2, &d2);
+    if (rc != rc2)
+        fail_msg("observer %s, re-parse %s (event 1: %s)", sy_err_name(rc), sy_err_name(rc2),
+                 ev[n > 1].data);
+    if (rc == SY_OK) {
+        assert_non_null(d1);
+        assert_non_null(d2);
+        assert_string_equal(d1, d2);
+    }
+    free(d2);
+    if (dump != NULL)
+        *dump = d1;
+    else
+        free(d1);
+    return rc;
+}
+
+#define OCH(body) "{\"id\":\"chatcmpl-7\",\"object\":\"chat.completion.chunk\",\"created\":17,"      \
+                  "\"model\":\"gpt-x\",\"system_fingerprint\":\"fp_1\"," body "}"
+#define PLAIN(content_json)                                                                        \
+    OCH("\"choices\":[{\"index\":0,\"delta\":{\"content\":" content_json "},\"logprobs\":null,"   \
+        "\"finish_reason\":null}],\"usage\":null")
+
+static const char HEAD[] = OCH("\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\","
+                               "\"content\":\"\",\"refusal\":null},\"logprobs\":null,"
+                               "\"finish_reason\":null}],\"usage\":null");
+static const char FIN[] = OCH("\"choices\":[{\"index\":0,\"delta\":{},\"logprobs\":null,"
+                              "\"finish_reason\":\"stop\"}],\"usage\":null");
+static const char USAGE[] = OCH("\"choices\":[],\"usage\":{\"prompt_tokens\":3,"
+                                "\"completion_tokens\":9,\"total_tokens\":12}");
+
+static void test_acc_observer_openai(void **state)
+{
+    (void)state;
+    const sy_provider_ops *prov = sy_provider_get(SY_PROVIDER_OPENAI);
+    obs_rec rec;
+    char *dump = NULL;
+    const up_event stream[] = {
+        {"", HEAD},
+        {"", PLAIN("\"Hello\"")},
+        {"", PLAIN("\", w\\u00f6rld\\n\\\"q\\\" \\/ \\t\\ud83d\\ude00 \xc3\xa9\"")},
+        /* unknown members anywhere but in delta, whitespace, other key order */
+        {"", "{ \"obfuscation\" : \"x{[\\\"\", \"choices\":[{\"finish_reason\":null,\"x\":[1,2.5,"
+             "{\"y\":true}],\"delta\":{\"content\":\"!\",\"refusal\":null},\"index\":0}],"
+             "\"model\":\"gpt-x\",\"created\":17,\"object\":\"chat.completion.chunk\","
+             "\"id\":\"chatcmpl-7\",\"service_tier\":\"default\",\"usage\":null}"},
+        {"", PLAIN("\"\"")},
+        {"", FIN},
+        {"", USAGE},
+        {"", "[DONE]"},
+    };
+    size_t n = sizeof(stream) / sizeof(stream[0]);
+    for (int cu = 0; cu < 2; cu++) {
+        assert_int_equal(agree(prov, SY_EP_CHAT, cu, stream, n, &rec, &dump), SY_OK);
+        /* the plain deltas were lifted, not parsed: only [DONE] went as data */
+        assert_int_equal(rec.deltas, 4);
+        assert_int_equal(rec.datas, 1);
+        assert_int_equal(rec.chunks, cu ? 3 : 2);
+        json_t *ans = J(dump);
+        assert_string_equal(
+            json_string_value(json_object_get(
+                json_object_get(json_array_get(json_object_get(ans, "choices"), 0), "message"),
+                "content")),
+            "Hello, w\xc3\xb6rld\n\"q\" / \t\xf0\x9f\x98\x80 \xc3\xa9!");
+        assert_string_equal(json_string_value(json_object_get(ans, "service_tier")), "default");
+        assert_int_equal(json_integer_value(json_object_get(json_object_get(ans, "usage"),
+                                                            "total_tokens")),
+                         12);
+        json_decref(ans);
+        free(dump);
+    }
+
+    /* plain deltas the lifter gives up on are handed over as data, parsed once by the
+     * accumulator, with the same outcome */
+    const char *unlifted[] = {
+        OCH("\"choices\":[{\"index\":0,\"delta\":{\"con\\u0074ent\":\"x\"},\"finish_reason\":"
+            "null}]"),
+        OCH("\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\",\"content\":\"b\"},"
+            "\"finish_reason\":null}]"),
+        OCH("\"choices\":[{\"index\":0,\"delta\":{\"reasoning_content\":\"hm\"},"
+            "\"finish_reason\":null}]"),
+        OCH("\"choices\":[{\"index\":0,\"delta\":{\"content\":\"It\"},\"logprobs\":{\"content\":"
+            "[{\"token\":\"It\",\"logprob\":-0.5,\"bytes\":[73,116],\"top_logprobs\":[]}]},"
+            "\"finish_reason\":null}]"),
+        OCH("\"x\":1e400,\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"},"
+            "\"finish_reason\":null}]"),
+        OCH("\"x\":123456789012345678901234567890,\"choices\":[{\"index\":0,\"delta\":"
+            "{\"content\":\"x\"},\"finish_reason\":null}]"),
+        OCH("\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\\ud83d\"},\"finish_reason\":"
+            "null}]"),
+        OCH("\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\\u0000b\"},\"finish_reason\":"
+            "null}]"),
+        OCH("\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\xed\xa0\x80\"},"
+            "\"finish_reason\":null}]"),
+        OCH("\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\xc0\xaf\"},"
+            "\"finish_reason\":null}]"),
+        OCH("\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"},\"finish_reason\":null,"
+            "\"index\":1}]"),
+        OCH("\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"},\"finish_reason\":null}],"
+            "\"id\":\"chatcmpl-7\""),
+        OCH("\"choices\":[{\"index\":1.0,\"delta\":{\"content\":\"x\"},\"finish_reason\":null}]"),
+        OCH("\"choices\":[{\"index\":0,\"delta\":{\"role\":\"user\",\"content\":\"x\"},"
+            "\"finish_reason\":null}]"),
+        OCH("\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"},\"finish_reason\":null}],"
+            "\"created\":18"),
+    };
+    for (size_t i = 0; i < sizeof(unlifted) / sizeof(unlifted[0]); i++) {
+        const up_event s[] = {{"", HEAD}, {"", unlifted[i]}, {"", FIN}, {"", "[DONE]"}};
+        agree(prov, SY_EP_CHAT, false, s, 4, &rec, NULL);
+        if (rec.deltas != 0)
+            fail_msg("unlifted[%zu] was lifted", i);
+    }
+
+    /* escaped content longer than the lifter's scratch buffer: handed over as data */
+    static char big[3000 + 200];
+    char *p = big;
+    p += sprintf(p, "%s", "{\"id\":\"chatcmpl-7\",\"object\":\"chat.completion.chunk\",\"created\":17,"
+                          "\"model\":\"gpt-x\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"");
+    for (int i = 0; i < 1500; i++)
+        p += sprintf(p, "\\n");
+    sprintf(p, "%s", "\"},\"finish_reason\":null}]}");
+    const up_event sb[] = {{"", HEAD}, {"", big}, {"", FIN}, {"", "[DONE]"}};
+    assert_int_equal(agree(prov, SY_EP_CHAT, false, sb, 4, &rec, NULL), SY_OK);
+    assert_int_equal(rec.deltas, 0);
+
+    /* inconsistent streams are refused both ways, lifted or not */
+    const char *bad[] = {
+        "{\"id\":\"other\",\"object\":\"chat.completion.chunk\",\"created\":17,\"model\":\"gpt-x\","
+        "\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"},\"finish_reason\":null}]}",
+        "{\"id\":\"chatcmpl-7\",\"object\":\"chat.completion.chunk\",\"created\":17,\"model\":"
+        "\"other\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"},\"finish_reason\":"
+        "null}]}",
+        "{\"id\":\"chatcmpl-7\",\"object\":\"chat.completion.chunk\",\"created\":17,\"model\":"
+        "\"gpt-x\",\"choices\":[{\"index\":200,\"delta\":{\"content\":\"x\"},\"finish_reason\":"
+        "null}]}",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        const up_event s[] = {{"", HEAD}, {"", bad[i]}, {"", FIN}, {"", "[DONE]"}};
+        assert_int_equal(agree(prov, SY_EP_CHAT, false, s, 4, &rec, NULL), SY_EINVAL);
+    }
+    /* content after finish_reason */
+    const up_event late[] = {{"", HEAD}, {"", FIN}, {"", PLAIN("\"late\"")}, {"", "[DONE]"}};
+    assert_int_equal(agree(prov, SY_EP_CHAT, false, late, 4, &rec, NULL), SY_EINVAL);
+    assert_int_equal(rec.deltas, 1);
+    /* an error event ends it */
+    const up_event err[] = {{"", HEAD},
+                            {"", PLAIN("\"a\"")},
+                            {"", "{\"error\":{\"message\":\"boom\",\"type\":\"server_error\"}}"}};
+    assert_int_not_equal(agree(prov, SY_EP_CHAT, false, err, 3, &rec, NULL), SY_OK);
+
+    /* fuzz: byte mutations of a plain delta; whatever the fast path relays and the lifter makes
+     * of it, the observer and the re-parse agree */
+    const char *base = PLAIN("\"a\\u00e9\\ud83d\\ude00 b\\\"\"");
+    size_t blen = strlen(base);
+    char *m = malloc(blen + 1);
+    static const char alphabet[] = "\"\\{}[]:,0123456789aeu nlt\x80\xc3\xa9\xff";
+    uint32_t seed = 12345;
+    int lifted = 0;
+    for (int iter = 0; iter < 4000; iter++) {
+        memcpy(m, base, blen + 1);
+        int muts = 1 + iter % 3;
+        for (int k = 0; k < muts; k++) {
+            seed = seed * 1103515245u + 12345u;
+            size_t at = (seed >> 8) % blen;
+            seed = seed * 1103515245u + 12345u;
+            m[at] = alphabet[(seed >> 8) % (sizeof(alphabet) - 1)];
+        }
+        const up_event s[] = {{"", HEAD}, {"", m}, {"", FIN}, {"", USAGE}, {"", "[DONE]"}};
+        agree(prov, SY_EP_CHAT, iter % 2, s, 5, &rec, NULL);
+        lifted += rec.deltas;
+    }
+    assert_true(lifted > 100); /* the mutations did reach the lifter */
+    free(m);
+}
+
+static void test_acc_observer_anthropic(void **state)
+{
+    (void)state;
+    const sy_provider_ops *prov = sy_provider_get(SY_PROVIDER_ANTHROPIC);
+    obs_rec rec;
+    char *dump = NULL;
+    const up_event stream[] = {
+        {"message_start", "{\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":"
+                          "\"message\",\"role\":\"assistant\",\"content\":[],\"model\":\"claude-x\","
+                          "\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}"},
+        {"content_block_start", "{\"type\":\"content_block_start\",\"index\":0,"
+                                "\"content_block\":{\"type\":\"text\",\"text\":\"\"}}"},
+        {"content_block_delta", "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":"
+                                "{\"type\":\"text_delta\",\"text\":\"Hi \\u00e9\"}}"},
+        {"content_block_stop", "{\"type\":\"content_block_stop\",\"index\":0}"},
+        {"content_block_start", "{\"type\":\"content_block_start\",\"index\":1,\"content_block\":"
+                                "{\"type\":\"tool_use\",\"id\":\"toolu_A\",\"name\":\"f\","
+                                "\"input\":{}}}"},
+        {"content_block_delta", "{\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":"
+                                "\"input_json_delta\",\"partial_json\":\"{\\\"a\\\":1}\"}}"},
+        {"content_block_stop", "{\"type\":\"content_block_stop\",\"index\":1}"},
+        {"message_delta", "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\"},"
+                          "\"usage\":{\"output_tokens\":9}}"},
+        {"message_stop", "{\"type\":\"message_stop\"}"},
+    };
+    size_t n = sizeof(stream) / sizeof(stream[0]);
+    for (int cu = 0; cu < 2; cu++) {
+        assert_int_equal(agree(prov, SY_EP_CHAT, cu, stream, n, &rec, &dump), SY_OK);
+        assert_int_equal(rec.datas, 1); /* [DONE] */
+        assert_int_equal(rec.deltas, 0);
+        assert_int_equal(rec.chunks, cu ? 6 : 5);
+        assert_non_null(strstr(dump, "\"arguments\":\"{\\\"a\\\":1}\""));
+        free(dump);
+    }
+    const up_event err[] = {stream[0], stream[1],
+                            {"error", "{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\","
+                                      "\"message\":\"busy\"}}"}};
+    assert_int_not_equal(agree(prov, SY_EP_CHAT, false, err, 3, &rec, NULL), SY_OK);
+    assert_int_equal(rec.datas, 1); /* the error event */
+}
+
 /* ---- store operations ------------------------------------------------------------------------ */
 
 static atomic_llong fake_now = 1700000000000LL;
@@ -1718,6 +2022,8 @@ int main(void)
         cmocka_unit_test(test_acc_completions_logprobs),
         cmocka_unit_test(test_acc_refuses_inconsistent),
         cmocka_unit_test(test_acc_cap),
+        cmocka_unit_test(test_acc_observer_openai),
+        cmocka_unit_test(test_acc_observer_anthropic),
         cmocka_unit_test(test_entry_codec),
         cmocka_unit_test(test_put_get_mem),
         cmocka_unit_test(test_put_get_redis_outage),
