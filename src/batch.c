@@ -9,7 +9,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,16 +20,10 @@
 #include "switchyard/files.h"
 #include "switchyard/json_util.h"
 #include "switchyard/log.h"
+#include "switchyard/util.h"
 
 const char *const sy_batch_endpoints[] = {"/v1/chat/completions", "/v1/embeddings",
                                           "/v1/completions", NULL};
-
-int64_t bt_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static bool fits(int k, size_t n) { return k > 0 && (size_t)k < n; }
 
@@ -286,32 +279,14 @@ out:
     return rc;
 }
 
-void bt_rand_id(char *buf, size_t n, const char *prefix, size_t hexlen)
-{
-    unsigned char raw[32];
-    static const char hex[] = "0123456789abcdef";
-    size_t bytes = (hexlen + 1) / 2;
-    if (bytes > sizeof(raw))
-        bytes = sizeof(raw);
-    if (RAND_bytes(raw, (int)bytes) != 1) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        for (size_t i = 0; i < bytes; i++)
-            raw[i] = (unsigned char)((uint64_t)ts.tv_nsec >> (i % 8) ^ (uint64_t)rand());
-    }
-    size_t k = (size_t)snprintf(buf, n, "%s", prefix);
-    for (size_t i = 0; i < hexlen && k + 1 < n; i++)
-        buf[k++] = hex[(raw[i / 2] >> (i % 2 ? 0 : 4)) & 15];
-    buf[k] = '\0';
-}
-
 char *sy_batch_result_line(const char *custom_id, int status, const char *request_id,
                            const char *resp, size_t resp_len, const char *code,
                            const char *message, size_t *len)
 {
     char id[48];
     json_t *line = NULL;
-    bt_rand_id(id, sizeof(id), "batch_req_", 32);
+    if (!sy_rand_id(id, sizeof(id), "batch_req_", 32, SY_ID_HEX))
+        return NULL;
     if (status > 0) {
         json_t *body = resp != NULL && resp_len > 0 ? json_loadb(resp, resp_len, 0, NULL) : NULL;
         if (body == NULL)
@@ -446,7 +421,7 @@ static int do_transition(json_t *obj, void *ud)
     char field[40];
     snprintf(field, sizeof(field), "%s_at", t->to);
     json_object_set_new(obj, "status", json_string(t->to));
-    json_object_set_new(obj, field, json_integer(bt_now_ms() / 1000));
+    json_object_set_new(obj, field, json_integer(sy_wall_ms() / 1000));
     if (t->set != NULL)
         json_object_update(obj, t->set);
     t->moved = true;
@@ -740,8 +715,11 @@ static void create(const sy_api_in *in, sy_batch *b, sy_reply *out)
     }
 
     char id[48];
-    bt_rand_id(id, sizeof(id), "batch_", 24);
-    int64_t now_ms = bt_now_ms(), now = now_ms / 1000;
+    if (!sy_rand_id(id, sizeof(id), "batch_", 24, SY_ID_HEX)) {
+        sy_api_error(out, SY_EINTERNAL, "no random bytes for a batch id", NULL);
+        goto out;
+    }
+    int64_t now_ms = sy_wall_ms(), now = now_ms / 1000;
     char tenant[SY_TENANT_MAX];
     const char *t = sy_api_tenant(in->authorization, tenant, sizeof(tenant));
     obj = json_pack("{s:s, s:s, s:s, s:n, s:s, s:s, s:s, s:n, s:n, s:I, s:n, s:I, s:n, s:n, "

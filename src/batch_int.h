@@ -47,11 +47,6 @@ struct sy_batch {
     size_t nreclaimed, capreclaimed;
 };
 
-/* Milliseconds since the epoch. */
-int64_t bt_now_ms(void);
-/* <prefix> then <hexlen> (at most 64) random lowercase hex digits into <buf> of <n> bytes
- * (truncated to fit; always NUL-terminated). */
-void bt_rand_id(char *buf, size_t n, const char *prefix, size_t hexlen);
 
 /* Keys. All return false when the key does not fit. */
 bool bk_obj(char *buf, size_t n, const char *id);

@@ -42,6 +42,7 @@
 #include "switchyard/router.h"
 #include "switchyard/routes.h"
 #include "switchyard/spend.h"
+#include "switchyard/util.h"
 
 #define PB_PEND "{b}:pb:pend"
 #define PB_SUB "{b}:pb:sub"
@@ -84,7 +85,7 @@ bool sy_batch_provider_offer(sy_batch *b, const sy_batch_job *job, const sy_depl
     json_decref(rec);
     if (text == NULL)
         return false;
-    snprintf(val, sizeof(val), "%" PRId64 "|0|%s", bt_now_ms(), dep->name);
+    snprintf(val, sizeof(val), "%" PRId64 "|0|%s", sy_wall_ms(), dep->name);
     ok = sy_store_set(b->store, key, text, len, 0, 0, NULL) == SY_OK &&
          sy_store_hset(b->store, PB_PEND, ref, val, strlen(val), 0, NULL) == SY_OK;
     free(text);
@@ -269,9 +270,10 @@ static void submit_group(sy_batch *b, group *g)
     if (lines == NULL || loaded == NULL || cids == NULL)
         goto out;
     /* random like batch ids: rand() is unseeded, so two instances would draw the same ids */
-    bt_rand_id(subid, sizeof(subid), "pb", 24);
+    if (!sy_rand_id(subid, sizeof(subid), "pb", 24, SY_ID_HEX))
+        goto out;
     sub = json_pack("{s:s,s:s,s:O,s:s,s:s,s:I}", "dep", g->dep, "ep", g->url, "lines", g->refs,
-                    "state", "submitting", "pid", "", "at", (json_int_t)bt_now_ms());
+                    "state", "submitting", "pid", "", "at", (json_int_t)sy_wall_ms());
     if (sub == NULL || (text = sy_json_dump(sub, &len)) == NULL ||
         sy_store_hset(b->store, PB_SUB, subid, text, len, 0, NULL) != SY_OK)
         goto out;
@@ -315,7 +317,7 @@ static void submit_group(sy_batch *b, group *g)
                 json_decref(body);
             } else {
                 char val[256];
-                snprintf(val, sizeof(val), "%" PRId64 "|%ld|%.128s", bt_now_ms(), tries, g->dep);
+                snprintf(val, sizeof(val), "%" PRId64 "|%ld|%.128s", sy_wall_ms(), tries, g->dep);
                 (void)sy_store_hset(b->store, PB_PEND, ref, val, strlen(val), 0, NULL);
             }
         }
@@ -342,7 +344,7 @@ static void submit_due(sy_batch *b, json_t *seen)
     sy_store_kvs kv;
     group groups[16];
     size_t ng = 0, i;
-    int64_t now = bt_now_ms();
+    int64_t now = sy_wall_ms();
 
     memset(groups, 0, sizeof(groups));
     sy_store_kvs_init(&kv);
@@ -484,7 +486,7 @@ static void poll_sub(sy_batch *b, const char *subid, const char *text, json_t *s
         /* a crash between recording the group and saving the provider's id: the provider may
          * or may not have the batch, and resubmitting could pay twice */
         int64_t at = json_integer_value(json_object_get(sub, "at"));
-        if (bt_now_ms() - at < b->cfg->batch_lease_ms)
+        if (sy_wall_ms() - at < b->cfg->batch_lease_ms)
             goto out; /* another instance may be submitting it right now */
         for (i = 0; i < n; i++)
             finish_line(b, dep, json_string_value(json_array_get(refs, i)), 0, NULL, NULL,

@@ -10,7 +10,6 @@
 
 #include <curl/curl.h>
 #include <fcntl.h>
-#include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +24,7 @@
 #include "switchyard/log.h"
 #include "switchyard/metrics.h"
 #include "switchyard/router.h"
+#include "switchyard/util.h"
 
 #define ENQ_SAVE_EVERY 64 /* lines between saves of the enqueue position */
 #define ONCE_TTL_MS (8LL * 86400 * 1000)
@@ -314,7 +314,7 @@ static run_end run_line(sy_batch *b, CURL *h, const char *id, long line, const c
 {
     const sy_config *cfg = b->cfg;
     int attempts = 0;
-    int64_t last_check = bt_now_ms(), last_renew = last_check;
+    int64_t last_check = sy_wall_ms(), last_renew = last_check;
     call c;
     for (;;) {
         memset(&c, 0, sizeof(c));
@@ -373,7 +373,7 @@ static run_end run_line(sy_batch *b, CURL *h, const char *id, long line, const c
         sy_buf_cleanup(&c.body);
         if (!brun_sleep(b, wait))
             return RUN_ABANDON;
-        int64_t now = bt_now_ms();
+        int64_t now = sy_wall_ms();
         if (now - last_renew > cfg->batch_lease_ms / 3) {
             (void)sy_store_expire(b->store, runkey, cfg->batch_lease_ms, NULL);
             last_renew = now;
@@ -928,7 +928,7 @@ static void sweep_batch(sy_batch *b, const char *id, int64_t *by_status)
     for (int i = 0; st != NULL && !bstatus_terminal(st) && i < 8; i++)
         if (strcmp(st, names[i]) == 0)
             by_status[i]++;
-    int64_t now = bt_now_ms() / 1000;
+    int64_t now = sy_wall_ms() / 1000;
     json_t *exp = json_object_get(obj, "expires_at");
     bool past = json_is_integer(exp) && now >= json_integer_value(exp);
     if (st == NULL) {
@@ -1070,13 +1070,10 @@ sy_err sy_batch_new(const sy_config *cfg, struct sy_store *store, struct sy_file
     snprintf(b->self_url, sizeof(b->self_url), "%s", self_url != NULL ? self_url : "");
     pthread_mutex_init(&b->mu, NULL);
     pthread_cond_init(&b->cv, NULL);
-    unsigned char raw[32];
-    if (RAND_bytes(raw, sizeof(raw)) != 1) {
+    if (!sy_rand_id(b->token, sizeof(b->token), "", sizeof(b->token) - 1, SY_ID_HEX)) {
         sy_batch_free(b);
         return SY_EINTERNAL;
     }
-    for (size_t i = 0; i < sizeof(raw); i++)
-        snprintf(b->token + 2 * i, 3, "%02x", raw[i]);
     char host[64] = "host";
     (void)gethostname(host, sizeof(host) - 1);
     host[sizeof(host) - 1] = '\0';

@@ -25,7 +25,6 @@
 #include <microhttpd.h>
 #include <stdarg.h>
 #include <stdatomic.h>
-#include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +38,7 @@
 #include "switchyard/json_util.h"
 #include "switchyard/log.h"
 #include "switchyard/store.h"
+#include "switchyard/util.h"
 
 #define ID_PREFIX "file-"
 #define ID_RANDOM 24          /* base62 characters after the prefix (~143 bits) */
@@ -114,32 +114,12 @@ static const char *const purposes[] = {"assistants", "batch", "fine-tune",
 static int64_t real_ms(void *ud)
 {
     (void)ud;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return sy_wall_ms();
 }
 
 static int64_t now_ms(const sy_files *f)
 {
     return f->clock(f->clock_ud);
-}
-
-/* <n> random base62 characters plus a NUL at <out>. */
-static bool random_b62(char *out, size_t n)
-{
-    static const char a[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    unsigned char b[64];
-    size_t got = 0;
-
-    while (got < n) {
-        if (RAND_bytes(b, sizeof(b)) != 1)
-            return false;
-        for (size_t i = 0; i < sizeof(b) && got < n; i++)
-            if (b[i] < 248) /* 248 = 4 * 62: no modulo bias */
-                out[got++] = a[b[i] % 62];
-    }
-    out[n] = '\0';
-    return true;
 }
 
 /* Whether <id> could be one of ours: "file-" and 1..ID_MAX alphanumerics. Anything else is
@@ -271,7 +251,7 @@ sy_err sy_files_tmp_path(sy_files *f, char *buf, size_t n)
     char r[ID_RANDOM + 1];
     if (f == NULL || buf == NULL)
         return SY_EINVAL;
-    if (!random_b62(r, ID_RANDOM))
+    if (!sy_rand_id(r, sizeof(r), "", ID_RANDOM, SY_ID_B62))
         return SY_EINTERNAL;
     int w = snprintf(buf, n, "%s/tmp-%s.part", f->dir, r);
     return w > 0 && (size_t)w < n ? SY_OK : SY_ETOOBIG;
@@ -474,8 +454,7 @@ static sy_err publish(sy_files *f, const char *owner, const char *tmp, const cha
     int64_t ttl_ms = 0;
     sy_err rc = SY_EINTERNAL;
 
-    memcpy(id, ID_PREFIX, sizeof(ID_PREFIX) - 1);
-    if (!random_b62(id + sizeof(ID_PREFIX) - 1, ID_RANDOM) ||
+    if (!sy_rand_id(id, sizeof(id), ID_PREFIX, ID_RANDOM, SY_ID_B62) ||
         !content_path(f, id, path, sizeof(path)))
         goto out;
     if (rename(tmp, path) != 0) {

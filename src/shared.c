@@ -15,6 +15,7 @@
 #include "switchyard/health.h"
 #include "switchyard/log.h"
 #include "switchyard/request.h"
+#include "switchyard/util.h"
 
 #define QUEUE_CAP 4096 /* affinity puts waiting for the store */
 #define DRAIN_MAX 64   /* puts written per turn, between breaker checks */
@@ -70,13 +71,6 @@ static void on_breaker(void)
     pthread_mutex_unlock(&gmu);
 }
 
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void *run(void *arg)
 {
     sy_shared *sh = arg;
@@ -112,7 +106,7 @@ static void *run(void *arg)
         now = sy_now_us();
         if (!stop && (kick || now >= next)) {
             int pub = 0, adopted = 0;
-            sy_err rc = sy_health_sync(sh->store, now, wall_ms(), &pub, &adopted);
+            sy_err rc = sy_health_sync(sh->store, now, sy_wall_ms(), &pub, &adopted);
             bool failing = rc != SY_OK;
             /* once per state change (the store logs its own outages too) */
             if (failing && !was_failing)

@@ -22,7 +22,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -31,6 +30,7 @@
 
 #include "switchyard/log.h"
 #include "switchyard/metrics.h"
+#include "switchyard/util.h"
 
 enum {
 #define SY_SPEND_IDX(f, s, j) C_##f,
@@ -61,14 +61,6 @@ static int64_t mono_ms(void)
     struct timespec ts;
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t real_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
@@ -470,7 +462,7 @@ void sy_spend_opts_init(sy_spend_opts *o)
 
 static int64_t wall_ms(const sy_spend *s)
 {
-    return s->opts.clock_ms != NULL ? s->opts.clock_ms(s->opts.clock_ud) : real_ms();
+    return s->opts.clock_ms != NULL ? s->opts.clock_ms(s->opts.clock_ud) : sy_wall_ms();
 }
 
 static int64_t floor_div(int64_t a, int64_t b)
@@ -480,7 +472,7 @@ static int64_t floor_div(int64_t a, int64_t b)
 
 int64_t sy_spend_today(const sy_spend *s)
 {
-    return floor_div(s != NULL ? wall_ms(s) : real_ms(), 86400000);
+    return floor_div(s != NULL ? wall_ms(s) : sy_wall_ms(), 86400000);
 }
 
 sy_store *sy_spend_get_store(const sy_spend *s) { return s->store; }
@@ -1235,7 +1227,6 @@ sy_err sy_spend_new(sy_store *store, const char *data_dir, const sy_spend_opts *
     sy_spend *s = calloc(1, sizeof(*s));
     pthread_condattr_t ca;
     sy_err rc = SY_ENOMEM;
-    unsigned char rnd[8];
 
     if (s == NULL)
         return SY_ENOMEM;
@@ -1258,12 +1249,9 @@ sy_err sy_spend_new(sy_store *store, const char *data_dir, const sy_spend_opts *
     if (s->opts.once_ttl_s < 1)
         s->opts.once_ttl_s = 1;
     s->compact_at = s->opts.journal_compact_bytes;
-    if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd)) {
-        uint64_t t = (uint64_t)real_ms() ^ ((uint64_t)getpid() << 32);
-        memcpy(rnd, &t, sizeof(rnd));
-    }
-    for (size_t i = 0; i < sizeof(rnd); i++)
-        snprintf(s->epoch + 2 * i, 3, "%02x", rnd[i]);
+    if (!sy_rand_id(s->epoch, sizeof(s->epoch), "", sizeof(s->epoch) - 1, SY_ID_HEX))
+        snprintf(s->epoch, sizeof(s->epoch), "%016llx",
+                 (unsigned long long)sy_wall_ms() ^ ((unsigned long long)getpid() << 32));
     pthread_mutex_init(&s->mu, NULL);
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);

@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "store_int.h"
+#include "switchyard/util.h"
 
 #define OBJ_OVERHEAD 96 /* per key: struct, hash node and allocator slack (approximate) */
 #define FIELD_OVERHEAD 48
@@ -197,10 +198,8 @@ typedef struct mstore {
 
 static int64_t real_clock(void *ud)
 {
-    struct timespec ts;
     (void)ud;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return sy_wall_ms();
 }
 
 static void lru_unlink(mstore *m, obj *o)
