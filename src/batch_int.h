@@ -75,6 +75,14 @@ json_t *bobj_public(sy_store *s, const json_t *obj);
 void bobj_retire(sy_store *s, const char *id, const char *status);
 bool bstatus_terminal(const char *st);
 
+/* Stores the result of line <line> of batch <batch_id> once (set NX; <ok>: output or error
+ * file; <line_json> the OpenAI per-line object) and counts it once (its once-key). *fresh (may
+ * be NULL) says whether this call settled the line: false when it was settled before, by an
+ * earlier result or by a finalize that stopped waiting for it (the late result is then
+ * dropped). Bill a line only when fresh. Store errors are returned. */
+sy_err bline_put(sy_batch *b, const char *batch_id, long line, bool ok, const char *line_json,
+                 size_t len, bool *fresh);
+
 /* batch_provider.c: submits due provider-batch groups and merges ended ones (sweeper). */
 void sy_batch_provider_sweep(sy_batch *b);
 /* Whether line <line> of batch <id> is with the provider-batch path (queued or submitted, its

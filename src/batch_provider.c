@@ -26,6 +26,13 @@
  *            ran, batch_cancelled for the rest). A group mixing in lines of live batches runs
  *            on. The cancelled batch is finalized only once none of its lines is still here
  *            (sy_batch_provider_holds).
+ *   expiry:  the same for a batch past its completion window (finalizing as "expired"): pending
+ *            lines end batch_expired, a group of only ended batches is cancelled at the
+ *            provider, and what the provider completed before the cancel is merged (its
+ *            unrun lines come back batch_expired). The finalize waits for the lines still
+ *            here up to batch.provider_grace_ms, then settles them without the provider
+ *            (batch_run.c); an answer arriving after that is dropped unbilled (bline_put says
+ *            the line was settled), so spend always matches the files the client reads.
  * Only one instance works on provider batches at a time (lease {b}:pb:lease). */
 #include "switchyard/batch.h"
 
@@ -129,31 +136,47 @@ bool sy_batch_provider_holds(sy_batch *b, const char *id, long line, sy_err *err
     return *err == SY_OK && there;
 }
 
-/* Whether the batch of <ref> is being cancelled (or gone: nothing to deliver to). <seen> caches
- * statuses for one sweep ({batch id: true|false}). Store errors answer false (tried again next
- * sweep). */
-static bool ref_cancelled(sy_batch *b, const char *ref, json_t *seen)
+typedef enum ref_state {
+    REF_LIVE,      /* the batch still wants the line */
+    REF_CANCELLED, /* being cancelled, or gone: nothing to deliver to */
+    REF_EXPIRED    /* past its completion window (finalizing as expired, or expired) */
+} ref_state;
+
+static const char MSG_CANCELLED[] =
+    "This request could not be executed before the batch was cancelled.";
+static const char MSG_EXPIRED[] =
+    "This request could not be executed before the completion window expired.";
+
+/* What became of the batch of <ref>. <seen> caches states for one sweep ({batch id: state}).
+ * Store errors answer REF_LIVE (tried again next sweep). */
+static ref_state ref_state_of(sy_batch *b, const char *ref, json_t *seen)
 {
     char id[80];
     long line;
     json_t *obj = NULL, *v;
-    bool yes = false;
+    ref_state rs = REF_LIVE;
 
     if (ref == NULL || !split_ref(ref, id, sizeof(id), &line))
-        return false;
+        return REF_LIVE;
     if ((v = json_object_get(seen, id)) != NULL)
-        return json_is_true(v);
+        return (ref_state)json_integer_value(v);
     sy_err rc = bobj_get(b->store, id, &obj);
     if (rc == SY_OK) {
         const char *st = json_string_value(json_object_get(obj, "status"));
-        yes = st != NULL && (strcmp(st, "cancelling") == 0 || strcmp(st, "cancelled") == 0);
+        const char *end = json_string_value(json_object_get(obj, "sy_end"));
+        if (st != NULL && (strcmp(st, "cancelling") == 0 || strcmp(st, "cancelled") == 0))
+            rs = REF_CANCELLED;
+        else if (st != NULL && (strcmp(st, "expired") == 0 ||
+                                (strcmp(st, "finalizing") == 0 && end != NULL &&
+                                 strcmp(end, "expired") == 0)))
+            rs = REF_EXPIRED;
     } else if (rc == SY_ENOTFOUND) {
-        yes = true;
+        rs = REF_CANCELLED;
     }
     json_decref(obj);
     if (rc == SY_OK || rc == SY_ENOTFOUND)
-        (void)json_object_set_new(seen, id, json_boolean(yes));
-    return yes;
+        (void)json_object_set_new(seen, id, json_integer(rs));
+    return rs;
 }
 
 static void drop_line(sy_batch *b, const char *ref)
@@ -163,33 +186,36 @@ static void drop_line(sy_batch *b, const char *ref)
         (void)sy_store_del(b->store, key, NULL);
 }
 
-/* Writes the result of <ref> once; records its spend (batch discount) when this call wrote it
- * and the line ran. <body> is the OpenAI answer or error; <status> 0 = never ran. */
-static void finish_line(sy_batch *b, const sy_deployment *dep, const char *ref, int status,
+/* Writes the result of <ref> once; records its spend (batch discount) when this call settled
+ * the line (bline_put) and the line ran. <body> is the OpenAI answer or error; <status> 0 =
+ * never ran. Returns true when an answer that ran came too late: the batch had already settled
+ * the line without it (a finalize that stopped waiting), so it was dropped and not billed. */
+static bool finish_line(sy_batch *b, const sy_deployment *dep, const char *ref, int status,
                         const json_t *body, const sy_usage *usage, const char *code,
                         const char *message)
 {
-    char id[80], rkey[SY_STORE_KEY_MAX];
+    char id[80];
     long line;
     json_t *l = load_line(b, ref);
     const char *cid = json_string_value(json_object_get(l, "c"));
-    bool existed = false;
+    bool fresh = false, late = false;
     char *text = NULL, *lj = NULL;
     size_t tlen = 0, len = 0;
 
     if (!split_ref(ref, id, sizeof(id), &line) || cid == NULL) {
         json_decref(l);
         drop_line(b, ref);
-        return;
+        return false;
     }
-    if (bk_res(rkey, sizeof(rkey), id, line))
-        (void)sy_store_exists(b->store, rkey, &existed);
     if (status > 0 && body != NULL)
         text = sy_json_dump(body, &tlen);
     lj = sy_batch_result_line(cid, status, NULL, text, tlen, code, message, &len);
     if (lj != NULL &&
-        sy_batch_line_done(b, id, line, status >= 200 && status < 300, lj, len, NULL) == SY_OK) {
-        if (!existed && status > 0 && b->spend != NULL && dep != NULL) {
+        bline_put(b, id, line, status >= 200 && status < 300, lj, len, &fresh) == SY_OK) {
+        /* billed only with the result the client reads: a replayed group (crash before its
+         * record was dropped) or an answer after the batch gave up on it is not fresh */
+        late = !fresh && status > 0;
+        if (fresh && status > 0 && b->spend != NULL && dep != NULL) {
             const json_t *req = json_object_get(l, "body");
             const char *tenant = json_string_value(json_object_get(l, "t"));
             const char *model = json_string_value(json_object_get(req, "model"));
@@ -224,6 +250,7 @@ static void finish_line(sy_batch *b, const sy_deployment *dep, const char *ref, 
     free(lj);
     free(text);
     json_decref(l);
+    return late;
 }
 
 /* ---- submit --------------------------------------------------------------------------------- */
@@ -358,11 +385,14 @@ static void submit_due(sy_batch *b, json_t *seen)
         size_t k;
         if (p2 == NULL)
             continue;
-        if (ref_cancelled(b, kv.items[i].name, seen)) {
+        ref_state rs = ref_state_of(b, kv.items[i].name, seen);
+        if (rs != REF_LIVE) {
             /* the result first (finish_line), then the index entry: a crash between the two
              * only repeats an idempotent finish */
-            finish_line(b, NULL, kv.items[i].name, 0, NULL, NULL, "batch_cancelled",
-                        "This request could not be executed before the batch was cancelled.");
+            bool exp = rs == REF_EXPIRED;
+            (void)finish_line(b, NULL, kv.items[i].name, 0, NULL, NULL,
+                              exp ? "batch_expired" : "batch_cancelled",
+                              exp ? MSG_EXPIRED : MSG_CANCELLED);
             (void)sy_store_hdel(b->store, PB_PEND, kv.items[i].name, NULL);
             continue;
         }
@@ -408,7 +438,9 @@ typedef struct merge_ctx {
     sy_batch *b;
     const sy_deployment *dep;
     const json_t *refs;
-    char *seen; /* per line: a result arrived */
+    char *seen;     /* per line: a result arrived */
+    json_t *states; /* ref_state_of's cache */
+    size_t late;    /* answers dropped: their batch had settled the line without them */
 } merge_ctx;
 
 static int on_result(void *ud, const sy_provider_batch_result *r)
@@ -422,20 +454,27 @@ static int on_result(void *ud, const sy_provider_batch_result *r)
     if (i >= n || dash == NULL || *end != '\0')
         return 0; /* not one of ours */
     c->seen[i] = 1;
+    const char *ref = json_string_value(json_array_get(c->refs, i));
     if (r->status == 0) {
         const json_t *err = json_object_get(r->body, "error");
-        finish_line(c->b, c->dep, json_string_value(json_array_get(c->refs, i)), 0, NULL, NULL,
-                    json_string_value(json_object_get(err, "code")),
-                    json_string_value(json_object_get(err, "message")));
-    } else {
-        finish_line(c->b, c->dep, json_string_value(json_array_get(c->refs, i)), r->status,
-                    r->body, r->has_usage ? &r->usage : NULL, NULL, NULL);
+        const char *code = json_string_value(json_object_get(err, "code"));
+        const char *msg = json_string_value(json_object_get(err, "message"));
+        /* the provider's batch was cancelled because this batch expired: its unrun lines
+         * expired as far as the client is concerned */
+        if (ref_state_of(c->b, ref, c->states) == REF_EXPIRED) {
+            code = "batch_expired";
+            msg = MSG_EXPIRED;
+        }
+        (void)finish_line(c->b, c->dep, ref, 0, NULL, NULL, code, msg);
+    } else if (finish_line(c->b, c->dep, ref, r->status, r->body,
+                           r->has_usage ? &r->usage : NULL, NULL, NULL)) {
+        c->late++;
     }
     return 0;
 }
 
 /* Cancels submitted group <sub> at the provider when every one of its lines belongs to a batch
- * being cancelled, once (recorded in the group before the call: a crash after it only means
+ * being cancelled or past its window, once (recorded in the group before the call: a crash after it only means
  * the provider is asked again, which it allows). */
 static void cancel_if_unwanted(sy_batch *b, const sy_deployment *dep, const char *subid,
                                json_t *sub, const char *pid, json_t *seen)
@@ -449,7 +488,7 @@ static void cancel_if_unwanted(sy_batch *b, const sy_deployment *dep, const char
     if (n == 0 || json_is_true(json_object_get(sub, "cancel")))
         return;
     for (size_t i = 0; i < n; i++)
-        if (!ref_cancelled(b, json_string_value(json_array_get(refs, i)), seen))
+        if (ref_state_of(b, json_string_value(json_array_get(refs, i)), seen) == REF_LIVE)
             return; /* a live batch still wants some of its lines */
     if (json_object_set_new(sub, "cancel", json_true()) != 0 ||
         (text = sy_json_dump(sub, &len)) == NULL ||
@@ -461,7 +500,7 @@ static void cancel_if_unwanted(sy_batch *b, const sy_deployment *dep, const char
     free(text);
     sy_err rc = sy_provider_batch_cancel(dep, pid, &e);
     sy_log(rc == SY_OK ? SY_LOG_INFO : SY_LOG_WARN, NULL,
-           "provider batch %s at %s: cancel %s (%zu lines of cancelled batches)", pid, dep->name,
+           "provider batch %s at %s: cancel %s (%zu lines of ended batches)", pid, dep->name,
            rc == SY_OK ? "requested" : sy_err_name(rc), n);
     sy_provider_batch_error_cleanup(&e);
 }
@@ -477,7 +516,7 @@ static void poll_sub(sy_batch *b, const char *subid, const char *text, json_t *s
     const sy_deployment *dep = sy_config_deployment(b->cfg, depname);
     sy_provider_batch_error e = {0};
     sy_provider_batch_status st;
-    merge_ctx mc = {.b = b, .dep = dep, .refs = refs};
+    merge_ctx mc = {.b = b, .dep = dep, .refs = refs, .states = seen};
     size_t n = json_array_size(refs), i;
 
     if (state == NULL || refs == NULL)
@@ -522,6 +561,11 @@ static void poll_sub(sy_batch *b, const char *subid, const char *text, json_t *s
     }
     sy_log(SY_LOG_INFO, NULL, "provider batch %s at %s: %s, %ld ok, %ld failed", pid, dep->name,
            st.provider_status, st.succeeded, st.errored);
+    if (mc.late > 0)
+        sy_log(SY_LOG_WARN, NULL,
+               "provider batch %s at %s: %zu answers came after their batch ended without them "
+               "(batch.provider_grace_ms); dropped, not billed to the client",
+               pid, dep->name, mc.late);
 drop:
     (void)sy_store_hdel(b->store, PB_SUB, subid, NULL);
 out:

@@ -115,8 +115,10 @@ static int64_t jint(const json_t *o, const char *a, const char *b)
     return json_is_integer(v) ? (int64_t)json_integer_value(v) : 0;
 }
 
-/* Counts a stored result (<val>: "o"/"e" + the line) exactly once. */
-static sy_err count_result(sy_batch *b, const char *id, long line, const char *val, size_t len)
+/* Counts a stored result (<val>: "o"/"e" + the line) exactly once. *applied (may be NULL):
+ * whether this call counted it (false: counted before, or tombstoned by finalize). */
+static sy_err count_result(sy_batch *b, const char *id, long line, const char *val, size_t len,
+                           bool *applied_out)
 {
     char cnt[SY_STORE_KEY_MAX], once[SY_STORE_KEY_MAX];
     if (len < 2 || !bk_cnt(cnt, sizeof(cnt), id) || !bk_once(once, sizeof(once), id, line))
@@ -141,29 +143,36 @@ static sy_err count_result(sy_batch *b, const char *id, long line, const char *v
     sy_err rc = sy_store_hincrby_many(b->store, ops, 5, once, ONCE_TTL_MS, &applied);
     if (rc == SY_OK && applied)
         sy_metrics_batch_line(b->metrics, ok ? "completed" : "failed");
+    if (applied_out != NULL)
+        *applied_out = rc == SY_OK && applied;
     return rc;
 }
 
-/* Counts the result of <line> if it exists: SY_OK (counted now or before), SY_ENOTFOUND. */
-static sy_err count_existing(sy_batch *b, const char *id, long line)
+/* Counts the result of <line> if it exists: SY_OK (counted now or before), SY_ENOTFOUND.
+ * *applied (may be NULL) as for count_result. */
+static sy_err count_existing(sy_batch *b, const char *id, long line, bool *applied)
 {
     char key[SY_STORE_KEY_MAX];
     sy_buf v;
+    if (applied != NULL)
+        *applied = false;
     if (!bk_res(key, sizeof(key), id, line))
         return SY_EINVAL;
     sy_buf_init(&v, 64u << 20);
     sy_err rc = sy_store_get(b->store, key, &v);
     if (rc == SY_OK)
-        rc = count_result(b, id, line, v.data, v.len);
+        rc = count_result(b, id, line, v.data, v.len, applied);
     sy_buf_cleanup(&v);
     return rc;
 }
 
-sy_err sy_batch_line_done(sy_batch *b, const char *batch_id, long line, bool ok,
-                          const char *line_json, size_t len, const json_t *usage)
+sy_err bline_put(sy_batch *b, const char *batch_id, long line, bool ok, const char *line_json,
+                 size_t len, bool *fresh)
 {
-    (void)usage; /* counted from the stored line, which is what a replay would see */
     char key[SY_STORE_KEY_MAX];
+    bool stored = false, applied = false;
+    if (fresh != NULL)
+        *fresh = false;
     if (!bk_res(key, sizeof(key), batch_id, line))
         return SY_EINVAL;
     char *val = malloc(len + 1);
@@ -171,13 +180,26 @@ sy_err sy_batch_line_done(sy_batch *b, const char *batch_id, long line, bool ok,
         return SY_ENOMEM;
     val[0] = ok ? 'o' : 'e';
     memcpy(val + 1, line_json, len);
-    bool stored = false;
     sy_err rc = sy_store_set(b->store, key, val, len + 1, 0, SY_STORE_NX, &stored);
     if (rc == SY_OK)
-        rc = stored ? count_result(b, batch_id, line, val, len + 1)
-                    : count_existing(b, batch_id, line);
+        rc = stored ? count_result(b, batch_id, line, val, len + 1, &applied)
+                    : count_existing(b, batch_id, line, &applied);
+    /* stored but its once-key was there: the line was settled before (counted, or tombstoned
+     * by a finalize that stopped waiting for it) and its result key removed with the batch's
+     * end; this late result would only be an orphan that nobody reads */
+    if (rc == SY_OK && stored && !applied)
+        (void)sy_store_del(b->store, key, NULL);
+    if (fresh != NULL)
+        *fresh = rc == SY_OK && applied;
     free(val);
     return rc;
+}
+
+sy_err sy_batch_line_done(sy_batch *b, const char *batch_id, long line, bool ok,
+                          const char *line_json, size_t len, const json_t *usage)
+{
+    (void)usage; /* counted from the stored line, which is what a replay would see */
+    return bline_put(b, batch_id, line, ok, line_json, len, NULL);
 }
 
 /* ---- the HTTP call ------------------------------------------------------------------------- */
@@ -409,7 +431,7 @@ static void process_entry(sy_batch *b, CURL *h, const sy_stream_entry *e)
     }
     if (rc != SY_OK)
         return; /* store trouble: leave it pending, it comes back */
-    rc = count_existing(b, id, line);
+    rc = count_existing(b, id, line, NULL);
     if (rc == SY_OK) { /* ran before (a duplicate entry, or a crash before the ack) */
         ack(b, e->id);
         return;
@@ -742,8 +764,10 @@ static sy_err write_all(int fd, const char *p, size_t n)
 
 /* Writes the output and error files of batch <id> in line order and ends it with status <end>
  * ("completed", "expired" or "cancelled"). Lines without a result: FIN_BUSY when one is still
- * running; otherwise an expired batch reports them as batch_expired errors and a cancelled one
- * leaves them out. */
+ * running, or is at a provider's batch API and batch.provider_grace_ms has not passed since
+ * expires_at (cancelling_at for a cancel); past it such a line is reported batch_expired or
+ * batch_cancelled. Otherwise an expired batch reports them as batch_expired errors and a
+ * cancelled one leaves them out (they never ran). */
 static fin_rc finalize(sy_batch *b, const char *id, json_t *obj, const char *end)
 {
     const char *fid = json_string_value(json_object_get(obj, "input_file_id"));
@@ -751,6 +775,11 @@ static fin_rc finalize(sy_batch *b, const char *id, json_t *obj, const char *end
     /* the output and error files belong to the batch's creator (files.h: tenancy) */
     const char *owner = json_string_value(json_object_get(obj, "sy_tenant"));
     bool expired = strcmp(end, "expired") == 0;
+    /* until when lines still at a provider's batch API are waited for */
+    const json_t *since = json_object_get(obj, strcmp(end, "cancelled") == 0 ? "cancelling_at"
+                                                                             : "expires_at");
+    int64_t deadline = (json_is_integer(since) ? (int64_t)json_integer_value(since) * 1000 : 0) +
+                       b->cfg->batch_provider_grace_ms;
     char opath[4096], epath[4096];
     int in = -1, ofd = -1, efd = -1;
     uint64_t flen;
@@ -786,6 +815,7 @@ static fin_rc finalize(sy_batch *b, const char *id, json_t *obj, const char *end
         if (n == 0 || strspn(lbuf, " \t\r\n") >= n)
             continue;
         char rkey[SY_STORE_KEY_MAX], runkey[SY_STORE_KEY_MAX];
+        bool gave_up = false;
         if (!bk_res(rkey, sizeof(rkey), id, lineno) || !bk_run(runkey, sizeof(runkey), id, lineno))
             goto out;
         sy_buf v;
@@ -800,17 +830,32 @@ static fin_rc finalize(sy_batch *b, const char *id, json_t *obj, const char *end
                 ret = running ? FIN_BUSY : FIN_ERROR;
                 goto out;
             }
-            /* a cancelled batch waits for its lines at a provider's batch API: they come back
-             * (answered, or batch_cancelled) once the provider ends that batch */
+            /* a line at a provider's batch API comes back (answered, or expired/cancelled)
+             * once the provider ends that batch, which the provider sweep cancels for an
+             * ended batch; the batch waits for it up to batch.provider_grace_ms */
             sy_err perr = SY_OK;
-            if (!expired && sy_batch_provider_holds(b, id, lineno, &perr)) {
+            bool held = sy_batch_provider_holds(b, id, lineno, &perr);
+            if (perr != SY_OK) {
+                sy_buf_cleanup(&v);
+                goto out;
+            }
+            if (held && sy_wall_ms() < deadline) {
                 sy_buf_cleanup(&v);
                 ret = FIN_BUSY;
                 goto out;
             }
-            if (perr != SY_OK) {
-                sy_buf_cleanup(&v);
-                goto out;
+            if (held) {
+                /* given up: the once-key as a tombstone settles the line, so an answer that
+                 * comes later is dropped unbilled (bline_put) instead of counted and billed
+                 * for nobody; a result counted before it is read below and kept */
+                char once[SY_STORE_KEY_MAX];
+                if (!bk_once(once, sizeof(once), id, lineno) ||
+                    sy_store_set(b->store, once, "t", 1, ONCE_TTL_MS, SY_STORE_NX, NULL) !=
+                        SY_OK) {
+                    sy_buf_cleanup(&v);
+                    goto out;
+                }
+                gave_up = true;
             }
             rc = sy_store_get(b->store, rkey, &v);
         }
@@ -824,15 +869,18 @@ static fin_rc finalize(sy_batch *b, const char *id, json_t *obj, const char *end
                 sy_buf_cleanup(&v);
                 goto out;
             }
-        } else if (rc == SY_ENOTFOUND && expired) {
+        } else if (rc == SY_ENOTFOUND && (expired || gave_up)) {
             sy_batch_line bl;
             json_t *err = NULL;
             if (sy_batch_parse_line(lbuf, n, lineno, ep, b->cfg->max_json_depth, &bl, &err)) {
                 size_t len;
-                char *lj = sy_batch_result_line(bl.custom_id, 0, NULL, NULL, 0, "batch_expired",
-                                                "This request could not be executed before the "
-                                                "completion window expired.",
-                                                &len);
+                char *lj = sy_batch_result_line(
+                    bl.custom_id, 0, NULL, NULL, 0, expired ? "batch_expired" : "batch_cancelled",
+                    expired ? "This request could not be executed before the completion window "
+                              "expired."
+                            : "This request could not be executed before the batch was "
+                              "cancelled.",
+                    &len);
                 json_decref(bl.body);
                 if (lj == NULL || write_all(efd, lj, len) != SY_OK ||
                     write_all(efd, "\n", 1) != SY_OK) {

@@ -280,6 +280,14 @@ static const field batch_fields[] = {
      .doc = "most lines in one batch submitted to a provider's batch API (deployments with "
             "`batch_api`); more wait for the next group. OpenAI takes up to 50,000 lines a "
             "batch, Anthropic up to 100,000"},
+    {.key = "provider_grace_ms", .type = FT_INT, .itype = FI_LONG,
+     .off = offsetof(sy_config, batch_provider_grace_ms), .def_int = 900000, .min = 0,
+     .max = 86400000,
+     .doc = "how long an expired or cancelled batch waits for its lines at a provider's batch "
+            "API (cancelled there, answers of the lines that ran collected) before it ends "
+            "without them: they are reported `batch_expired`/`batch_cancelled`, and answers "
+            "arriving later are dropped, not billed. Counted from `expires_at` or "
+            "`cancelling_at`; OpenAI allows up to 10 minutes for a cancel"},
     {.key = "files_dir", .type = FT_STR, .off = offsetof(sy_config, files_dir),
      .check = check_path, .bounds_doc = PATH_DOC,
      .doc = "directory of uploaded and batch output file contents; unset: `<data_dir>/files`. "

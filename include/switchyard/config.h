@@ -110,6 +110,7 @@ typedef struct sy_config {
     long batch_poll_ms;         /* 1000: reclaim / expiry / finalize sweep period */
     long batch_window_s;        /* 86400: what completion_window "24h" means (tests shorten it) */
     size_t batch_provider_group_size; /* 1000: lines per provider batch-API submission */
+    long batch_provider_grace_ms;     /* 900000: an ended batch waits this for provider lines */
     char *files_dir;            /* NULL: <data_dir>/files; file contents (shared by instances) */
 
     sy_deployment *deployments;

@@ -75,6 +75,8 @@ typedef struct directives {
     long batch_polls;        /* batches: retrieves until a batch ends (batch_openai.c) */
     long batch_ms;           /* batches: and at least this long after creation */
     long batch_expire_after; /* batches: lines past the first N expire; -1 = none */
+    long batch_cancel_keep;  /* batches: a cancelled batch still ran its first N lines */
+    long batch_cancel_polls; /* batches: retrieves after a cancel before it ends */
 } directives;
 
 static void directives_init(directives *d)
@@ -186,6 +188,12 @@ static void directive_set(directives *d, const char *k, size_t kn, const char *v
     } else if (span_eq(k, kn, "batch_expire_after")) {
         if (parse_num(v, vn, 0, 1000000000L, &n))
             d->batch_expire_after = n;
+    } else if (span_eq(k, kn, "batch_cancel_keep")) {
+        if (parse_num(v, vn, 0, 1000000000L, &n))
+            d->batch_cancel_keep = n;
+    } else if (span_eq(k, kn, "batch_cancel_polls")) {
+        if (parse_num(v, vn, 0, 1000000000L, &n))
+            d->batch_cancel_polls = n;
     } else if (span_eq(k, kn, "shape")) {
         d->shape_set = true;
         if (span_eq(v, vn, "openai"))
@@ -1528,7 +1536,9 @@ static int batch_dispatch(const fake_request *rq, const char *path, size_t plen,
 {
     fake_batch_opts o = {.polls = d->batch_polls,
                          .delay_ms = d->batch_ms,
-                         .expire_after = d->batch_expire_after};
+                         .expire_after = d->batch_expire_after,
+                         .cancel_keep = d->batch_cancel_keep,
+                         .cancel_polls = d->batch_cancel_polls};
     int k = fake_batch_kind(path, plen);
     char msg[64];
 

@@ -28,6 +28,7 @@ typedef struct abatch {
     char status[16]; /* in_progress, canceling, ended */
     fake_batch_opts opts;
     long polls;
+    long cancel_polls; /* retrieves since the cancel */
     int64_t created_mono;
     long long created_at, ended_at, cancel_at;
     long processing, succeeded, errored, canceled, expired;
@@ -209,7 +210,7 @@ static int finish(abatch *b, bool cancelled)
         char *text;
         fake_reply rep;
 
-        if (cancelled) {
+        if (cancelled && (long)i >= b->opts.cancel_keep) {
             b->canceled++;
             result = json_pack("{s:s}", "type", "canceled");
         } else if (b->opts.expire_after >= 0 && (long)i >= b->opts.expire_after) {
@@ -309,7 +310,7 @@ int fake_batch_anthropic(const fake_request *rq, const char *path, size_t plen,
         } else {
             b->polls++;
             rc = 1;
-            if (strcmp(b->status, "canceling") == 0)
+            if (strcmp(b->status, "canceling") == 0 && b->cancel_polls++ >= b->opts.cancel_polls)
                 rc = finish(b, true) == 0 ? 1 : -1;
             else if (strcmp(b->status, "in_progress") == 0 && b->polls >= b->opts.polls &&
                      mono_ms() - b->created_mono >= b->opts.delay_ms)

@@ -196,6 +196,7 @@ typedef struct obatch {
     char status[16];
     fake_batch_opts opts;
     long polls;
+    long cancel_polls; /* retrieves since the cancel */
     int64_t created_mono;
     long long created_at, in_progress_at, finalizing_at, completed_at, failed_at, expired_at,
         cancelling_at, cancelled_at;
@@ -579,7 +580,7 @@ static int run_line(void *ud, const char *s, size_t n, long no)
         rc = 0; /* validated at create: cannot happen */
         goto out;
     }
-    if (c->cancelled) {
+    if (c->cancelled && c->index >= c->b->opts.cancel_keep) {
         c->b->failed++;
         rc = out_line(&c->errs, cid, 0, NULL, "batch_cancelled",
                       "This request could not be executed before the batch was cancelled.");
@@ -686,7 +687,7 @@ out:
 static int batch_get(const fake_request *rq, obatch *b, fake_reply *r)
 {
     b->polls++;
-    if (strcmp(b->status, "cancelling") == 0) {
+    if (strcmp(b->status, "cancelling") == 0 && b->cancel_polls++ >= b->opts.cancel_polls) {
         if (batch_finish(b, rq, true) != 0)
             return -1;
     } else if (strcmp(b->status, "in_progress") == 0 && b->polls >= b->opts.polls &&

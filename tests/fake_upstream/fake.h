@@ -138,6 +138,9 @@ typedef struct fake_batch_opts {
     long polls;        /* batch_polls: retrieves before the batch ends (default 2) */
     long delay_ms;     /* batch_ms: and at least this long after creation (default 0) */
     long expire_after; /* batch_expire_after: lines past the first N expire; -1 = none */
+    long cancel_keep;  /* batch_cancel_keep: a cancelled batch still ran its first N lines */
+    long cancel_polls; /* batch_cancel_polls: retrieves a cancel takes to end (default 0: the
+                          next retrieve ends it) */
 } fake_batch_opts;
 
 /* 0: not a batch path; 1: OpenAI files/batches; 2: Anthropic message batches. */

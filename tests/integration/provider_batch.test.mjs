@@ -313,3 +313,170 @@ describe('provider batch group size', () => {
     assert.equal((await fake.stats()).batch_line_dups, 0);
   });
 });
+
+/* ------------------------------------------------------------------ expiry ---------------- */
+
+const ANTH_KEY_ENV = 'SY_PB_TEST_ANTH_KEY';
+
+/** Provider batches created and cancelled so far, both APIs (OpenAI: {input_file_id} bodies;
+ * Anthropic: {requests} bodies to .../messages/batches). */
+async function providerCallsAny(fake) {
+  const log = (await request(fake.url, 'GET', '/_reqlog')).json();
+  const creates = log.requests.filter((r) => (/\/batches$/.test(r.path) && r.body.includes('input_file_id')) ||
+    (/\/messages\/batches$/.test(r.path) && r.body.includes('"requests"')));
+  const cancels = log.requests.filter((r) => /\/batches\/[^/]+\/cancel$/.test(r.path));
+  return { creates, cancels };
+}
+
+async function waitEnd(client, id, timeout = 60000) {
+  let done;
+  await waitFor(async () => {
+    done = await client.batches.retrieve(id);
+    return TERMINAL.includes(done.status);
+  }, { timeout, interval: 100, what: `batch ${id} to end` });
+  return done;
+}
+
+describe('provider batch expiry', () => {
+  let fake, proxy, client;
+  // pending at the provider until cancelled; a cancel still returns the 2 lines that ran
+  const held = { batch_polls: 100000, batch_cancel_keep: 2 };
+
+  before(async () => {
+    fake = await startFake();
+    const gpt = fakeDeployment(fake, 'gpt-exp', { price: PRICE, batch_api: true, directives: held });
+    const claude = {
+      name: 'claude-exp', provider: 'anthropic', base_url: fake.base(held), model: 'claude-exp',
+      api_key_env: ANTH_KEY_ENV, price: PRICE, batch_api: true,
+    };
+    proxy = await startProxy(makeConfig({
+      auth: { master_key_env: MASTER_ENV },
+      deployments: [gpt, claude],
+      // default provider_grace_ms (15 min): the batch waits for the provider's answer
+      batch: { poll_ms: 50, workers: 2, retry_base_ms: 10, window_s: 4 },
+    }), { env: { [MASTER_ENV]: MASTER, [ANTH_KEY_ENV]: 'sk-ant-test' } });
+    client = proxy.client({ apiKey: MASTER });
+  });
+
+  after(async () => {
+    await proxy?.stop();
+    await fake?.stop();
+    await assertCleanExit(proxy);
+  });
+
+  for (const model of ['gpt-exp', 'claude-exp']) {
+    test(`${model}: an expired batch cancels its provider batch and keeps what the provider completed`, async () => {
+      const N = 5;
+      await request(fake.url, 'POST', '/_reqlog', { body: '' });
+      await fake.reset();
+      const f = await client.files.create({ file: await toFile(Buffer.from(chatLines(model, N, 'exp')), 'in.jsonl'), purpose: 'batch' });
+      const batch = await client.batches.create({
+        input_file_id: f.id, endpoint: '/v1/chat/completions', completion_window: '24h',
+      });
+      const done = await waitEnd(client, batch.id);
+      assert.equal(done.status, 'expired', JSON.stringify(done));
+      const calls = await providerCallsAny(fake);
+      assert.equal(calls.creates.length, 1, 'one provider batch');
+      assert.equal(calls.cancels.length, 1, 'the expiry cancelled it at the provider');
+      const st = await fake.stats();
+      assert.equal(st.batch_lines, 2, 'the provider ran 2 lines before the cancel');
+      assert.equal(st.batch_line_dups, 0);
+
+      // what the provider completed is in the output file; the rest is batch_expired
+      const out = await fileLines(client, done.output_file_id);
+      const err = await fileLines(client, done.error_file_id);
+      assert.equal(out.length, 2, JSON.stringify(done));
+      for (const l of out) {
+        assert.equal(l.response.status_code, 200);
+        assert.equal(l.response.body.object, 'chat.completion');
+      }
+      assert.equal(err.length, N - 2);
+      for (const l of err) {
+        assert.equal(l.response, null);
+        assert.equal(l.error.code, 'batch_expired');
+      }
+      assert.deepEqual([...out, ...err].map((l) => l.custom_id).sort(),
+        Array.from({ length: N }, (_, i) => `exp-${i}`).sort());
+      assert.equal(done.request_counts.completed, 2);
+      assert.equal(Object.keys(st.batch_line_runs).length, 2);
+
+      // billed: exactly the two answers the client can read, at the batch discount
+      const expectCost = out.reduce((a, l) => a + costMicro(PRICE, l.response.body.usage, PRICE.batch_discount), 0);
+      assert.ok(expectCost > 0);
+      await waitFor(async () => {
+        const g = await spendBy(proxy, model);
+        return g && g.cost_micro === expectCost;
+      }, { timeout: 15000, interval: 100, what: `spend of ${model} = ${expectCost}` });
+    });
+  }
+});
+
+describe('provider batch expiry grace', () => {
+  let fake, proxy, client;
+
+  before(async () => {
+    fake = await startFake();
+    // the provider takes 60 retrieves to honour the cancel, far past the proxy's grace of
+    // 300 ms (each sweep, one retrieve, is at least poll_ms = 50 ms apart)
+    const late = fakeDeployment(fake, 'gpt-late', {
+      price: PRICE, batch_api: true,
+      directives: { batch_polls: 100000, batch_cancel_keep: 2, batch_cancel_polls: 60 },
+    });
+    const quick = fakeDeployment(fake, 'gpt-quick', { price: PRICE, batch_api: true });
+    proxy = await startProxy(makeConfig({
+      auth: { master_key_env: MASTER_ENV },
+      deployments: [late, quick],
+      batch: { poll_ms: 50, workers: 2, retry_base_ms: 10, window_s: 4, provider_grace_ms: 300 },
+    }), { env: { [MASTER_ENV]: MASTER } });
+    client = proxy.client({ apiKey: MASTER });
+  });
+
+  after(async () => {
+    await proxy?.stop();
+    await fake?.stop();
+    await assertCleanExit(proxy);
+  });
+
+  test('a provider that answers after the grace cannot hold the batch; its late answers are not billed', async () => {
+    const N = 5;
+    await request(fake.url, 'POST', '/_reqlog', { body: '' });
+    await fake.reset();
+    const f = await client.files.create({ file: await toFile(Buffer.from(chatLines('gpt-late', N, 'late')), 'in.jsonl'), purpose: 'batch' });
+    const batch = await client.batches.create({
+      input_file_id: f.id, endpoint: '/v1/chat/completions', completion_window: '24h',
+    });
+    const done = await waitEnd(client, batch.id);
+    assert.equal(done.status, 'expired', JSON.stringify(done));
+    assert.equal((await providerCallsAny(fake)).cancels.length, 1);
+    assert.equal((await fake.stats()).batch_lines, 0, 'ended before the provider answered');
+    assert.equal(done.output_file_id, null);
+    const err = await fileLines(client, done.error_file_id);
+    assert.deepEqual(err.map((l) => l.custom_id).sort(), Array.from({ length: N }, (_, i) => `late-${i}`).sort());
+    for (const l of err) assert.equal(l.error.code, 'batch_expired');
+
+    // the provider ends its cancelled batch later, with 2 lines that ran
+    await waitFor(async () => (await fake.stats()).batch_lines === 2,
+      { timeout: 60000, interval: 100, what: 'the provider to end the cancelled batch' });
+    // a batch submitted after that is polled after the late answers were merged (one sweeper
+    // does both in order): once its spend shows, so would the late lines' spend
+    const f2 = await client.files.create({ file: await toFile(Buffer.from(chatLines('gpt-quick', 1, 'q')), 'in.jsonl'), purpose: 'batch' });
+    const b2 = await client.batches.create({
+      input_file_id: f2.id, endpoint: '/v1/chat/completions', completion_window: '24h',
+    });
+    const done2 = await waitEnd(client, b2.id);
+    assert.equal(done2.status, 'completed', JSON.stringify(done2));
+    const q = (await fileLines(client, done2.output_file_id))[0];
+    const qCost = costMicro(PRICE, q.response.body.usage, PRICE.batch_discount);
+    await waitFor(async () => {
+      const g = await spendBy(proxy, 'gpt-quick');
+      return g && g.cost_micro === qCost;
+    }, { timeout: 15000, interval: 100, what: 'the later batch\'s spend' });
+    const lateSpend = await spendBy(proxy, 'gpt-late');
+    assert.ok(!lateSpend || lateSpend.cost_micro === 0, `late answers billed: ${JSON.stringify(lateSpend)}`);
+    // the batch is as it ended: nothing counted or written after it
+    const again = await client.batches.retrieve(batch.id);
+    assert.deepEqual(again.request_counts, done.request_counts);
+    assert.equal(again.output_file_id, null);
+    assert.equal(again.error_file_id, done.error_file_id);
+  });
+});

@@ -821,6 +821,54 @@ static void test_api_list_cost(void **state)
     sy_store_free(qs);
 }
 
+/* A result settles its line once: a second one is not fresh, and one that comes after the line
+ * was settled without it (its result key gone with the batch's end, or a finalize's tombstone
+ * once-key) is dropped, not stored (batch_provider.c bills only fresh results). */
+static void test_line_settled_once(void **state)
+{
+    (void)state;
+    const char *id = "batch_settle";
+    size_t n;
+    const char *resp = "{\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1}}";
+    char *l = sy_batch_result_line("a", 200, "r", resp, strlen(resp), NULL, NULL, &n);
+    char rkey[SY_STORE_KEY_MAX], once[SY_STORE_KEY_MAX];
+    bool fresh = false, there = true;
+
+    assert_non_null(l);
+    assert_int_equal(bline_put(batch, id, 1, true, l, n, &fresh), SY_OK);
+    assert_true(fresh);
+    assert_int_equal(bline_put(batch, id, 1, true, l, n, &fresh), SY_OK);
+    assert_false(fresh);
+    /* the batch ended: its result keys are removed, the once-keys stay */
+    assert_true(bk_res(rkey, sizeof(rkey), id, 1));
+    assert_int_equal(sy_store_del(store, rkey, NULL), SY_OK);
+    assert_int_equal(bline_put(batch, id, 1, true, l, n, &fresh), SY_OK);
+    assert_false(fresh);
+    assert_int_equal(sy_store_exists(store, rkey, &there), SY_OK);
+    assert_false(there); /* no orphan result */
+    /* a tombstone (finalize gave up on line 2) */
+    assert_true(bk_once(once, sizeof(once), id, 2));
+    assert_int_equal(sy_store_set(store, once, "t", 1, 60000, SY_STORE_NX, NULL), SY_OK);
+    assert_int_equal(bline_put(batch, id, 2, true, l, n, &fresh), SY_OK);
+    assert_false(fresh);
+    assert_true(bk_res(rkey, sizeof(rkey), id, 2));
+    assert_int_equal(sy_store_exists(store, rkey, &there), SY_OK);
+    assert_false(there);
+    /* counted once in all */
+    char cnt[SY_STORE_KEY_MAX];
+    sy_store_kvs kv;
+    assert_true(bk_cnt(cnt, sizeof(cnt), id));
+    sy_store_kvs_init(&kv);
+    assert_int_equal(sy_store_hgetall(store, cnt, &kv), SY_OK);
+    long completed = -1;
+    for (size_t i = 0; i < kv.n; i++)
+        if (strcmp(kv.items[i].name, "completed") == 0)
+            completed = strtol(kv.items[i].value, NULL, 10);
+    assert_int_equal(completed, 1);
+    sy_store_kvs_cleanup(&kv);
+    free(l);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -832,6 +880,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_api_errors, setup_api, teardown_api),
         cmocka_unit_test_setup_teardown(test_api_lifecycle, setup_api, teardown_api),
         cmocka_unit_test_setup_teardown(test_api_list_tenants, setup_api, teardown_api),
+        cmocka_unit_test_setup_teardown(test_line_settled_once, setup_api, teardown_api),
         cmocka_unit_test_setup_teardown(test_api_list_cost, setup_api, teardown_api),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
