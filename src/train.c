@@ -146,7 +146,8 @@ static void usage(FILE *f)
             "                      --threshold T fixes it instead\n"
             "  --eval-dir DIR      write held-out rows and their scores per set, in\n"
             "                      route_eval.py format (holdout-SET.jsonl, .scores.jsonl)\n"
-            "  --folds K           also K-fold cross-validate on the training rows (cv-SET.*)\n"
+            "  --folds K           also K-fold cross-validate on the training rows (cv-SET.*);\n"
+            "                      with --holdout 0, a cross-fit of every row\n"
             "  --fold-seed N       key of the folds (default: --seed); the held-out rows stay,\n"
             "                      so repeated cross-validation never looks at them\n"
             "  --quiet             only the reports\n");
@@ -1161,10 +1162,13 @@ static int cross_validate(trainer *t, double *x, double *sc)
     }
     for (size_t i = 0; i < t->nrows; i++)
         all[i] = !t->rows[i].holdout;
-    char title[96];
-    (void)snprintf(
-        title, sizeof(title),
-        "%d-fold cross-validation over the training rows (out-of-fold scores):", t->o.folds);
+    /* with --holdout 0 this is a cross-fit over every row: each row is scored once, by the
+     * model fitted on the other folds */
+    char title[112];
+    (void)snprintf(title, sizeof(title),
+                   "%d-fold cross-validation over %s rows (out-of-fold scores, fold key %llu):",
+                   t->o.folds, t->o.holdout > 0 ? "the training" : "all",
+                   (unsigned long long)(t->o.fold_seed_set ? t->o.fold_seed : t->o.seed));
     if (report(t, title, all, sc, 0.5) != 0 || write_eval(t, "cv", all, sc) != 0)
         goto out;
     rc = 0;
