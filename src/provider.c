@@ -3,9 +3,13 @@
 #include "switchyard/provider.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "provider_int.h"
+#include "switchyard/json_util.h"
 #include "switchyard/provider_anthropic.h"
+#include "switchyard/sse.h"
 
 static sy_err openai_url(const sy_deployment *d, sy_endpoint ep, char *url, size_t n)
 {
@@ -19,6 +23,35 @@ static char *openai_body(const sy_deployment *d, sy_endpoint ep, const json_t *b
     (void)msg;
     (void)msglen;
     return sy_openai_upstream_body(d, ep, body, stream, len);
+}
+
+sy_err sy_provider_emit(sy_buf *out, const json_t *j)
+{
+    size_t n;
+    char *s = j != NULL ? sy_json_dump(j, &n) : NULL;
+    if (s == NULL)
+        return SY_ENOMEM;
+    sy_err rc = sy_sse_frame(out, s, n);
+    free(s);
+    return rc;
+}
+
+json_t *sy_provider_chunk_shell(sy_endpoint ep, json_t *id, json_t *created, json_t *model,
+                                json_t *fingerprint)
+{
+    json_t *c = json_object();
+    if (c == NULL)
+        return NULL;
+    /* json_object_set refuses a NULL value: that member is left out */
+    json_object_set(c, "id", id);
+    json_object_set_new(c, "object",
+                        json_string(ep == SY_EP_CHAT ? "chat.completion.chunk" : "text_completion"));
+    json_object_set(c, "created", created);
+    json_object_set(c, "model", model);
+    if (fingerprint != NULL)
+        json_object_set(c, "system_fingerprint", fingerprint);
+    json_object_set_new(c, "choices", json_array());
+    return c;
 }
 
 bool sy_slist_add(struct curl_slist **l, const char *s)

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "provider_int.h"
 #include "switchyard/json_util.h"
 #include "switchyard/provider_openai.h"
 #include "switchyard/sse.h"
@@ -1055,22 +1056,18 @@ typedef struct anth_stream {
     counts c;
 } anth_stream;
 
-static sy_err emit(sy_buf *out, const json_t *j)
-{
-    size_t n;
-    char *s = j != NULL ? sy_json_dump(j, &n) : NULL;
-    if (s == NULL)
-        return SY_ENOMEM;
-    sy_err rc = sy_sse_frame(out, s, n);
-    free(s);
-    return rc;
-}
-
+/* The stream's envelope (kept in <f> from message_start) as a chunk of <ep>. */
 static json_t *chunk_shell(const sy_stream_fix *f, sy_endpoint ep)
 {
-    return json_pack("{s:s,s:s,s:I,s:s}", "id", f->id, "object",
-                     ep == SY_EP_CHAT ? "chat.completion.chunk" : "text_completion", "created",
-                     (json_int_t)f->created, "model", f->model);
+    json_t *id = json_string(f->id), *created = json_integer((json_int_t)f->created);
+    json_t *model = json_string(f->model);
+    json_t *c = id != NULL && created != NULL && model != NULL
+                    ? sy_provider_chunk_shell(ep, id, created, model, NULL)
+                    : NULL;
+    json_decref(id);
+    json_decref(created);
+    json_decref(model);
+    return c;
 }
 
 /* A chunk with one choice. Chat: <delta> (stolen) is the choice's delta; completions: its "text"
@@ -1095,7 +1092,7 @@ static sy_err emit_choice(sy_stream_fix *f, sy_endpoint ep, json_t *delta, const
     }
     if (choice == NULL || json_object_set_new(c, "choices", json_pack("[O]", choice)) != 0)
         goto out;
-    if ((rc = emit(out, c)) != SY_OK)
+    if ((rc = sy_provider_emit(out, c)) != SY_OK)
         goto out;
     if (f->obs != NULL)
         f->obs->chunk(f->obs_ud, c);
@@ -1239,12 +1236,11 @@ static sy_err on_message_stop(sy_stream_fix *f, anth_stream *s, sy_endpoint ep, 
     }
     if (f->client_usage && f->usage != NULL) {
         json_t *c = chunk_shell(f, ep);
-        if (c == NULL || json_object_set_new(c, "choices", json_array()) != 0 ||
-            json_object_set(c, "usage", f->usage) != 0) {
+        if (c == NULL || json_object_set(c, "usage", f->usage) != 0) {
             json_decref(c);
             return SY_ENOMEM;
         }
-        rc = emit(out, c);
+        rc = sy_provider_emit(out, c);
         if (rc == SY_OK && f->obs != NULL)
             f->obs->chunk(f->obs_ud, c);
         json_decref(c);

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "provider_int.h"
 #include "switchyard/json_util.h"
 #include "switchyard/sse.h"
 
@@ -268,17 +269,6 @@ void sy_stream_fix_cleanup(sy_stream_fix *f)
     if (f->pstate != NULL && f->pstate_free != NULL)
         f->pstate_free(f->pstate);
     f->pstate = NULL;
-}
-
-static sy_err emit(sy_buf *out, const json_t *j)
-{
-    size_t n;
-    char *s = sy_json_dump(j, &n);
-    if (s == NULL)
-        return SY_ENOMEM;
-    sy_err rc = sy_sse_frame(out, s, n);
-    free(s);
-    return rc;
 }
 
 static void remember_envelope(sy_stream_fix *f, json_t *chunk, const char *object)
@@ -967,7 +957,7 @@ sy_err sy_openai_stream_event(sy_stream_fix *f, sy_endpoint ep, const char *data
     if (json_array_size(choices) > 0)
         f->saw_role = true;
     f->chunks++;
-    rc = emit(out, chunk);
+    rc = sy_provider_emit(out, chunk);
     if (rc == SY_OK && f->obs != NULL)
         f->obs->chunk(f->obs_ud, chunk);
 out:
@@ -975,39 +965,30 @@ out:
     return rc;
 }
 
-static json_t *chunk_shell(const json_t *resp, const char *object)
+/* The envelope of the answer <resp> as a chunk of <ep>. */
+static json_t *chunk_shell(sy_endpoint ep, const json_t *resp)
 {
-    json_t *c = json_object();
-    if (c == NULL)
-        return NULL;
-    json_object_set(c, "id", json_object_get(resp, "id"));
-    json_object_set_new(c, "object", json_string(object));
-    json_object_set(c, "created", json_object_get(resp, "created"));
-    json_object_set(c, "model", json_object_get(resp, "model"));
-    json_t *fp = json_object_get(resp, "system_fingerprint");
-    if (fp != NULL)
-        json_object_set(c, "system_fingerprint", fp);
-    json_object_set_new(c, "choices", json_array());
-    return c;
+    return sy_provider_chunk_shell(ep, json_object_get(resp, "id"),
+                                   json_object_get(resp, "created"),
+                                   json_object_get(resp, "model"),
+                                   json_object_get(resp, "system_fingerprint"));
 }
 
-static sy_err emit_choice_chunk(sy_buf *out, const json_t *resp, const char *object,
-                                json_t *choice)
+static sy_err emit_choice_chunk(sy_buf *out, const json_t *resp, sy_endpoint ep, json_t *choice)
 {
-    json_t *c = chunk_shell(resp, object);
+    json_t *c = chunk_shell(ep, resp);
     if (c == NULL) {
         json_decref(choice);
         return SY_ENOMEM;
     }
     json_array_append_new(json_object_get(c, "choices"), choice);
-    sy_err rc = emit(out, c);
+    sy_err rc = sy_provider_emit(out, c);
     json_decref(c);
     return rc;
 }
 
 sy_err sy_openai_to_sse(sy_endpoint ep, const json_t *resp, bool client_usage, sy_buf *out)
 {
-    const char *object = ep == SY_EP_CHAT ? "chat.completion.chunk" : "text_completion";
     json_t *choices = json_object_get(resp, "choices");
     sy_err rc = SY_OK;
     size_t i;
@@ -1039,27 +1020,27 @@ sy_err sy_openai_to_sse(sy_endpoint ep, const json_t *resp, bool client_usage, s
             }
             json_t *c1 = json_pack("{s:O,s:o,s:n,s:n}", "index", idx, "delta", delta,
                                    "finish_reason", "logprobs");
-            if ((rc = emit_choice_chunk(out, resp, object, c1)) != SY_OK)
+            if ((rc = emit_choice_chunk(out, resp, ep, c1)) != SY_OK)
                 return rc;
             json_t *c2 = json_pack("{s:O,s:{},s:O,s:n}", "index", idx, "delta", "finish_reason",
                                    json_object_get(ch, "finish_reason"), "logprobs");
-            if ((rc = emit_choice_chunk(out, resp, object, c2)) != SY_OK)
+            if ((rc = emit_choice_chunk(out, resp, ep, c2)) != SY_OK)
                 return rc;
         } else {
             json_t *c1 = json_pack("{s:O,s:O,s:O,s:n}", "index", idx, "text",
                                    json_object_get(ch, "text"), "finish_reason",
                                    json_object_get(ch, "finish_reason"), "logprobs");
-            if ((rc = emit_choice_chunk(out, resp, object, c1)) != SY_OK)
+            if ((rc = emit_choice_chunk(out, resp, ep, c1)) != SY_OK)
                 return rc;
         }
     }
     json_t *usage = json_object_get(resp, "usage");
     if (client_usage && json_is_object(usage)) {
-        json_t *c = chunk_shell(resp, object);
+        json_t *c = chunk_shell(ep, resp);
         if (c == NULL)
             return SY_ENOMEM;
         json_object_set(c, "usage", usage);
-        rc = emit(out, c);
+        rc = sy_provider_emit(out, c);
         json_decref(c);
         if (rc != SY_OK)
             return rc;

@@ -11,6 +11,8 @@
 
 #include <cmocka.h>
 
+#include "../../src/provider_int.h" /* the chunk envelope both providers share */
+#include "switchyard/json_util.h"
 #include "switchyard/provider_openai.h"
 #include "switchyard/sse.h"
 
@@ -344,6 +346,33 @@ static void test_stream_error_and_garbage(void **state)
     sy_stream_fix_cleanup(&f);
 }
 
+/* The chunk envelope both providers build (src/provider_int.h): member order, a null
+ * system_fingerprint kept, an absent one left out, "choices" replaced in place. */
+static void test_chunk_shell(void **state)
+{
+    (void)state;
+    json_t *id = json_string("x"), *created = json_integer(5), *model = json_string("m");
+    json_t *c = sy_provider_chunk_shell(SY_EP_CHAT, id, created, model, json_null());
+    json_object_set_new(c, "choices", json_pack("[{s:i}]", "index", 0));
+    char *s = sy_json_dump(c, NULL);
+    assert_string_equal(s, "{\"id\":\"x\",\"object\":\"chat.completion.chunk\",\"created\":5,"
+                           "\"model\":\"m\",\"system_fingerprint\":null,\"choices\":[{\"index\":0}]}");
+    free(s);
+    json_decref(c);
+    c = sy_provider_chunk_shell(SY_EP_COMPLETIONS, id, created, model, NULL);
+    sy_buf out;
+    sy_buf_init(&out, 1 << 10);
+    assert_int_equal(sy_provider_emit(&out, c), SY_OK);
+    assert_string_equal(out.data, "data: {\"id\":\"x\",\"object\":\"text_completion\","
+                                  "\"created\":5,\"model\":\"m\",\"choices\":[]}\n\n");
+    assert_int_equal(sy_provider_emit(&out, NULL), SY_ENOMEM); /* a failed build upstream */
+    sy_buf_cleanup(&out);
+    json_decref(c);
+    json_decref(id);
+    json_decref(created);
+    json_decref(model);
+}
+
 static void test_to_sse(void **state)
 {
     (void)state;
@@ -429,6 +458,7 @@ int main(void)
         cmocka_unit_test(test_stream_fixups),
         cmocka_unit_test(test_stream_fast_path),
         cmocka_unit_test(test_stream_error_and_garbage),
+        cmocka_unit_test(test_chunk_shell),
         cmocka_unit_test(test_to_sse),
         cmocka_unit_test(test_wrap_error_shapes),
     };
