@@ -44,8 +44,8 @@ json_t *sy_provider_chunk_shell(sy_endpoint ep, json_t *id, json_t *created, jso
         return NULL;
     /* json_object_set refuses a NULL value: that member is left out */
     json_object_set(c, "id", id);
-    json_object_set_new(c, "object",
-                        json_string(ep == SY_EP_CHAT ? "chat.completion.chunk" : "text_completion"));
+    const char *object = ep == SY_EP_CHAT ? "chat.completion.chunk" : "text_completion";
+    json_object_set_new(c, "object", json_string(object));
     json_object_set(c, "created", created);
     json_object_set(c, "model", model);
     if (fingerprint != NULL)

@@ -356,7 +356,8 @@ static void test_chunk_shell(void **state)
     json_object_set_new(c, "choices", json_pack("[{s:i}]", "index", 0));
     char *s = sy_json_dump(c, NULL);
     assert_string_equal(s, "{\"id\":\"x\",\"object\":\"chat.completion.chunk\",\"created\":5,"
-                           "\"model\":\"m\",\"system_fingerprint\":null,\"choices\":[{\"index\":0}]}");
+                           "\"model\":\"m\",\"system_fingerprint\":null,"
+                           "\"choices\":[{\"index\":0}]}");
     free(s);
     json_decref(c);
     c = sy_provider_chunk_shell(SY_EP_COMPLETIONS, id, created, model, NULL);
