@@ -11,31 +11,6 @@
 #include <jansson.h>
 #include <stdio.h>
 #include <string.h>
-#include <strings.h>
-
-/* The value of header <name> in the raw header block (case-insensitive name), or NULL. */
-static const char *header(const fake_request *rq, const char *name, size_t *vlen)
-{
-    const char *p = rq->headers, *end = rq->headers + rq->headers_len;
-    size_t nl = strlen(name);
-
-    while (p < end) {
-        const char *eol = memchr(p, '\n', (size_t)(end - p));
-        const char *le = eol != NULL ? eol : end;
-        if ((size_t)(le - p) > nl && p[nl] == ':' && strncasecmp(p, name, nl) == 0) {
-            const char *v = p + nl + 1;
-            while (v < le && (*v == ' ' || *v == '\t'))
-                v++;
-            const char *ve = le;
-            while (ve > v && (ve[-1] == '\r' || ve[-1] == ' '))
-                ve--;
-            *vlen = (size_t)(ve - v);
-            return v;
-        }
-        p = le + 1;
-    }
-    return NULL;
-}
 
 static int bad(char *msg, size_t msglen, const char **type, const char *t, int status,
                const char *m)
@@ -54,10 +29,10 @@ int fake_anth_check(const fake_request *rq, const struct json_t *root, const cha
     size_t i;
     char vbuf[32];
 
-    if (header(rq, "x-api-key", &vl) == NULL && header(rq, "authorization", &vl) == NULL)
+    if (fake_header(rq, "x-api-key", &vl) == NULL && fake_header(rq, "authorization", &vl) == NULL)
         return bad(msg, msglen, type, "authentication_error", 401,
                    "x-api-key header is required");
-    version = header(rq, "anthropic-version", &vl);
+    version = fake_header(rq, "anthropic-version", &vl);
     if (version == NULL)
         return bad(msg, msglen, type, "invalid_request_error", 400,
                    "anthropic-version: header is required");

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #define BODY_JSON_FLAGS (JSON_COMPACT)
@@ -471,8 +472,7 @@ static json_t *usage_obj(long prompt, long completion)
                      (json_int_t)completion, "total_tokens", (json_int_t)(prompt + completion));
 }
 
-/* Dumps <j> (stolen) into <out>. */
-static int dump_take(fbuf *out, json_t *j)
+int fake_json_take(fbuf *out, json_t *j)
 {
     char *s;
     int rc = -1;
@@ -581,7 +581,7 @@ static int error_reply(fake_reply *r, shape shp, int status, const char *msg, co
                       param, "code", code);
         break;
     }
-    return dump_take(&r->body, j);
+    return fake_json_take(&r->body, j);
 }
 
 int fake_protocol_error(fbuf *out, int status, const char *message)
@@ -710,7 +710,7 @@ static int chat_reply(fake_reply *r, const directives *d, const json_t *root, si
         set_new(j, "system_fingerprint",
                 json_string(d->shp == SHAPE_OLLAMA ? "fp_ollama" : "fp_fake")) != 0)
         goto out;
-    rc = dump_take(&r->body, j);
+    rc = fake_json_take(&r->body, j);
 out:
     fbuf_cleanup(&text);
     return rc;
@@ -745,7 +745,7 @@ static int completion_reply(fake_reply *r, const directives *d, const json_t *ro
     if (d->usage && set_new(j, "usage", usage_obj(prompt_tokens(body_len),
                                                   d->words >= 0 ? d->words : d->chunks)) != 0)
         goto out;
-    rc = dump_take(&r->body, j);
+    rc = fake_json_take(&r->body, j);
 out:
     fbuf_cleanup(&text);
     return rc;
@@ -806,7 +806,7 @@ static int messages_reply(fake_reply *r, const directives *d, const json_t *root
                                      d->cache_write) != 0 ||
                      set_new(j, "usage", json_loadb(usage.p, usage.len, 0, NULL)) != 0))
         goto out;
-    rc = dump_take(&r->body, j);
+    rc = fake_json_take(&r->body, j);
 out:
     json_decref(content);
     fbuf_cleanup(&text);
@@ -930,7 +930,7 @@ static int embeddings_reply(fake_reply *r, const directives *d, const json_t *ro
                                                   "total_tokens",
                                                   (json_int_t)prompt_tokens(body_len))) != 0)
         goto out;
-    rc = dump_take(&r->body, j);
+    rc = fake_json_take(&r->body, j);
 out:
     json_decref(data);
     free(v);
@@ -957,7 +957,8 @@ static int models_reply(fake_reply *r, const directives *d, endpoint ep, const c
                 list = NULL;
             }
         }
-        return list ? dump_take(&r->body, json_pack("{s:s,s:o}", "object", "list", "data", list))
+        return list ? fake_json_take(&r->body,
+                                     json_pack("{s:s,s:o}", "object", "list", "data", list))
                     : -1;
     } else {
         /* ids may contain '/': try every "/models/" occurrence, leftmost first */
@@ -975,7 +976,7 @@ static int models_reply(fake_reply *r, const directives *d, endpoint ep, const c
                 first = m;
             for (i = 0; i < sizeof(known_models) / sizeof(known_models[0]); i++) {
                 if (strlen(known_models[i]) == idn && memcmp(known_models[i], id, idn) == 0)
-                    return dump_take(&r->body, model_obj(known_models[i]));
+                    return fake_json_take(&r->body, model_obj(known_models[i]));
             }
             q = m + 1;
         }
@@ -1526,6 +1527,36 @@ int fake_error_reply(fake_reply *r, bool anthropic, int status, const char *msg)
 {
     return error_reply(r, anthropic ? SHAPE_ANTHROPIC : SHAPE_OPENAI, status, msg, NULL, NULL,
                        NULL);
+}
+
+int fake_json_reply(fake_reply *r, int status, json_t *j)
+{
+    r->status = status;
+    r->ctype = "application/json";
+    r->body.len = 0;
+    return fake_json_take(&r->body, j) == 0 ? 1 : -1;
+}
+
+const char *fake_header(const fake_request *rq, const char *name, size_t *vlen)
+{
+    const char *p = rq->headers, *end = rq->headers + rq->headers_len;
+    size_t nl = strlen(name);
+
+    while (p < end) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        const char *le = eol != NULL ? eol : end;
+        if ((size_t)(le - p) > nl && p[nl] == ':' && strncasecmp(p, name, nl) == 0) {
+            const char *v = p + nl + 1, *ve = le;
+            while (v < le && (*v == ' ' || *v == '\t'))
+                v++;
+            while (ve > v && (ve[-1] == '\r' || ve[-1] == ' '))
+                ve--;
+            *vlen = (size_t)(ve - v);
+            return v;
+        }
+        p = le + 1;
+    }
+    return NULL;
 }
 
 /* The batch endpoints (batch_openai.c, batch_anthropic.c) see path directives only: their

@@ -40,13 +40,6 @@ static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static abatch *batches;
 static atomic_ullong seq;
 
-static int64_t mono_ms(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
-
 static json_t *rfc3339(long long t)
 {
     time_t tt = (time_t)t;
@@ -63,22 +56,6 @@ static json_t *rfc3339(long long t)
 static int err(fake_reply *r, int status, const char *msg)
 {
     return fake_error_reply(r, true, status, msg) == 0 ? 1 : -1;
-}
-
-static int json_reply(fake_reply *r, json_t *j)
-{
-    char *s;
-    int rc;
-
-    if (j == NULL)
-        return -1;
-    s = json_dumps(j, JSON_COMPACT);
-    json_decref(j);
-    if (s == NULL)
-        return -1;
-    rc = fbuf_puts(&r->body, s);
-    free(s);
-    return rc == 0 ? 1 : -1;
 }
 
 /* The message_batch object. <prefix> ("/v1/messages/batches", as requested) builds
@@ -158,7 +135,7 @@ static int create(const fake_request *rq, const fake_batch_opts *o, fake_reply *
     b->requests = json_incref(reqs);
     snprintf(b->status, sizeof(b->status), "in_progress");
     b->opts = *o;
-    b->created_mono = mono_ms();
+    b->created_mono = fake_mono_ms();
     b->created_at = (long long)time(NULL);
     b->processing = (long)json_array_size(reqs);
     fbuf_init(&b->results);
@@ -172,7 +149,8 @@ static int create(const fake_request *rq, const fake_batch_opts *o, fake_reply *
         size_t plen = 0;
         while (plen < rq->target_len && rq->target[plen] != '?')
             plen++;
-        rc = json_reply(r, batch_json(batches, host ? host : "", hl, rq->target, plen));
+        rc = fake_json_reply(r, 200,
+                             batch_json(batches, host ? host : "", hl, rq->target, plen));
     }
 out:
     if (b != NULL) {
@@ -188,14 +166,8 @@ out:
 static int result_line(fbuf *o, const char *cid, json_t *result)
 {
     json_t *j = result ? json_pack("{s:s,s:o}", "custom_id", cid, "result", result) : NULL;
-    char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
-    int rc = -1;
 
-    if (s != NULL && fbuf_puts(o, s) == 0 && fbuf_puts(o, "\n") == 0)
-        rc = 0;
-    free(s);
-    json_decref(j);
-    return rc;
+    return fake_json_take(o, j) == 0 && fbuf_puts(o, "\n") == 0 ? 0 : -1;
 }
 
 static int finish(abatch *b, bool cancelled)
@@ -313,10 +285,11 @@ int fake_batch_anthropic(const fake_request *rq, const char *path, size_t plen,
             if (strcmp(b->status, "canceling") == 0 && b->cancel_polls++ >= b->opts.cancel_polls)
                 rc = finish(b, true) == 0 ? 1 : -1;
             else if (strcmp(b->status, "in_progress") == 0 && b->polls >= b->opts.polls &&
-                     mono_ms() - b->created_mono >= b->opts.delay_ms)
+                     fake_mono_ms() - b->created_mono >= b->opts.delay_ms)
                 rc = finish(b, false) == 0 ? 1 : -1;
             if (rc == 1)
-                rc = json_reply(r, batch_json(b, host ? host : "", hl, path, prefixn));
+                rc = fake_json_reply(r, 200,
+                                     batch_json(b, host ? host : "", hl, path, prefixn));
         }
     } else if ((size_t)(end - slash) == 8 && memcmp(slash, "/results", 8) == 0) {
         if (!get) {
@@ -337,7 +310,7 @@ int fake_batch_anthropic(const fake_request *rq, const char *path, size_t plen,
                 snprintf(b->status, sizeof(b->status), "canceling");
                 b->cancel_at = (long long)time(NULL);
             }
-            rc = json_reply(r, batch_json(b, host ? host : "", hl, path, prefixn));
+            rc = fake_json_reply(r, 200, batch_json(b, host ? host : "", hl, path, prefixn));
         }
     } else {
         rc = err(r, 404, "fake_upstream: unknown path");

@@ -7,7 +7,7 @@
  * sees it due runs every line through fake_handle_line, exactly as the endpoint would answer the
  * line's body, writes the output and error files and answers "completed". So tests choose how
  * many polls a batch takes, and a line runs at most once (counted per custom_id in /_stats).
- * Also here: the header lookup and the per-custom_id run counters both batch APIs use.
+ * Also here: the per-custom_id run counters both batch APIs use.
  */
 #include "fake.h"
 
@@ -17,34 +17,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 
 #define MAX_LINE_ERRORS 100
 
 /* ------------------------------------------------------------------ shared helpers --------- */
-
-const char *fake_header(const fake_request *rq, const char *name, size_t *vlen)
-{
-    const char *p = rq->headers, *end = rq->headers + rq->headers_len;
-    size_t nl = strlen(name);
-
-    while (p < end) {
-        const char *eol = memchr(p, '\n', (size_t)(end - p));
-        const char *le = eol != NULL ? eol : end;
-        if ((size_t)(le - p) > nl && p[nl] == ':' && strncasecmp(p, name, nl) == 0) {
-            const char *v = p + nl + 1, *ve = le;
-            while (v < le && (*v == ' ' || *v == '\t'))
-                v++;
-            while (ve > v && (ve[-1] == '\r' || ve[-1] == ' '))
-                ve--;
-            *vlen = (size_t)(ve - v);
-            return v;
-        }
-        p = le + 1;
-    }
-    return NULL;
-}
 
 static pthread_mutex_t runs_mu = PTHREAD_MUTEX_INITIALIZER;
 static json_t *runs; /* {custom_id: times run} */
@@ -134,39 +111,12 @@ int fake_batch_kind(const char *path, size_t plen)
     return 0;
 }
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static atomic_ullong seq;
 
 static void new_id(char *buf, size_t n, const char *prefix)
 {
     snprintf(buf, n, "%sfake%llu", prefix,
              (unsigned long long)atomic_fetch_add_explicit(&seq, 1, memory_order_relaxed) + 1);
-}
-
-/* Dumps <j> (stolen) as the reply body with <status>. */
-static int json_reply(fake_reply *r, int status, json_t *j)
-{
-    char *s;
-    int rc = -1;
-
-    if (j == NULL)
-        return -1;
-    s = json_dumps(j, JSON_COMPACT);
-    json_decref(j);
-    if (s == NULL)
-        return -1;
-    r->status = status;
-    r->ctype = "application/json";
-    r->body.len = 0;
-    rc = fbuf_puts(&r->body, s);
-    free(s);
-    return rc == 0 ? 1 : -1;
 }
 
 static int err(fake_reply *r, int status, const char *msg)
@@ -351,7 +301,7 @@ static int file_upload(const fake_request *rq, fake_reply *r)
     if (purpose[0] == '\0')
         return err(r, 400, "fake: missing 'purpose' part");
     f = file_add(filename, purpose, data, data_len);
-    return f ? json_reply(r, 200, file_json(f)) : -1;
+    return f ? fake_json_reply(r, 200, file_json(f)) : -1;
 }
 
 /* ------------------------------------------------------------------ batches ---------------- */
@@ -498,7 +448,7 @@ static int batch_create(const fake_request *rq, const fake_batch_opts *o, fake_r
     snprintf(b->status, sizeof(b->status), "validating");
     b->metadata = json_is_object(meta) ? json_incref(meta) : NULL;
     b->opts = *o;
-    b->created_mono = mono_ms();
+    b->created_mono = fake_mono_ms();
     b->created_at = (long long)time(NULL);
     v.b = b;
     each_line(f, validate_line, &v);
@@ -515,7 +465,7 @@ static int batch_create(const fake_request *rq, const fake_batch_opts *o, fake_r
     b->next = batches;
     batches = b;
     b = NULL;
-    rc = json_reply(r, 200, created);
+    rc = fake_json_reply(r, 200, created);
 out:
     if (b != NULL) {
         json_decref(b->metadata);
@@ -533,8 +483,6 @@ static int out_line(fbuf *o, const char *cid, int status, json_t *body, const ch
 {
     char id[48], rid[48];
     json_t *j;
-    char *s;
-    int rc = -1;
 
     new_id(id, sizeof(id), "batch_req_");
     new_id(rid, sizeof(rid), "req_");
@@ -544,14 +492,7 @@ static int out_line(fbuf *o, const char *cid, int status, json_t *body, const ch
     else
         j = json_pack("{s:s,s:s,s:n,s:{s:s,s:s}}", "id", id, "custom_id", cid, "response",
                       "error", "code", ecode, "message", emsg);
-    if (j == NULL)
-        return -1;
-    s = json_dumps(j, JSON_COMPACT);
-    if (s != NULL && fbuf_puts(o, s) == 0 && fbuf_puts(o, "\n") == 0)
-        rc = 0;
-    free(s);
-    json_decref(j);
-    return rc;
+    return fake_json_take(o, j) == 0 && fbuf_puts(o, "\n") == 0 ? 0 : -1;
 }
 
 typedef struct run_ctx {
@@ -691,11 +632,11 @@ static int batch_get(const fake_request *rq, obatch *b, fake_reply *r)
         if (batch_finish(b, rq, true) != 0)
             return -1;
     } else if (strcmp(b->status, "in_progress") == 0 && b->polls >= b->opts.polls &&
-               mono_ms() - b->created_mono >= b->opts.delay_ms) {
+               fake_mono_ms() - b->created_mono >= b->opts.delay_ms) {
         if (batch_finish(b, rq, false) != 0)
             return -1;
     }
-    return json_reply(r, 200, batch_json(b));
+    return fake_json_reply(r, 200, batch_json(b));
 }
 
 static int batch_cancel(obatch *b, fake_reply *r)
@@ -710,7 +651,7 @@ static int batch_cancel(obatch *b, fake_reply *r)
         snprintf(b->status, sizeof(b->status), "cancelling");
         b->cancelling_at = (long long)time(NULL);
     }
-    return json_reply(r, 200, batch_json(b));
+    return fake_json_reply(r, 200, batch_json(b));
 }
 
 /* ------------------------------------------------------------------ dispatch --------------- */
@@ -745,11 +686,11 @@ static int files_route(const fake_request *rq, const char *path, size_t plen, fa
         return fbuf_append(&r->body, f->data.p ? f->data.p : "", f->data.len) == 0 ? 1 : -1;
     }
     if (is(rq, "GET"))
-        return json_reply(r, 200, file_json(f));
+        return fake_json_reply(r, 200, file_json(f));
     if (is(rq, "DELETE")) {
         json_t *j = json_pack("{s:s,s:s,s:b}", "id", f->id, "object", "file", "deleted", 1);
         file_unlink(f);
-        return json_reply(r, 200, j);
+        return fake_json_reply(r, 200, j);
     }
     return err(r, 405, "fake_upstream: method not allowed");
 }

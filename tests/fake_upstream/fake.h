@@ -86,6 +86,17 @@ int fake_protocol_error(fbuf *out, int status, const char *message);
 /* Status line reason phrase ("OK", "Not Found"...); never NULL. */
 const char *fake_reason(int status);
 
+/* The value of header <name> (case-insensitive) in <rq>'s header block, or NULL. */
+const char *fake_header(const fake_request *rq, const char *name, size_t *vlen);
+
+struct json_t;
+
+/* Appends <j> (stolen) to <out> as compact JSON. 0, or -1 (<j> NULL or out of memory). */
+int fake_json_take(fbuf *out, struct json_t *j);
+/* Replaces <r>'s body with <j> (stolen) as application/json with <status>. Returns 1 (reply
+ * filled), or -1 (<j> NULL or out of memory), as the batch handlers do. */
+int fake_json_reply(fake_reply *r, int status, struct json_t *j);
+
 /* ------------------------------------------------------------------ streams ---------------- */
 
 typedef enum fake_step {
@@ -106,7 +117,6 @@ void fake_stream_free(fake_stream *s);
 /* ------------------------------------------------------------------ Anthropic ------------- */
 
 /* Helpers of the /messages endpoint (anthropic.c; pure). <root> is the parsed request body. */
-struct json_t;
 
 /* Checks a Messages request the way the real API does on what a translating proxy can get
  * wrong: an x-api-key (or Authorization) header, the anthropic-version header, model,
@@ -155,8 +165,6 @@ int fake_batch_anthropic(const fake_request *rq, const char *path, size_t plen,
 int fake_handle_line(const fake_request *rq, fake_reply *r);
 /* Fills <r> with an error reply in the OpenAI or Anthropic shape. 0 or -1. */
 int fake_error_reply(fake_reply *r, bool anthropic, int status, const char *msg);
-/* The value of header <name> (case-insensitive) in <rq>'s header block, or NULL. */
-const char *fake_header(const fake_request *rq, const char *name, size_t *vlen);
 /* Counts one executed batch line under <custom_id> (batch_line_runs in /_stats). */
 void fake_batch_line_ran(const char *custom_id);
 /* Adds "batch_line_runs" ({custom_id: times run}) and "batch_line_dups" (custom_ids run more
@@ -225,5 +233,7 @@ const char *fake_server_address(const fake_server *s);
 int fake_server_start(fake_server *s, char *err, size_t errlen);
 /* Stops the threads (if started) and frees everything. NULL is a no-op. */
 void fake_server_free(fake_server *s);
+/* CLOCK_MONOTONIC in milliseconds (timers, batch delays). */
+int64_t fake_mono_ms(void);
 
 #endif

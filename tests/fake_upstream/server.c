@@ -98,11 +98,11 @@ struct fake_server {
     char addr[96];
 };
 
-static uint64_t now_ms(void)
+int64_t fake_mono_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* ------------------------------------------------------------------ timers ----------------- */
@@ -890,7 +890,7 @@ static void *worker_main(void *arg)
     for (;;) {
         int timeout = -1, n, i;
 
-        w->now = now_ms();
+        w->now = (uint64_t)fake_mono_ms();
         if (w->hlen > 0) {
             uint64_t d = w->heap[0]->deadline;
             timeout = d <= w->now ? 0 : d - w->now > INT_MAX ? INT_MAX : (int)(d - w->now);
@@ -898,7 +898,7 @@ static void *worker_main(void *arg)
         n = epoll_wait(w->ep, evs, MAX_EVENTS, timeout);
         if (n < 0 && errno != EINTR)
             break;
-        w->now = now_ms();
+        w->now = (uint64_t)fake_mono_ms();
         for (i = 0; i < n; i++) {
             int kind = *(int *)evs[i].data.ptr;
             if (kind == K_WAKE)
