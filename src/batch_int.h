@@ -45,6 +45,9 @@ struct sy_batch {
     /* entries reclaimed by the sweeper, run by the workers first (under mu) */
     sy_stream_entry *reclaimed;
     size_t nreclaimed, capreclaimed;
+    /* tests (under mu): finalize fails at <point> when this answers true (batch_run.c) */
+    bool (*fin_fault)(void *ud, const char *point);
+    void *fin_fault_ud;
 };
 
 

@@ -10,6 +10,7 @@
 
 #include <curl/curl.h>
 #include <fcntl.h>
+#include <openssl/sha.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -750,6 +751,44 @@ static void *validator_main(void *arg)
 
 typedef enum fin_rc { FIN_DONE, FIN_BUSY, FIN_ERROR } fin_rc;
 
+/* The id of batch <id>'s output or error file (<kind>): "file-" and 24 base62 characters of
+ * SHA-256 over the batch id, so a finalize run again after a crash or a failed status update
+ * replaces the file an earlier run published instead of leaving it orphaned next to a second
+ * copy. Batch ids are random, so these ids are as unguessable as random file ids. */
+static void result_file_id(const char *id, const char *kind, char out[32])
+{
+    static const char b62[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    unsigned char md[SHA256_DIGEST_LENGTH];
+    char seed[160];
+    int w = snprintf(seed, sizeof(seed), "switchyard batch %s file of %s", kind, id);
+    SHA256((const unsigned char *)seed, w > 0 ? (size_t)w : 0, md);
+    memcpy(out, "file-", 5);
+    for (int i = 0; i < 24; i++)
+        out[5 + i] = b62[md[i] % 62];
+    out[29] = '\0';
+}
+
+/* Test hook: a crash at <point> of finalize ("published": files in place, status not yet
+ * changed) when b->fin_fault answers true. */
+static bool fin_fault(sy_batch *b, const char *point)
+{
+    pthread_mutex_lock(&b->mu);
+    bool (*fn)(void *, const char *) = b->fin_fault;
+    void *ud = b->fin_fault_ud;
+    pthread_mutex_unlock(&b->mu);
+    return fn != NULL && fn(ud, point);
+}
+
+/* Removes the stored results of lines 1..<nlines> of ended batch <id> (they are in its files). */
+static void drop_results(sy_batch *b, const char *id, long nlines)
+{
+    for (long l = 1; l <= nlines; l++) {
+        char rkey[SY_STORE_KEY_MAX];
+        if (bk_res(rkey, sizeof(rkey), id, l))
+            (void)sy_store_del(b->store, rkey, NULL);
+    }
+}
+
 static sy_err write_all(int fd, const char *p, size_t n)
 {
     while (n > 0) {
@@ -901,21 +940,31 @@ static fin_rc finalize(sy_batch *b, const char *id, json_t *obj, const char *end
     close(ofd);
     close(efd);
     ofd = efd = -1;
-    char name[128];
+    char name[128], oid[32], eid[32];
+    result_file_id(id, "output", oid);
+    result_file_id(id, "error", eid);
+    /* the same ids on every run: a run after a crash between here and the status change
+     * replaces what the crashed one published (an empty side removes a file it left) */
     if (nout > 0) {
         snprintf(name, sizeof(name), "%s_output.jsonl", id);
-        if (sy_files_create_from_path(b->files, owner, "batch_output", name, opath, &ofile) !=
+        if (sy_files_put_from_path(b->files, oid, owner, "batch_output", name, opath, &ofile) !=
             SY_OK)
             goto out;
         opath[0] = '\0';
+    } else if (sy_files_delete(b->files, NULL, oid, NULL) != SY_OK) {
+        goto out;
     }
     if (nerr > 0) {
         snprintf(name, sizeof(name), "%s_error.jsonl", id);
-        if (sy_files_create_from_path(b->files, owner, "batch_output", name, epath, &efile) !=
+        if (sy_files_put_from_path(b->files, eid, owner, "batch_output", name, epath, &efile) !=
             SY_OK)
             goto out;
         epath[0] = '\0';
+    } else if (sy_files_delete(b->files, NULL, eid, NULL) != SY_OK) {
+        goto out;
     }
+    if (fin_fault(b, "published"))
+        goto out;
     json_t *set = json_pack("{s:o, s:o}", "output_file_id",
                             ofile != NULL ? json_incref(json_object_get(ofile, "id")) : json_null(),
                             "error_file_id",
@@ -927,15 +976,12 @@ static fin_rc finalize(sy_batch *b, const char *id, json_t *obj, const char *end
     if (rc != SY_OK)
         goto out;
     if (moved) {
-        bobj_retire(b->store, id, end);
         sy_log(SY_LOG_INFO, NULL, "batch %s %s: %zu output lines, %zu error lines", id, end,
                nout, nerr);
-        /* results are in the files now; the once-keys expire by themselves */
-        for (long l = 1; l <= lineno; l++) {
-            char rkey[SY_STORE_KEY_MAX];
-            if (bk_res(rkey, sizeof(rkey), id, l))
-                (void)sy_store_del(b->store, rkey, NULL);
-        }
+        /* results are in the files now; the once-keys expire by themselves. Retired after:
+         * a crash in between leaves the batch active, and the sweep drops them then */
+        drop_results(b, id, lineno);
+        bobj_retire(b->store, id, end);
     }
     ret = FIN_DONE;
 out:
@@ -981,6 +1027,8 @@ static void sweep_batch(sy_batch *b, const char *id, int64_t *by_status)
     bool past = json_is_integer(exp) && now >= json_integer_value(exp);
     if (st == NULL) {
     } else if (bstatus_terminal(st)) {
+        /* ended but not retired: a finalize died before it dropped the results */
+        drop_results(b, id, (long)jint(obj, "sy_lines", NULL));
         bobj_retire(b->store, id, st);
     } else if (strcmp(st, "validating") == 0 && past) {
         json_t *errs = first_error("batch_expired", "The batch expired before validation ended.");

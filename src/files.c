@@ -442,11 +442,14 @@ static void index_value(char *buf, size_t n, int64_t ms, const char *purpose)
 
 /* Moves the finished file at <tmp> into place as a new file and publishes its metadata and
  * index entry. <expires_s> > 0: it expires that long after creation. On failure the file is
- * back at <tmp> (the caller removes it) and nothing else is left behind. */
+ * back at <tmp> (the caller removes it) and nothing else is left behind.
+ * <given> (NULL = a new random id): publish under this id instead, replacing a file of that id
+ * (sy_files_put_from_path); on failure its content may stay in place under <given>. */
 static sy_err publish(sy_files *f, const char *owner, const char *tmp, const char *purpose,
-                      const char *filename, uint64_t bytes, int64_t expires_s, json_t **obj)
+                      const char *filename, uint64_t bytes, int64_t expires_s, const char *given,
+                      json_t **obj)
 {
-    char id[sizeof(ID_PREFIX) + ID_RANDOM], path[PATH_MAX], key[96], tkey[96], ms[160];
+    char id[ID_MAX + sizeof(ID_PREFIX)], path[PATH_MAX], key[96], tkey[96], ms[160];
     json_t *o = NULL;
     char *js = NULL;
     size_t jlen = 0;
@@ -454,14 +457,21 @@ static sy_err publish(sy_files *f, const char *owner, const char *tmp, const cha
     int64_t ttl_ms = 0;
     sy_err rc = SY_EINTERNAL;
 
-    if (!sy_rand_id(id, sizeof(id), ID_PREFIX, ID_RANDOM, SY_ID_B62) ||
-        !content_path(f, id, path, sizeof(path)))
+    if (given != NULL) {
+        if (!id_ok(given) || strlen(given) >= sizeof(id))
+            return SY_EINVAL;
+        memcpy(id, given, strlen(given) + 1);
+    } else if (!sy_rand_id(id, sizeof(id), ID_PREFIX, ID_RANDOM, SY_ID_B62)) {
         goto out;
+    }
+    if (!content_path(f, id, path, sizeof(path)))
+        goto out;
+    /* a given id's content replaces the old one atomically (an open reader keeps the old) */
     if (rename(tmp, path) != 0) {
         sy_log(SY_LOG_ERROR, NULL, "files: cannot move %s into place: %s", tmp, strerror(errno));
         goto out;
     }
-    placed = true;
+    placed = given == NULL; /* a given id's old content is gone: never move it back */
     int64_t now = now_ms(f), created = now / 1000;
     rc = SY_ENOMEM;
     o = json_pack("{s:s, s:s, s:I, s:I, s:s, s:s, s:s}", "id", id, "object", "file", "bytes",
@@ -482,7 +492,8 @@ static sy_err publish(sy_files *f, const char *owner, const char *tmp, const cha
         goto out;
     (void)json_object_del(o, OWNER_FIELD); /* the client's object does not carry it */
     meta_key(id, key, sizeof(key));
-    if ((rc = sy_store_set(f->store, key, js, jlen, ttl_ms, SY_STORE_NX, &stored)) != SY_OK)
+    if ((rc = sy_store_set(f->store, key, js, jlen, ttl_ms, given != NULL ? 0 : SY_STORE_NX,
+                           &stored)) != SY_OK)
         goto out;
     if (!stored) { /* 143 random bits collided: practically impossible */
         rc = SY_EINTERNAL;
@@ -492,8 +503,10 @@ static sy_err publish(sy_files *f, const char *owner, const char *tmp, const cha
     tidx_key(owner, tkey, sizeof(tkey));
     if ((rc = sy_store_hset(f->store, INDEX_KEY, id, ms, strlen(ms), 0, NULL)) != SY_OK ||
         (rc = sy_store_hset(f->store, tkey, id, ms, strlen(ms), 0, NULL)) != SY_OK) {
-        (void)sy_store_del(f->store, key, NULL);
-        (void)sy_store_hdel(f->store, INDEX_KEY, id, NULL);
+        if (given == NULL) { /* a given id is retried by its caller, which replaces it */
+            (void)sy_store_del(f->store, key, NULL);
+            (void)sy_store_hdel(f->store, INDEX_KEY, id, NULL);
+        }
         goto out;
     }
     placed = false; /* published */
@@ -542,7 +555,7 @@ sy_err sy_files_create(sy_files *f, const char *owner, const char *purpose,
     bool ok = write_all(fd, data, len);
     if (close(fd) != 0)
         ok = false;
-    rc = ok ? publish(f, owner, tmp, purpose, filename, len, 0, obj) : SY_EINTERNAL;
+    rc = ok ? publish(f, owner, tmp, purpose, filename, len, 0, NULL, obj) : SY_EINTERNAL;
     if (rc != SY_OK)
         (void)unlink(tmp);
     return rc;
@@ -558,7 +571,21 @@ sy_err sy_files_create_from_path(sy_files *f, const char *owner, const char *pur
         return SY_EINVAL;
     if (stat(path, &st) != 0 || !S_ISREG(st.st_mode))
         return SY_EINVAL;
-    return publish(f, owner, path, purpose, filename, (uint64_t)st.st_size, 0, obj);
+    return publish(f, owner, path, purpose, filename, (uint64_t)st.st_size, 0, NULL, obj);
+}
+
+sy_err sy_files_put_from_path(sy_files *f, const char *id, const char *owner,
+                              const char *purpose, const char *filename, const char *path,
+                              json_t **obj)
+{
+    struct stat st;
+
+    if (f == NULL || id == NULL || purpose == NULL || purpose[0] == '\0' || filename == NULL ||
+        path == NULL || (owner != NULL && strlen(owner) > OWNER_MAX))
+        return SY_EINVAL;
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode))
+        return SY_EINVAL;
+    return publish(f, owner, path, purpose, filename, (uint64_t)st.st_size, 0, id, obj);
 }
 
 /* ---- listing ------------------------------------------------------------------------------- */
@@ -1087,7 +1114,7 @@ static void api_create(const sy_api_in *in, sy_reply *out)
     char owner[SY_TENANT_MAX];
     const char *t = sy_api_tenant(in->authorization, owner, sizeof(owner));
     sy_err rc = publish(f, t, u->tmp, u->purpose.v, u->filename[0] ? u->filename : "file",
-                        u->bytes, expires_s, &obj);
+                        u->bytes, expires_s, NULL, &obj);
     if (rc != SY_OK) { /* the temporary file goes with the upload */
         reply_err(out, rc, NULL);
         return;

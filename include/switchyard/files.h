@@ -64,6 +64,15 @@ sy_err sy_files_create(sy_files *f, const char *owner, const char *purpose,
  * incrementally. On failure the file is still at <path> (the caller removes it). */
 sy_err sy_files_create_from_path(sy_files *f, const char *owner, const char *purpose,
                                  const char *filename, const char *path, json_t **obj);
+/* The same under the caller's <id> ("file-" and 1..64 ASCII letters and digits, e.g. derived
+ * from what the file is the output of), replacing the file of that id if there is one (its
+ * content atomically, its metadata and index entries). For an output a crashed or failed writer
+ * may have published already: writing it again under the same id leaves one file, not two.
+ * On failure the content may already be in place under <id> (a retry replaces it) or still at
+ * <path> (the caller removes it if it is there). SY_EINVAL for a bad <id>. */
+sy_err sy_files_put_from_path(sy_files *f, const char *id, const char *owner,
+                              const char *purpose, const char *filename, const char *path,
+                              json_t **obj);
 /* A path under data_dir where a caller may write a temporary file for the function above
  * ("<data_dir>/files/tmp-<random>.part"; nothing is created). SY_ETOOBIG when <n> is too
  * small. Temporary files left by a crash are removed at the next start once a day old. */

@@ -869,6 +869,91 @@ static void test_line_settled_once(void **state)
     free(l);
 }
 
+static _Atomic int fin_faults; /* finalize runs stopped by crash_once (sweeper thread) */
+
+static bool crash_once(void *ud, const char *point)
+{
+    (void)ud;
+    if (strcmp(point, "published") != 0 || fin_faults > 0)
+        return false;
+    fin_faults++;
+    return true;
+}
+
+/* The content of file <fid> (new, NUL-terminated). */
+static char *file_text(const char *fid)
+{
+    int fd;
+    uint64_t flen;
+    assert_int_equal(sy_files_open(files, NULL, fid, &fd, &flen), SY_OK);
+    char *buf = calloc(1, (size_t)flen + 1);
+    assert_non_null(buf);
+    assert_int_equal(read(fd, buf, (size_t)flen), (ssize_t)flen);
+    close(fd);
+    return buf;
+}
+
+/* A finalize that dies after publishing the output files and before the status change is run
+ * again by the sweeper: the batch ends with one output and one error file, not a second copy
+ * next to orphans, and no result is lost. */
+static void test_finalize_crash(void **state)
+{
+    (void)state;
+    int st;
+    fin_faults = 0;
+    pthread_mutex_lock(&batch->mu);
+    batch->fin_fault = crash_once;
+    pthread_mutex_unlock(&batch->mu);
+    char text[1024];
+    snprintf(text, sizeof(text), "%s\n", line_ok("x"));
+    strcat(text, line_ok("y"));
+    char *fid = upload("batch", text);
+    json_t *obj;
+    char *id = create(fid, &st, &obj);
+    assert_int_equal(st, 200);
+    json_decref(obj);
+    json_decref(wait_status(id, "in_progress"));
+    size_t n;
+    const char *resp = "{\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4}}";
+    char *l = sy_batch_result_line("x", 200, "r", resp, strlen(resp), NULL, NULL, &n);
+    assert_int_equal(sy_batch_line_done(batch, id, 1, true, l, n, NULL), SY_OK);
+    free(l);
+    const char *eresp = "{\"error\":{\"message\":\"bad\",\"type\":\"invalid_request_error\","
+                        "\"param\":null,\"code\":null}}";
+    l = sy_batch_result_line("y", 400, "r", eresp, strlen(eresp), NULL, NULL, &n);
+    assert_int_equal(sy_batch_line_done(batch, id, 2, false, l, n, NULL), SY_OK);
+    free(l);
+    obj = wait_status(id, "completed");
+    assert_int_equal(fin_faults, 1); /* the first finalize died after publishing */
+    const char *out = json_string_value(json_object_get(obj, "output_file_id"));
+    const char *err = json_string_value(json_object_get(obj, "error_file_id"));
+    assert_non_null(out);
+    assert_non_null(err);
+    /* exactly the two files the batch names */
+    json_t *list = NULL;
+    assert_int_equal(sy_files_list(files, NULL, "batch_output", 100, true, NULL, &list), SY_OK);
+    json_t *data = json_object_get(list, "data");
+    assert_int_equal(json_array_size(data), 2);
+    for (size_t i = 0; i < 2; i++) {
+        const char *fi = json_string_value(json_object_get(json_array_get(data, i), "id"));
+        assert_true(strcmp(fi, out) == 0 || strcmp(fi, err) == 0);
+    }
+    json_decref(list);
+    char *ot = file_text(out), *et = file_text(err);
+    assert_non_null(strstr(ot, "\"custom_id\":\"x\""));
+    assert_null(strstr(ot, "\"custom_id\":\"y\""));
+    assert_non_null(strstr(et, "\"custom_id\":\"y\""));
+    assert_int_equal(strchr(ot, '\n') - ot + 1, (long)strlen(ot)); /* one line */
+    free(ot);
+    free(et);
+    json_decref(obj);
+    pthread_mutex_lock(&batch->mu);
+    batch->fin_fault = NULL;
+    pthread_mutex_unlock(&batch->mu);
+    free(fid);
+    free(id);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -881,6 +966,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_api_lifecycle, setup_api, teardown_api),
         cmocka_unit_test_setup_teardown(test_api_list_tenants, setup_api, teardown_api),
         cmocka_unit_test_setup_teardown(test_line_settled_once, setup_api, teardown_api),
+        cmocka_unit_test_setup_teardown(test_finalize_crash, setup_api, teardown_api),
         cmocka_unit_test_setup_teardown(test_api_list_cost, setup_api, teardown_api),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
