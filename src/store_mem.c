@@ -2,7 +2,8 @@
  * calls are short (no I/O), and a single lock makes every operation trivially atomic, which is
  * what the Redis backend gets from Redis's single thread and MULTI/Lua.
  * Keys live in a chained hash table; keys with a TTL are also on an LRU list, the only keys
- * evicted when the memory cap is reached (Redis's volatile-lru). Time comes from an injectable
+ * evicted when the memory cap is reached (Redis's volatile-lru), except the batch queue's
+ * (tag {b}), which only expire (store.h). Time comes from an injectable
  * clock, so tests never sleep. Streams keep entries in an id-ordered array (acknowledged-and-
  * deleted entries become tombstones, compacted when they are half the array) and, per consumer
  * group, a pending-entries list ordered by id. */
@@ -167,8 +168,9 @@ typedef struct mstream {
 
 typedef struct obj {
     node n;
-    struct obj *prev, *next; /* LRU list, only while expire_at != 0 */
+    struct obj *prev, *next; /* LRU list, only while on_lru() */
     int64_t expire_at;       /* data clock ms, 0 = none */
+    bool pinned;             /* never evicted, TTL or not (pinned_key) */
     size_t bytes;            /* accounted to the store */
     otype type;
     union {
@@ -226,18 +228,32 @@ static void lru_push(mstore *m, obj *o)
         m->lru_tail = o;
 }
 
+/* Keys of the batch queue's tag: a claim ({b}:run:..), lease or once-key ({b}:once:..) that
+ * carries a TTL must still never be evicted, or a line would run, or be counted and billed,
+ * twice. They only expire. */
+static bool pinned_key(const char *key, size_t klen)
+{
+    return klen >= 4 && memcmp(key, "{b}:", 4) == 0;
+}
+
+/* Whether <o> is on the LRU list (an eviction candidate). */
+static bool on_lru(const obj *o)
+{
+    return o->expire_at != 0 && !o->pinned;
+}
+
 static void set_expire(mstore *m, obj *o, int64_t at)
 {
-    if (o->expire_at != 0)
+    if (on_lru(o))
         lru_unlink(m, o);
     o->expire_at = at;
-    if (at != 0)
+    if (on_lru(o))
         lru_push(m, o);
 }
 
 static void touch(mstore *m, obj *o)
 {
-    if (o->expire_at != 0 && m->lru_head != o) {
+    if (on_lru(o) && m->lru_head != o) {
         lru_unlink(m, o);
         lru_push(m, o);
     }
@@ -314,7 +330,7 @@ static void obj_free_value(obj *o)
 static void obj_delete(mstore *m, obj *o)
 {
     dict_remove(&m->keys, &o->n);
-    if (o->expire_at != 0)
+    if (on_lru(o))
         lru_unlink(m, o);
     m->bytes -= o->bytes;
     obj_free_value(o);
@@ -333,6 +349,7 @@ static obj *obj_new(const char *key, size_t klen, uint64_t h, otype type)
     o->n.klen = klen;
     o->n.h = h;
     o->type = type;
+    o->pinned = pinned_key(key, klen);
     if (type == T_STREAM) {
         o->u.st = sy_store__calloc(1, sizeof(mstream));
         if (o->u.st == NULL) {

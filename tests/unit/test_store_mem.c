@@ -73,6 +73,11 @@ static void test_mem_lru_eviction(void **state)
     (void)state;
     memset(val, 'v', sizeof(val));
     assert_int_equal(sy_store_set(s, "perm", "p", 1, 0, 0, NULL), SY_OK); /* no TTL */
+    /* a batch once-key and line claim with TTLs, set before everything else (the LRU's
+     * oldest), and the claim renewed like a lease */
+    assert_int_equal(sy_store_set(s, "{b}:once:x:1", "1", 1, 600000, SY_STORE_NX, NULL), SY_OK);
+    assert_int_equal(sy_store_set(s, "{b}:run:x:1", "w", 1, 600000, SY_STORE_NX, NULL), SY_OK);
+    assert_int_equal(sy_store_expire(s, "{b}:run:x:1", 600000, &b), SY_OK);
     for (int i = 0; i < 10; i++) {
         snprintf(key, sizeof(key), "{c:%d}", i);
         assert_int_equal(sy_store_set(s, key, val, sizeof(val), 60000, 0, NULL), SY_OK);
@@ -100,6 +105,10 @@ static void test_mem_lru_eviction(void **state)
     assert_int_equal(sy_store_exists(s, "{c:1}", &b), SY_OK);
     assert_false(b);
     assert_int_equal(get_str(s, "perm", got, sizeof(got)), SY_OK); /* never evicted */
+    assert_int_equal(sy_store_exists(s, "{b}:once:x:1", &b), SY_OK);
+    assert_true(b); /* the batch queue's keys are never evicted, TTL or not */
+    assert_int_equal(sy_store_exists(s, "{b}:run:x:1", &b), SY_OK);
+    assert_true(b);
 
     /* only keys without TTL left: a write that cannot fit fails, nothing is lost */
     int stored = 0;
@@ -120,6 +129,14 @@ static void test_mem_lru_eviction(void **state)
     /* an oversize stream entry or counter fails the same way */
     sy_store_field f = {"v", val, sizeof(val)};
     assert_int_equal(sy_store_xadd(s, "{b}:q", &f, 1, NULL), SY_ENOMEM);
+    /* the pinned batch keys outlived every eviction, and still expire */
+    assert_int_equal(sy_store_exists(s, "{b}:once:x:1", &b), SY_OK);
+    assert_true(b);
+    mem_pass(600001);
+    assert_int_equal(sy_store_exists(s, "{b}:once:x:1", &b), SY_OK);
+    assert_false(b);
+    assert_int_equal(sy_store_exists(s, "{b}:run:x:1", &b), SY_OK);
+    assert_false(b);
     sy_store_free(s);
 }
 
