@@ -696,10 +696,12 @@ void sy_cache_acc_cleanup(sy_cache_acc *a)
     a->usage = NULL;
 }
 
-static sy_err get_choice_at(sy_cache_acc *a, size_t i, struct sy_cache_acc_choice **out)
+static sy_err get_choice(sy_cache_acc *a, const json_t *idx, struct sy_cache_acc_choice **out)
 {
-    if (i >= SY_CACHE_MAX_CHOICES)
+    if (!json_is_integer(idx) || json_integer_value(idx) < 0 ||
+        json_integer_value(idx) >= SY_CACHE_MAX_CHOICES)
         return SY_EINVAL;
+    size_t i = (size_t)json_integer_value(idx);
     if (i >= a->nchoices) {
         struct sy_cache_acc_choice **nc = jzalloc((i + 1) * sizeof(struct sy_cache_acc_choice *));
         if (nc == NULL)
@@ -714,14 +716,6 @@ static sy_err get_choice_at(sy_cache_acc *a, size_t i, struct sy_cache_acc_choic
         return SY_ENOMEM;
     *out = a->choices[i];
     return SY_OK;
-}
-
-static sy_err get_choice(sy_cache_acc *a, const json_t *idx, struct sy_cache_acc_choice **out)
-{
-    if (!json_is_integer(idx) || json_integer_value(idx) < 0 ||
-        json_integer_value(idx) >= SY_CACHE_MAX_CHOICES)
-        return SY_EINVAL;
-    return get_choice_at(a, (size_t)json_integer_value(idx), out);
 }
 
 static sy_err get_tool(struct sy_cache_acc_choice *c, const json_t *idx, acc_tool **out)
@@ -983,57 +977,6 @@ sy_err sy_cache_acc_feed(sy_cache_acc *a, const json_t *chunk)
 {
     if (a->err == SY_OK)
         a->err = feed(a, chunk);
-    return a->err;
-}
-
-/* env_same for a string the provider lifted from the bytes (valid UTF-8, NULL when absent). */
-static sy_err env_same_raw(sy_cache_acc *a, const char *k, const char *s, size_t n, bool strict)
-{
-    if (s == NULL)
-        return SY_OK;
-    const json_t *have = json_object_get(a->env, k);
-    if (have == NULL)
-        return json_object_set_new(a->env, k, json_stringn(s, n)) == 0 ? SY_OK : SY_ENOMEM;
-    return !strict || (json_string_length(have) == n && memcmp(json_string_value(have), s, n) == 0)
-               ? SY_OK
-               : SY_EINVAL;
-}
-
-/* feed() for the one shape a lifted delta has: the envelope, one choice whose delta holds at
- * most role "assistant" and content, null logprobs and finish_reason. */
-static sy_err feed_delta(sy_cache_acc *a, const struct sy_stream_delta *d)
-{
-    struct sy_cache_acc_choice *c;
-    sy_err rc;
-
-    if (a->done || a->ep != SY_EP_CHAT)
-        return SY_EINVAL;
-    if (a->env == NULL && (a->env = json_object()) == NULL)
-        return SY_ENOMEM;
-    if ((rc = env_same_raw(a, "id", d->id, d->id_len, true)) != SY_OK ||
-        (rc = env_same_raw(a, "model", d->model, d->model_len, true)) != SY_OK ||
-        (rc = env_same_raw(a, "system_fingerprint", d->fingerprint, d->fingerprint_len, false)) !=
-            SY_OK ||
-        (rc = env_same_raw(a, "service_tier", d->service_tier, d->service_tier_len, false)) !=
-            SY_OK)
-        return rc;
-    if (json_object_get(a->env, "created") == NULL &&
-        json_object_set_new(a->env, "created", json_integer((json_int_t)d->created)) != 0)
-        return SY_ENOMEM;
-    if ((rc = get_choice_at(a, (size_t)d->index, &c)) != SY_OK)
-        return rc;
-    if (d->content == NULL)
-        return SY_OK;
-    if (c->finished && d->content_len > 0)
-        return SY_EINVAL; /* content after finish_reason */
-    c->has_content = true;
-    return sb_add(a, &c->content, d->content, d->content_len);
-}
-
-sy_err sy_cache_acc_feed_delta(sy_cache_acc *a, const struct sy_stream_delta *d)
-{
-    if (a->err == SY_OK)
-        a->err = feed_delta(a, d);
     return a->err;
 }
 

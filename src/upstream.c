@@ -784,9 +784,10 @@ static int on_event(void *ud, const char *event, const char *data, size_t len)
     return 0;
 }
 
-/* The cache accumulator observes what the provider sends the client (sy_stream_observer), so
- * it consumes the chunks the provider already built or lifted instead of parsing the frames
- * again. A chunk it refuses turns caching off for this answer, nothing else. */
+/* The cache accumulator observes what the provider sends the client (sy_stream_observer): it
+ * consumes the chunk objects the provider already built or parsed, and parses only the data the
+ * provider did not (fast-path plain deltas, error bodies; [DONE] is only compared), so no chunk
+ * is parsed twice. A chunk it refuses turns caching off for this answer, nothing else. */
 static void acc_result(sy_xfer *x, sy_err rc)
 {
     if (rc == SY_OK)
@@ -802,19 +803,13 @@ static void acc_chunk(void *ud, const json_t *chunk)
     acc_result(x, sy_cache_acc_feed(&x->acc, chunk));
 }
 
-static void acc_delta(void *ud, const sy_stream_delta *d)
-{
-    sy_xfer *x = ud;
-    acc_result(x, sy_cache_acc_feed_delta(&x->acc, d));
-}
-
 static void acc_data(void *ud, const char *data, size_t len)
 {
     sy_xfer *x = ud;
     acc_result(x, sy_cache_acc_feed_data(&x->acc, data, len));
 }
 
-static const sy_stream_observer acc_observer = {acc_chunk, acc_delta, acc_data};
+static const sy_stream_observer acc_observer = {acc_chunk, acc_data};
 
 static size_t write_cb(char *p, size_t size, size_t n, void *ud)
 {

@@ -212,12 +212,6 @@ void sy_cache_acc_init(sy_cache_acc *a, sy_endpoint ep, size_t max_bytes);
  * SY_ETOOBIG / SY_ENOMEM. */
 sy_err sy_cache_acc_feed(sy_cache_acc *a, const json_t *chunk);
 
-/* The same for a plain content delta the provider relayed without a parse and lifted for its
- * observer (sy_stream_delta, provider_openai.h): equivalent to feeding the chunk it came from,
- * with the same checks and errors, without parsing it. */
-struct sy_stream_delta;
-sy_err sy_cache_acc_feed_delta(sy_cache_acc *a, const struct sy_stream_delta *d);
-
 /* The same for the text of one SSE data field: "[DONE]" marks the end, anything else is parsed
  * as a chunk (SY_EINVAL when it is not JSON; jansson reports some allocation failures while
  * parsing as syntax errors, so SY_EINVAL may also mean out of memory: nothing is stored either

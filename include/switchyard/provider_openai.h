@@ -31,32 +31,17 @@ char *sy_openai_upstream_body(const sy_deployment *d, sy_endpoint ep, const json
 sy_err sy_openai_normalize(sy_endpoint ep, json_t *resp, bool embed_b64, char *msg,
                            size_t msglen);
 
-/* A plain chat content delta that went to the client byte for byte (sy_openai_stream_event's
- * fast path), lifted for a stream observer without a parse. Every string is valid UTF-8 and
- * points into the event's data or a scratch buffer: valid only during the observer call. id,
- * model, fingerprint and service_tier are a string's raw bytes (they had no escapes); content
- * is decoded. */
-typedef struct sy_stream_delta {
-    const char *id, *model;            /* never NULL */
-    const char *fingerprint;           /* system_fingerprint; NULL when absent or null */
-    const char *service_tier;          /* NULL when absent or null */
-    const char *content;               /* delta.content; NULL when absent or null */
-    size_t id_len, model_len, fingerprint_len, service_tier_len, content_len;
-    long long created;                 /* an integer: the chunk had one */
-    int index;                         /* the one choice's index, 0..127 */
-} sy_stream_delta;
-
 /* Optional observer of what a provider sends the client, for the prompt cache's accumulator,
- * so that no client-bound chunk needs to be parsed again. Exactly one call per client-bound
- * SSE event, after it was appended to the output; the provider ignores the observer's troubles
- * (it keeps its own state). All arguments are borrowed for the duration of the call. */
+ * so that no client-bound chunk is parsed twice. Exactly one call per client-bound SSE event,
+ * after it was appended to the output; the provider ignores the observer's troubles (it keeps
+ * its own state). All arguments are borrowed for the duration of the call. */
 typedef struct sy_stream_observer {
-    /* a chunk object exactly as it was sent (after every fix-up) */
+    /* a chunk object the provider built or parsed, exactly as it was sent (after every fix-up):
+     * the observer need not parse it */
     void (*chunk)(void *ud, const json_t *chunk);
-    /* a plain delta relayed byte for byte (fast path), lifted without a parse */
-    void (*delta)(void *ud, const sy_stream_delta *d);
-    /* data the provider did not build or parse as a chunk: "[DONE]", an error event's body, or
-     * a relayed chunk it could not lift cheaply (the observer parses it itself, once) */
+    /* data the provider did not parse as a chunk: "[DONE]", an error event's body, or a plain
+     * delta the OpenAI fast path relayed without a parse (its upstream bytes, which may still
+     * hold a "usage":null member the client did not get); the observer parses it, once */
     void (*data)(void *ud, const char *data, size_t len);
 } sy_stream_observer;
 

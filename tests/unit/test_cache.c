@@ -3,8 +3,9 @@
  * matrix, the stream accumulator (round trips through sy_openai_to_sse, OpenAI-style fragments,
  * every inconsistency refused), the entry codec, put/get on the embedded store with an injected
  * clock (TTL, size caps, corrupt entries) and on a real redis-server killed and restarted, replay,
- * per-input embeddings, the accumulator fed through a provider's stream observer (agreeing with a
- * re-parse of the client-bound bytes, fuzzed), and allocation failures one by one. */
+ * per-input embeddings, the accumulator fed through a provider's stream observer (built chunks as
+ * objects, fast-path deltas as bytes; agreeing with a re-parse of the client-bound bytes, fuzzed),
+ * and allocation failures one by one. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -1056,15 +1057,18 @@ static void test_entry_codec(void **state)
 }
 
 /* ---- the accumulator fed through the provider's stream observer --------------------------------
- * The relay feeds the accumulator what the provider already built (chunk objects) or lifted (plain
- * deltas relayed byte for byte), never re-parsing the client-bound bytes. These tests run each
- * upstream stream through the provider once, feeding one accumulator from the observer and another
- * from the client-bound bytes parsed again (the path before the observer): both must agree on
- * every outcome, and a stored answer must be byte-identical. */
+ * The relay feeds the accumulator the chunk objects the provider already built (no parse) and the
+ * bytes of what it did not parse (plain deltas the OpenAI fast path relayed, [DONE], error bodies:
+ * parsed once, by the accumulator). These tests run each upstream stream through the provider
+ * once, feeding one accumulator from the observer and another from the client-bound bytes parsed
+ * again (the path before the observer): both must agree on every outcome, and a stored answer must
+ * be byte-identical. */
 
 typedef struct obs_rec {
     sy_cache_acc acc;
-    int chunks, deltas, datas;
+    int chunks, datas; /* observer calls */
+    int fast;          /* plain deltas the provider relayed without a parse */
+    int frames;        /* client-bound SSE events */
 } obs_rec;
 
 static void obs_chunk(void *ud, const json_t *c)
@@ -1074,13 +1078,6 @@ static void obs_chunk(void *ud, const json_t *c)
     sy_cache_acc_feed(&r->acc, c);
 }
 
-static void obs_delta(void *ud, const sy_stream_delta *d)
-{
-    obs_rec *r = ud;
-    r->deltas++;
-    sy_cache_acc_feed_delta(&r->acc, d);
-}
-
 static void obs_data(void *ud, const char *data, size_t len)
 {
     obs_rec *r = ud;
@@ -1088,7 +1085,7 @@ static void obs_data(void *ud, const char *data, size_t len)
     sy_cache_acc_feed_data(&r->acc, data, len);
 }
 
-static const sy_stream_observer test_obs = {obs_chunk, obs_delta, obs_data};
+static const sy_stream_observer test_obs = {obs_chunk, obs_data};
 
 typedef struct up_event {
     const char *name; /* "" when unnamed */
@@ -1117,6 +1114,14 @@ static sy_err observe_vs_reparse(const sy_provider_ops *prov, sy_endpoint ep, bo
     for (size_t i = 0; i < n && !f.saw_done && !f.saw_error; i++)
         if (prov->stream_event(&f, ep, ev[i].name, ev[i].data, strlen(ev[i].data), &out) != SY_OK)
             break; /* the relay aborts the stream here */
+    rec->fast = f.fast_chunks;
+    for (size_t at = 0; at < out.len;) {
+        const char *nl = memmem(out.data + at, out.len - at, "\n\n", 2);
+        if (nl == NULL)
+            break;
+        rec->frames++;
+        at = (size_t)(nl - out.data) + 2;
+    }
     bool completed = f.saw_done && f.saw_finish && !f.saw_error;
     sy_err rc = sy_cache_acc_finish(&rec->acc, completed, f.usage, &a1);
     sy_cache_acc_init(&again, ep, 0);
@@ -1142,6 +1147,8 @@ static sy_err agree(const sy_provider_ops *prov, sy_endpoint ep, bool client_usa
     sy_err rc2;
     char *d1 = NULL, *d2 = NULL;
     sy_err rc = observe_vs_reparse(prov, ep, client_usage, ev, n, rec, &d1, &rc2, &d2);
+    /* exactly one observer call per client-bound event */
+    assert_int_equal(rec->chunks + rec->datas, rec->frames);
     if (rc != rc2)
         fail_msg("observer %s, re-parse %s (event 1: %s)", sy_err_name(rc), sy_err_name(rc2),
                  ev[n > 1].data);
@@ -1195,9 +1202,11 @@ static void test_acc_observer_openai(void **state)
     size_t n = sizeof(stream) / sizeof(stream[0]);
     for (int cu = 0; cu < 2; cu++) {
         assert_int_equal(agree(prov, SY_EP_CHAT, cu, stream, n, &rec, &dump), SY_OK);
-        /* the plain deltas were lifted, not parsed: only [DONE] went as data */
-        assert_int_equal(rec.deltas, 4);
-        assert_int_equal(rec.datas, 1);
+        /* the provider relayed the 4 plain deltas without a parse and handed their bytes over
+         * (the accumulator parses each once); the chunks it parsed and fixed up (role, finish,
+         * usage) went as objects, not parsed again */
+        assert_int_equal(rec.fast, 4);
+        assert_int_equal(rec.datas, 5); /* the plain deltas and [DONE] */
         assert_int_equal(rec.chunks, cu ? 3 : 2);
         json_t *ans = J(dump);
         assert_string_equal(
@@ -1213,60 +1222,7 @@ static void test_acc_observer_openai(void **state)
         free(dump);
     }
 
-    /* plain deltas the lifter gives up on are handed over as data, parsed once by the
-     * accumulator, with the same outcome */
-    const char *unlifted[] = {
-        OCH("\"choices\":[{\"index\":0,\"delta\":{\"con\\u0074ent\":\"x\"},\"finish_reason\":"
-            "null}]"),
-        OCH("\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\",\"content\":\"b\"},"
-            "\"finish_reason\":null}]"),
-        OCH("\"choices\":[{\"index\":0,\"delta\":{\"reasoning_content\":\"hm\"},"
-            "\"finish_reason\":null}]"),
-        OCH("\"choices\":[{\"index\":0,\"delta\":{\"content\":\"It\"},\"logprobs\":{\"content\":"
-            "[{\"token\":\"It\",\"logprob\":-0.5,\"bytes\":[73,116],\"top_logprobs\":[]}]},"
-            "\"finish_reason\":null}]"),
-        OCH("\"x\":1e400,\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"},"
-            "\"finish_reason\":null}]"),
-        OCH("\"x\":123456789012345678901234567890,\"choices\":[{\"index\":0,\"delta\":"
-            "{\"content\":\"x\"},\"finish_reason\":null}]"),
-        OCH("\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\\ud83d\"},\"finish_reason\":"
-            "null}]"),
-        OCH("\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\\u0000b\"},\"finish_reason\":"
-            "null}]"),
-        OCH("\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\xed\xa0\x80\"},"
-            "\"finish_reason\":null}]"),
-        OCH("\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\xc0\xaf\"},"
-            "\"finish_reason\":null}]"),
-        OCH("\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"},\"finish_reason\":null,"
-            "\"index\":1}]"),
-        OCH("\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"},\"finish_reason\":null}],"
-            "\"id\":\"chatcmpl-7\""),
-        OCH("\"choices\":[{\"index\":1.0,\"delta\":{\"content\":\"x\"},\"finish_reason\":null}]"),
-        OCH("\"choices\":[{\"index\":0,\"delta\":{\"role\":\"user\",\"content\":\"x\"},"
-            "\"finish_reason\":null}]"),
-        OCH("\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"},\"finish_reason\":null}],"
-            "\"created\":18"),
-    };
-    for (size_t i = 0; i < sizeof(unlifted) / sizeof(unlifted[0]); i++) {
-        const up_event s[] = {{"", HEAD}, {"", unlifted[i]}, {"", FIN}, {"", "[DONE]"}};
-        agree(prov, SY_EP_CHAT, false, s, 4, &rec, NULL);
-        if (rec.deltas != 0)
-            fail_msg("unlifted[%zu] was lifted", i);
-    }
-
-    /* escaped content longer than the lifter's scratch buffer: handed over as data */
-    static char big[3000 + 200];
-    char *p = big;
-    p += sprintf(p, "%s", "{\"id\":\"chatcmpl-7\",\"object\":\"chat.completion.chunk\",\"created\":17,"
-                          "\"model\":\"gpt-x\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"");
-    for (int i = 0; i < 1500; i++)
-        p += sprintf(p, "\\n");
-    sprintf(p, "%s", "\"},\"finish_reason\":null}]}");
-    const up_event sb[] = {{"", HEAD}, {"", big}, {"", FIN}, {"", "[DONE]"}};
-    assert_int_equal(agree(prov, SY_EP_CHAT, false, sb, 4, &rec, NULL), SY_OK);
-    assert_int_equal(rec.deltas, 0);
-
-    /* inconsistent streams are refused both ways, lifted or not */
+    /* inconsistent streams are refused both ways, relayed as plain deltas or not */
     const char *bad[] = {
         "{\"id\":\"other\",\"object\":\"chat.completion.chunk\",\"created\":17,\"model\":\"gpt-x\","
         "\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"},\"finish_reason\":null}]}",
@@ -1284,21 +1240,23 @@ static void test_acc_observer_openai(void **state)
     /* content after finish_reason */
     const up_event late[] = {{"", HEAD}, {"", FIN}, {"", PLAIN("\"late\"")}, {"", "[DONE]"}};
     assert_int_equal(agree(prov, SY_EP_CHAT, false, late, 4, &rec, NULL), SY_EINVAL);
-    assert_int_equal(rec.deltas, 1);
+    assert_int_equal(rec.fast, 1);
     /* an error event ends it */
     const up_event err[] = {{"", HEAD},
                             {"", PLAIN("\"a\"")},
                             {"", "{\"error\":{\"message\":\"boom\",\"type\":\"server_error\"}}"}};
     assert_int_not_equal(agree(prov, SY_EP_CHAT, false, err, 3, &rec, NULL), SY_OK);
+    assert_int_equal(rec.chunks, 1);
+    assert_int_equal(rec.datas, 2); /* the plain delta and the error body */
 
-    /* fuzz: byte mutations of a plain delta; whatever the fast path relays and the lifter makes
-     * of it, the observer and the re-parse agree */
+    /* fuzz: byte mutations of a plain delta; whatever the fast path relays (the observer gets its
+     * upstream bytes, the re-parse the client's), the two agree */
     const char *base = PLAIN("\"a\\u00e9\\ud83d\\ude00 b\\\"\"");
     size_t blen = strlen(base);
     char *m = malloc(blen + 1);
     static const char alphabet[] = "\"\\{}[]:,0123456789aeu nlt\x80\xc3\xa9\xff";
     uint32_t seed = 12345;
-    int lifted = 0;
+    int relayed = 0;
     for (int iter = 0; iter < 4000; iter++) {
         memcpy(m, base, blen + 1);
         int muts = 1 + iter % 3;
@@ -1310,9 +1268,10 @@ static void test_acc_observer_openai(void **state)
         }
         const up_event s[] = {{"", HEAD}, {"", m}, {"", FIN}, {"", USAGE}, {"", "[DONE]"}};
         agree(prov, SY_EP_CHAT, iter % 2, s, 5, &rec, NULL);
-        lifted += rec.deltas;
+        assert_true(rec.datas == rec.fast || rec.datas == rec.fast + 1); /* + [DONE] */
+        relayed += rec.fast;
     }
-    assert_true(lifted > 100); /* the mutations did reach the lifter */
+    assert_true(relayed > 100); /* the mutations did reach the fast path */
     free(m);
 }
 
@@ -1345,7 +1304,7 @@ static void test_acc_observer_anthropic(void **state)
     for (int cu = 0; cu < 2; cu++) {
         assert_int_equal(agree(prov, SY_EP_CHAT, cu, stream, n, &rec, &dump), SY_OK);
         assert_int_equal(rec.datas, 1); /* [DONE] */
-        assert_int_equal(rec.deltas, 0);
+        assert_int_equal(rec.fast, 0);
         assert_int_equal(rec.chunks, cu ? 6 : 5);
         assert_non_null(strstr(dump, "\"arguments\":\"{\\\"a\\\":1}\""));
         free(dump);
