@@ -783,7 +783,7 @@ static void test_api_list_cost(void **state)
             worst = cost;
         for (size_t i = 0; i < n; i++) {
             assert_true(total < 8);
-            snprintf(seen[total++], 80, "%s", ids[i]);
+            memcpy(seen[total++], ids[i], sizeof(seen[0]));
         }
         bool more = json_is_true(json_object_get(p, "has_more"));
         json_decref(p);
