@@ -46,6 +46,8 @@ typedef struct opts {
     label_kind label;
     double prune;
     double aux;
+    double pairwise; /* weight of the within-set pairwise ranking term (0: off) */
+    size_t pairs_max; /* most pairs per set; more are sampled by a hash of the pair */
     double threshold_share;
     double threshold; /* < 0: derive from threshold_share */
     int folds;
@@ -61,6 +63,7 @@ typedef struct row {
     double length;   /* bytes of the first turn: route_eval's "length" baseline */
     int needs;
     double target, weight;
+    double gain; /* (strong - weak) / the set's score range */
     float dense[SY_CLS_NDENSE];
     uint32_t *idx; /* compact parameter indices (after remap), sorted */
     float *val;
@@ -87,6 +90,13 @@ typedef struct trainer {
     uint32_t *bucket; /* compact hashed index -> bucket */
     size_t nbuckets;
     size_t nparams;
+    /* --pairwise: pairs (hi, lo) of non-held-out rows of one set with gain[hi] > gain[lo] */
+    struct pair {
+        uint32_t hi, lo;
+        float w; /* gain[hi] - gain[lo]: what swapping the two costs in recovered gap */
+    } *pairs;
+    size_t npairs;
+    double *z, *d; /* per-row logit and d loss / d logit, scratch of objective() */
 } trainer;
 
 /* ---- small helpers ---------------------------------------------------------------------- */
@@ -139,6 +149,8 @@ static void usage(FILE *f)
             "  --label L           gain (default) | needs_strong | gain_weighted\n"
             "  --aux A             rows with \"scores\": blend share A of (strong - mean of all\n"
             "                      graded models) into the gain (default 0)\n"
+            "  --pairwise L        add L x a within-set pairwise ranking loss (default 0)\n"
+            "  --pairs-max N       most pairs per set, sampled by hash beyond (default 300000)\n"
             "  --set-weight S=W,.. multiply the weight of the rows of set S (default 1)\n"
             "  --prune X           drop n-gram weights with |w| < X (default 1e-3)\n"
             "  --threshold-share S threshold sending share S of the open (not multiple-\n"
@@ -183,6 +195,7 @@ static int parse_opts(int argc, char **argv, opts *o)
     o->hash_bits = 18;
     o->label = LABEL_GAIN;
     o->prune = 1e-3;
+    o->pairs_max = 300000;
     o->threshold_share = 0.5;
     o->threshold = -1;
     o->folds = 0;
@@ -233,6 +246,10 @@ static int parse_opts(int argc, char **argv, opts *o)
             o->hash_bits = (unsigned)u;
         else if (strcmp(a, "--prune") == 0 && parse_double(v, &d) && d >= 0)
             o->prune = d;
+        else if (strcmp(a, "--pairwise") == 0 && parse_double(v, &d) && d >= 0)
+            o->pairwise = d;
+        else if (strcmp(a, "--pairs-max") == 0 && parse_ull(v, &u) && u >= 1 && u <= 100000000)
+            o->pairs_max = (size_t)u;
         else if (strcmp(a, "--aux") == 0 && parse_double(v, &d) && d >= 0 && d <= 1)
             o->aux = d;
         else if (strcmp(a, "--threshold-share") == 0 && parse_double(v, &d) && d >= 0 && d <= 1)
@@ -553,6 +570,7 @@ static void make_targets(trainer *t)
          * a less noisy measure of difficulty than one pair */
         if (!isnan(r->mean_all) && range > 0)
             g = (1 - t->o.aux) * g + t->o.aux * (r->strong - r->mean_all) / range;
+        r->gain = g;
         switch (t->o.label) {
         case LABEL_NEEDS:
             r->target = r->needs != 0;
@@ -634,7 +652,40 @@ static bool in_subset(const subset *s, const row *r)
     return !r->holdout && (s->fold < 0 || r->fold != s->fold);
 }
 
-/* Objective: weighted mean log loss plus l2/2 |w|^2 (bias excluded). Gradient into <g>. */
+/* The within-set pairwise term: for each pair (hi, lo) of rows of one set in the subset,
+ * c x softplus(z_lo - z_hi) with c = L x (the set's share of the row weight) x w / (the set's
+ * total pair weight in the subset), so a set counts as much as in the pointwise term and a
+ * pair as much as swapping it costs. APGR only ranks rows within a set; this term asks for
+ * exactly that, while the pointwise term also has to place the sets against each other. */
+static double pair_term(const subset *s, double wsum, double *d)
+{
+    const trainer *t = s->t;
+    double ws[MAX_SETS] = {0}, pw[MAX_SETS] = {0}, loss = 0;
+    for (size_t i = 0; i < t->nrows; i++)
+        if (in_subset(s, &t->rows[i]))
+            ws[t->rows[i].set] += t->rows[i].weight / wsum;
+    for (size_t p = 0; p < t->npairs; p++) {
+        const struct pair *q = &t->pairs[p];
+        if (in_subset(s, &t->rows[q->hi]) && in_subset(s, &t->rows[q->lo]))
+            pw[t->rows[q->hi].set] += q->w;
+    }
+    for (size_t p = 0; p < t->npairs; p++) {
+        const struct pair *q = &t->pairs[p];
+        int set = t->rows[q->hi].set;
+        if (!in_subset(s, &t->rows[q->hi]) || !in_subset(s, &t->rows[q->lo]))
+            continue;
+        double c = t->o.pairwise * ws[set] * q->w / pw[set];
+        double u = t->z[q->hi] - t->z[q->lo];
+        loss += c * softplus(-u);
+        double dd = -c * sigmoid(-u);
+        d[q->hi] += dd;
+        d[q->lo] -= dd;
+    }
+    return loss;
+}
+
+/* Objective: weighted mean log loss (plus the pairwise term) plus l2/2 |w|^2 (bias excluded).
+ * Gradient into <g>. */
 static double objective(const subset *s, const double *x, double *g)
 {
     const trainer *t = s->t;
@@ -651,12 +702,22 @@ static double objective(const subset *s, const double *x, double *g)
         wsum = 1;
     for (size_t i = 0; i < t->nrows; i++) {
         const row *r = &t->rows[i];
-        if (!in_subset(s, r) || r->weight == 0)
+        t->d[i] = 0;
+        if (!in_subset(s, r))
             continue;
         double z = row_logit(r, x);
         double w = r->weight / wsum;
+        t->z[i] = z;
         loss += w * (softplus(z) - r->target * z);
-        double d = w * (sigmoid(z) - r->target);
+        t->d[i] = w * (sigmoid(z) - r->target);
+    }
+    if (t->o.pairwise > 0)
+        loss += pair_term(s, wsum, t->d);
+    for (size_t i = 0; i < t->nrows; i++) {
+        const row *r = &t->rows[i];
+        double d = t->d[i];
+        if (d == 0)
+            continue;
         g[0] += d;
         for (size_t k = 0; k < SY_CLS_NDENSE; k++)
             g[1 + k] += d * r->dense[k];
@@ -668,6 +729,59 @@ static double objective(const subset *s, const double *x, double *g)
         g[j] += t->l2[j] * x[j];
     }
     return loss;
+}
+
+/* A uniform value in [0,1) for the pair of rows (a, b): samples pairs when a set has more
+ * than --pairs-max of them. */
+static double pair_key(size_t a, size_t b)
+{
+    uint64_t h = ((uint64_t)a << 32 | (uint64_t)b) * 0x9e3779b97f4a7c15ull;
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    return (double)(h >> 11) * (1.0 / 9007199254740992.0);
+}
+
+/* The pairs of --pairwise: every (hi, lo) of non-held-out rows of one set with a larger gain
+ * at hi, sampled down to --pairs-max per set. Deterministic for the same data and flags. */
+static int build_pairs(trainer *t)
+{
+    if (t->o.pairwise <= 0)
+        return 0;
+    for (int pass = 0; pass < 2; pass++) {
+        size_t n = 0;
+        for (size_t set = 0; set < t->nsets; set++) {
+            size_t total = 0;
+            for (size_t i = 0; i < t->nrows; i++)
+                for (size_t j = 0; j < t->nrows; j++)
+                    total += t->rows[i].set == (int)set && t->rows[j].set == (int)set &&
+                             !t->rows[i].holdout && !t->rows[j].holdout &&
+                             t->rows[i].gain > t->rows[j].gain;
+            double keep = total > t->o.pairs_max ? (double)t->o.pairs_max / (double)total : 1;
+            for (size_t i = 0; i < t->nrows; i++) {
+                const row *a = &t->rows[i];
+                if (a->set != (int)set || a->holdout)
+                    continue;
+                for (size_t j = 0; j < t->nrows; j++) {
+                    const row *b = &t->rows[j];
+                    if (b->set != (int)set || b->holdout || a->gain <= b->gain ||
+                        (keep < 1 && pair_key(i, j) >= keep))
+                        continue;
+                    if (pass == 1)
+                        t->pairs[n] = (struct pair){(uint32_t)i, (uint32_t)j,
+                                                    (float)(a->gain - b->gain)};
+                    n++;
+                }
+            }
+        }
+        if (pass == 0) {
+            t->pairs = malloc((n ? n : 1) * sizeof(*t->pairs));
+            if (t->pairs == NULL)
+                return 1;
+        }
+        t->npairs = n;
+    }
+    return 0;
 }
 
 static double dot(const double *a, const double *b, size_t n)
@@ -1193,6 +1307,9 @@ static void trainer_cleanup(trainer *t)
     free(t->remap);
     free(t->bucket);
     free(t->l2);
+    free(t->pairs);
+    free(t->z);
+    free(t->d);
 }
 
 int sy_train_main(int argc, char **argv)
@@ -1210,7 +1327,11 @@ int sy_train_main(int argc, char **argv)
     if (read_data(&t) != 0 || apply_set_weights(&t) != 0)
         goto out;
     make_targets(&t);
-    if (remap(&t) != 0)
+    if (remap(&t) != 0 || build_pairs(&t) != 0)
+        goto oom;
+    t.z = calloc(t.nrows, sizeof(*t.z));
+    t.d = calloc(t.nrows, sizeof(*t.d));
+    if (t.z == NULL || t.d == NULL)
         goto oom;
     x = malloc(t.nparams * sizeof(*x));
     sc = calloc(t.nrows, sizeof(*sc));
