@@ -17,7 +17,6 @@
 #include "switchyard/routes.h"
 #include "switchyard/store.h"
 
-#include <errno.h>
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
@@ -25,8 +24,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-
-#include "switchyard/buf.h"
 
 #define CONFIG_MAX_BYTES (16u << 20) /* a config file larger than this is a mistake */
 #define PATH_LEN 256                 /* JSON paths in messages; longer ones are truncated */
