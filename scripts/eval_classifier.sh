@@ -56,8 +56,8 @@ trap 'rm -rf "$work"' EXIT
 
 # The recipe: every flag is the trainer's default or the chosen value, spelled out so the
 # command documents it. Only --holdout, --seed and --fold-seed differ between the runs below.
-recipe=(--label gain --l2 1e-4 --l2-hashed 5e-3 --l2-mc 3e-3 --set-weight gsm8k=4
-        --hash-bits 18 --epochs 300 --prune 1e-3 --threshold-share 0.5)
+recipe=(--label gain --pairwise 0.5 --pairs-max 300000 --l2 1e-4 --l2-hashed 5e-3 --l2-mc 3e-3
+        --set-weight gsm8k=4 --hash-bits 18 --epochs 300 --prune 1e-3 --threshold-share 0.5)
 
 # Runs `switchyard train` quietly in the background, at most $jobs at a time. Every run is
 # deterministic and writes only its own files, so the order does not matter.

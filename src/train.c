@@ -1134,9 +1134,10 @@ static int write_weights(const trainer *t, const double *x, double thr, int iter
     fprintf(f,
             "],\"rows\":%zu,\"held_out\":%zu,\"seed\":%llu,\"holdout\":%g,\"label\":\"%s\","
             "\"l2\":%g,\"l2_hashed\":%g,\"l2_mc\":%g,\"iterations\":%d,\"prune\":%g,"
-            "\"threshold_share\":%g,\"set_weight\":{",
+            "\"threshold_share\":%g,\"pairwise\":%g,\"set_weight\":{",
             ntrain, nheld, (unsigned long long)t->o.seed, t->o.holdout, label_name(t->o.label),
-            t->o.l2, t->o.l2_hashed, t->o.l2_mc, iters, t->o.prune, t->o.threshold_share);
+            t->o.l2, t->o.l2_hashed, t->o.l2_mc, iters, t->o.prune, t->o.threshold_share,
+            t->o.pairwise);
     /* the recipe is part of what the file describes: the weight of each set's rows */
     for (size_t i = 0; i < t->nsets; i++) {
         json_t *s = json_string(t->sets[i]);

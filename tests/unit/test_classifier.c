@@ -772,6 +772,115 @@ static void test_train_deterministic(void **state)
     rmdir(dir);
 }
 
+static int train_argv(char **argv)
+{
+    int argc = 0;
+    while (argv[argc] != NULL)
+        argc++;
+    FILE *saved = stdout;
+    stdout = fopen("/dev/null", "w");
+    int rc = sy_train_main(argc, argv);
+    (void)fclose(stdout);
+    stdout = saved;
+    return rc;
+}
+
+static size_t count_lines(const char *path)
+{
+    char *s = slurp(path);
+    size_t n = 0;
+    for (const char *q = s; *q != '\0'; q++)
+        n += *q == '\n';
+    free(s);
+    return n;
+}
+
+/* --pairwise: deterministic, recorded in the file, ranks within the set, and changes the fit;
+ * --holdout 0 --folds K: a cross-fit that scores every row once and holds none out. */
+static void test_train_pairwise_and_crossfit(void **state)
+{
+    char dir[] = "/tmp/sy-trainpw-XXXXXX", data[128], a[128], b[128], c3[128], ev[128], p[200];
+    (void)state;
+
+    assert_non_null(mkdtemp(dir));
+    (void)snprintf(data, sizeof(data), "%s/data.jsonl", dir);
+    (void)snprintf(a, sizeof(a), "%s/a.json", dir);
+    (void)snprintf(b, sizeof(b), "%s/b.json", dir);
+    (void)snprintf(c3, sizeof(c3), "%s/c.json", dir);
+    (void)snprintf(ev, sizeof(ev), "%s/ev", dir);
+    FILE *f = fopen(data, "w");
+    assert_non_null(f);
+    /* gains 1 / 0 / -1 by topic, two sets with different mixes */
+    static const char *const topic[] = {"prove the theorem rigorously", "say hello",
+                                        "list three colours"};
+    for (int i = 0; i < 90; i++) {
+        int k = i % 3;
+        fprintf(f,
+                "{\"id\":\"pw-%d\",\"set\":\"%s\",\"turns\":[\"%s case %d\"],"
+                "\"strong\":%d,\"weak\":%d}\n",
+                i, i % 2 ? "one" : "two", topic[k], i, k == 2 ? 0 : 1, k != 0);
+    }
+    (void)fclose(f);
+
+    char *pw[] = {"train", "--data", data, "--out", a, "--seed", "3", "--pairwise", "2",
+                  "--pairs-max", "200", NULL};
+    assert_int_equal(train_argv(pw), 0);
+    pw[4] = b;
+    assert_int_equal(train_argv(pw), 0);
+    char *wa = slurp(a), *wb = slurp(b);
+    assert_string_equal(wa, wb); /* sampled pairs too: the same bytes */
+    assert_non_null(strstr(wa, "\"pairwise\":2,"));
+    free(wb);
+    char err[256];
+    sy_classifier *c = NULL;
+    assert_int_equal(sy_classifier_load(a, &c, err, sizeof(err)), SY_OK);
+    double hi = score_of(c, "prove the theorem rigorously case 1000");
+    double mid = score_of(c, "say hello case 1000");
+    double lo = score_of(c, "list three colours case 1000");
+    assert_true(hi > mid);
+    assert_true(mid > lo);
+    sy_classifier_free(c);
+    char *pointwise[] = {"train", "--data", data, "--out", c3, "--seed", "3", NULL};
+    assert_int_equal(train_argv(pointwise), 0);
+    char *wc = slurp(c3);
+    assert_string_not_equal(wa, wc);
+    assert_non_null(strstr(wc, "\"pairwise\":0,"));
+    free(wa);
+    free(wc);
+
+    char *cross[] = {"train", "--data", data, "--out", a, "--holdout", "0", "--folds", "3",
+                     "--fold-seed", "5", "--eval-dir", ev, "--quiet", NULL};
+    assert_int_equal(train_argv(cross), 0);
+    wa = slurp(a);
+    assert_non_null(strstr(wa, "\"held_out\":0,"));
+    free(wa);
+    size_t rows = 0;
+    static const char *const sets[] = {"one", "two"};
+    for (size_t i = 0; i < 2; i++) {
+        (void)snprintf(p, sizeof(p), "%s/cv-%s.jsonl", ev, sets[i]);
+        rows += count_lines(p);
+        unlink(p);
+        (void)snprintf(p, sizeof(p), "%s/cv-%s.scores.jsonl", ev, sets[i]);
+        assert_int_equal(count_lines(p), 45); /* every row of the set, scored once */
+        unlink(p);
+        (void)snprintf(p, sizeof(p), "%s/holdout-%s.jsonl", ev, sets[i]);
+        assert_int_not_equal(access(p, F_OK), 0); /* nothing held out */
+    }
+    assert_int_equal(rows, 90);
+    rmdir(ev);
+
+    char *bad[] = {"train", "--data", data, "--out", a, "--pairwise", "-1", NULL};
+    assert_int_equal(sy_train_main(7, bad), 2);
+    char *bad2[] = {"train", "--data", data, "--out", a, "--pairs-max", "0", NULL};
+    assert_int_equal(sy_train_main(7, bad2), 2);
+
+    unlink(data);
+    unlink(a);
+    unlink(b);
+    unlink(c3);
+    rmdir(dir);
+}
+
 static void test_split_key(void **state)
 {
     (void)state;
@@ -806,6 +915,7 @@ int main(void)
         cmocka_unit_test(test_shipped_weights),
         cmocka_unit_test(test_alloc_failures),
         cmocka_unit_test(test_train_deterministic),
+        cmocka_unit_test(test_train_pairwise_and_crossfit),
         cmocka_unit_test(test_split_key),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
