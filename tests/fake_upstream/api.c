@@ -130,11 +130,60 @@ static bool parse_bool(const char *s, size_t n, bool *out)
     return true;
 }
 
+/* The numeric directives: each sets a long of <directives>, clamped to [lo, hi]. */
+static const struct num_directive {
+    const char *name;
+    size_t off;
+    long lo, hi;
+} num_directives[] = {
+    {"chunks", offsetof(directives, chunks), 0, MAX_CHUNKS},
+    {"interval_ms", offsetof(directives, interval_ms), 0, MAX_DELAY_MS},
+    {"first_byte_ms", offsetof(directives, first_byte_ms), 0, MAX_DELAY_MS},
+    {"drop_after", offsetof(directives, drop_after), 0, 1000000000L},
+    {"dim", offsetof(directives, dim), 1, MAX_DIM},
+    {"words", offsetof(directives, words), 0, MAX_WORDS},
+    {"tool_calls", offsetof(directives, tool_calls), 1, MAX_TOOL_CALLS},
+    {"cache_read", offsetof(directives, cache_read), 0, 1000000000L},
+    {"cache_write", offsetof(directives, cache_write), 0, 1000000000L},
+    {"error_after", offsetof(directives, error_after), 0, 1000000000L},
+    {"batch_polls", offsetof(directives, batch_polls), 0, 1000000L},
+    {"batch_ms", offsetof(directives, batch_ms), 0, MAX_DELAY_MS},
+    {"batch_expire_after", offsetof(directives, batch_expire_after), 0, 1000000000L},
+    {"batch_cancel_keep", offsetof(directives, batch_cancel_keep), 0, 1000000000L},
+    {"batch_cancel_polls", offsetof(directives, batch_cancel_polls), 0, 1000000000L},
+};
+
+/* The boolean directives: each sets a bool of <directives>. */
+static const struct bool_directive {
+    const char *name;
+    size_t off;
+} bool_directives[] = {
+    {"stall", offsetof(directives, stall)},
+    {"malformed", offsetof(directives, malformed)},
+    {"usage", offsetof(directives, usage)},
+    {"thinking", offsetof(directives, thinking)},
+};
+
 /* One k=v pair; unknown keys and bad values are ignored. */
 static void directive_set(directives *d, const char *k, size_t kn, const char *v, size_t vn)
 {
     long n;
+    size_t i;
 
+    for (i = 0; i < sizeof(num_directives) / sizeof(num_directives[0]); i++) {
+        const struct num_directive *nd = &num_directives[i];
+        if (span_eq(k, kn, nd->name)) {
+            if (parse_num(v, vn, nd->lo, nd->hi, &n))
+                *(long *)((char *)d + nd->off) = n;
+            return;
+        }
+    }
+    for (i = 0; i < sizeof(bool_directives) / sizeof(bool_directives[0]); i++) {
+        if (span_eq(k, kn, bool_directives[i].name)) {
+            parse_bool(v, vn, (bool *)((char *)d + bool_directives[i].off));
+            return;
+        }
+    }
     if (span_eq(k, kn, "status")) {
         /* 1xx would break the framing and 304 has no body: only 300..599 except 304 */
         if (parse_num(v, vn, 0, 999, &n))
@@ -142,59 +191,6 @@ static void directive_set(directives *d, const char *k, size_t kn, const char *v
     } else if (span_eq(k, kn, "retry_after")) {
         if (parse_num(v, vn, 0, 1000000000L, &n))
             d->retry_after = (int)n;
-    } else if (span_eq(k, kn, "chunks")) {
-        if (parse_num(v, vn, 0, MAX_CHUNKS, &n))
-            d->chunks = n;
-    } else if (span_eq(k, kn, "interval_ms")) {
-        if (parse_num(v, vn, 0, MAX_DELAY_MS, &n))
-            d->interval_ms = n;
-    } else if (span_eq(k, kn, "first_byte_ms")) {
-        if (parse_num(v, vn, 0, MAX_DELAY_MS, &n))
-            d->first_byte_ms = n;
-    } else if (span_eq(k, kn, "drop_after")) {
-        if (parse_num(v, vn, 0, 1000000000L, &n))
-            d->drop_after = n;
-    } else if (span_eq(k, kn, "stall")) {
-        parse_bool(v, vn, &d->stall);
-    } else if (span_eq(k, kn, "malformed")) {
-        parse_bool(v, vn, &d->malformed);
-    } else if (span_eq(k, kn, "usage")) {
-        parse_bool(v, vn, &d->usage);
-    } else if (span_eq(k, kn, "dim")) {
-        if (parse_num(v, vn, 1, MAX_DIM, &n))
-            d->dim = n;
-    } else if (span_eq(k, kn, "words")) {
-        if (parse_num(v, vn, 0, MAX_WORDS, &n))
-            d->words = n;
-    } else if (span_eq(k, kn, "tool_calls")) {
-        if (parse_num(v, vn, 1, MAX_TOOL_CALLS, &n))
-            d->tool_calls = n;
-    } else if (span_eq(k, kn, "cache_read")) {
-        if (parse_num(v, vn, 0, 1000000000L, &n))
-            d->cache_read = n;
-    } else if (span_eq(k, kn, "cache_write")) {
-        if (parse_num(v, vn, 0, 1000000000L, &n))
-            d->cache_write = n;
-    } else if (span_eq(k, kn, "error_after")) {
-        if (parse_num(v, vn, 0, 1000000000L, &n))
-            d->error_after = n;
-    } else if (span_eq(k, kn, "thinking")) {
-        parse_bool(v, vn, &d->thinking);
-    } else if (span_eq(k, kn, "batch_polls")) {
-        if (parse_num(v, vn, 0, 1000000L, &n))
-            d->batch_polls = n;
-    } else if (span_eq(k, kn, "batch_ms")) {
-        if (parse_num(v, vn, 0, MAX_DELAY_MS, &n))
-            d->batch_ms = n;
-    } else if (span_eq(k, kn, "batch_expire_after")) {
-        if (parse_num(v, vn, 0, 1000000000L, &n))
-            d->batch_expire_after = n;
-    } else if (span_eq(k, kn, "batch_cancel_keep")) {
-        if (parse_num(v, vn, 0, 1000000000L, &n))
-            d->batch_cancel_keep = n;
-    } else if (span_eq(k, kn, "batch_cancel_polls")) {
-        if (parse_num(v, vn, 0, 1000000000L, &n))
-            d->batch_cancel_polls = n;
     } else if (span_eq(k, kn, "shape")) {
         d->shape_set = true;
         if (span_eq(v, vn, "openai"))
