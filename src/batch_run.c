@@ -29,6 +29,8 @@
 
 #define ENQ_SAVE_EVERY 64 /* lines between saves of the enqueue position */
 #define ONCE_TTL_MS (8LL * 86400 * 1000)
+/* a once-key written by finalize for a line it stopped waiting for (counting writes "1") */
+#define ONCE_TOMB "t"
 
 /* ---- small helpers ---------------------------------------------------------------------------- */
 
@@ -769,7 +771,8 @@ static void result_file_id(const char *id, const char *kind, char out[32])
 }
 
 /* Test hook: a crash at <point> of finalize ("published": files in place, status not yet
- * changed) when b->fin_fault answers true. */
+ * changed; "give_up": before the tombstone of a line at a provider) when b->fin_fault answers
+ * true. */
 static bool fin_fault(sy_batch *b, const char *point)
 {
     pthread_mutex_lock(&b->mu);
@@ -884,19 +887,24 @@ static fin_rc finalize(sy_batch *b, const char *id, json_t *obj, const char *end
                 goto out;
             }
             if (held) {
-                /* given up: the once-key as a tombstone settles the line, so an answer that
-                 * comes later is dropped unbilled (bline_put) instead of counted and billed
-                 * for nobody; a result counted before it is read below and kept */
+                /* given up: the once-key as a tombstone (ONCE_TOMB) settles the line, so an
+                 * answer that comes later is dropped unbilled (bline_put) instead of counted
+                 * and billed for nobody; a result counted before it is read below and kept.
+                 * Whichever settled the line decides: a result key seen next to a tombstone is
+                 * a late answer its writer is about to delete, uncounted and unbilled, so it
+                 * is not read (the client would get an answer nobody paid for). */
                 char once[SY_STORE_KEY_MAX];
-                if (!bk_once(once, sizeof(once), id, lineno) ||
-                    sy_store_set(b->store, once, "t", 1, ONCE_TTL_MS, SY_STORE_NX, NULL) !=
-                        SY_OK) {
+                if (fin_fault(b, "give_up") || !bk_once(once, sizeof(once), id, lineno) ||
+                    sy_store_set(b->store, once, ONCE_TOMB, 1, ONCE_TTL_MS, SY_STORE_NX,
+                                 NULL) != SY_OK ||
+                    sy_store_get(b->store, once, &v) != SY_OK) {
                     sy_buf_cleanup(&v);
                     goto out;
                 }
-                gave_up = true;
+                gave_up = v.len == 1 && v.data[0] == ONCE_TOMB[0];
+                sy_buf_reset(&v);
             }
-            rc = sy_store_get(b->store, rkey, &v);
+            rc = gave_up ? SY_ENOTFOUND : sy_store_get(b->store, rkey, &v);
         }
         if (rc == SY_OK && v.len > 1) {
             int fd = v.data[0] == 'o' ? ofd : efd;

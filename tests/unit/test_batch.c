@@ -298,7 +298,8 @@ static int setup_api(void **state)
     snprintf(dir, sizeof(dir), "/tmp/sy-test-batch-dir-XXXXXX");
     if (mkdtemp(dir) == NULL)
         return -1;
-    const char *text = "{\"batch\":{\"workers\":0,\"poll_ms\":20,\"lease_ms\":500},"
+    const char *text = "{\"batch\":{\"workers\":0,\"poll_ms\":20,\"lease_ms\":500,"
+                       "\"provider_grace_ms\":0},"
                        "\"deployments\":[{\"name\":\"a\",\"base_url\":\"http://h/v1\",\"model\":"
                        "\"m\",\"price\":{\"input\":0,\"output\":0}}]}";
     json_t *root = json_loads(text, 0, NULL);
@@ -954,6 +955,78 @@ static void test_finalize_crash(void **state)
     free(id);
 }
 
+/* A finalize that stops waiting for a line at a provider's batch API (grace 0 here) settles it
+ * with its tombstone; a late answer caught between its result write and its count (the writer
+ * drops it unbilled) is not read into the client's files: the line is batch_cancelled. */
+static char late_key[SY_STORE_KEY_MAX], *late_val;
+static size_t late_len;
+
+static bool late_answer(void *ud, const char *point)
+{
+    (void)ud;
+    if (strcmp(point, "give_up") == 0)
+        assert_int_equal(sy_store_set(store, late_key, late_val, late_len, 0, SY_STORE_NX, NULL),
+                         SY_OK);
+    return false;
+}
+
+static void test_finalize_gives_up(void **state)
+{
+    (void)state;
+    int st;
+    char text[1024], path[128], key[SY_STORE_KEY_MAX];
+    snprintf(text, sizeof(text), "%s\n", line_ok("late"));
+    strcat(text, line_ok("ok"));
+    char *fid = upload("batch", text);
+    json_t *obj;
+    char *id = create(fid, &st, &obj);
+    assert_int_equal(st, 200);
+    json_decref(obj);
+    json_decref(wait_status(id, "in_progress"));
+    /* line 1 is at a provider; its late answer is half-written (result, no once-key) just as
+     * the finalize gives up on it */
+    snprintf(key, sizeof(key), "{b}:pb:line:%s:1", id);
+    assert_int_equal(sy_store_set(store, key, "{}", 2, 0, 0, NULL), SY_OK);
+    size_t n;
+    const char *resp = "{\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4}}";
+    char *l = sy_batch_result_line("late", 200, "r", resp, strlen(resp), NULL, NULL, &n);
+    late_val = malloc(n + 1);
+    assert_non_null(late_val);
+    late_val[0] = 'o';
+    memcpy(late_val + 1, l, n);
+    late_len = n + 1;
+    free(l);
+    assert_true(bk_res(late_key, sizeof(late_key), id, 1));
+    pthread_mutex_lock(&batch->mu);
+    batch->fin_fault = late_answer;
+    pthread_mutex_unlock(&batch->mu);
+    l = sy_batch_result_line("ok", 200, "r", resp, strlen(resp), NULL, NULL, &n);
+    assert_int_equal(sy_batch_line_done(batch, id, 2, true, l, n, NULL), SY_OK);
+    free(l);
+    snprintf(path, sizeof(path), "/v1/batches/%s/cancel", id);
+    json_decref(call("POST", path, NULL, &st, NULL));
+    assert_int_equal(st, 200);
+    obj = wait_status(id, "cancelled");
+    char *ot = file_text(json_string_value(json_object_get(obj, "output_file_id")));
+    char *et = file_text(json_string_value(json_object_get(obj, "error_file_id")));
+    assert_non_null(strstr(ot, "\"custom_id\":\"ok\""));
+    assert_null(strstr(ot, "\"custom_id\":\"late\"")); /* counted by nobody, billed by nobody */
+    assert_non_null(strstr(et, "\"custom_id\":\"late\""));
+    assert_non_null(strstr(et, "batch_cancelled"));
+    json_t *counts = json_object_get(obj, "request_counts");
+    assert_int_equal(json_integer_value(json_object_get(counts, "completed")), 1);
+    free(ot);
+    free(et);
+    json_decref(obj);
+    pthread_mutex_lock(&batch->mu);
+    batch->fin_fault = NULL;
+    pthread_mutex_unlock(&batch->mu);
+    free(late_val);
+    (void)sy_store_del(store, key, NULL);
+    free(fid);
+    free(id);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -967,6 +1040,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_api_list_tenants, setup_api, teardown_api),
         cmocka_unit_test_setup_teardown(test_line_settled_once, setup_api, teardown_api),
         cmocka_unit_test_setup_teardown(test_finalize_crash, setup_api, teardown_api),
+        cmocka_unit_test_setup_teardown(test_finalize_gives_up, setup_api, teardown_api),
         cmocka_unit_test_setup_teardown(test_api_list_cost, setup_api, teardown_api),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
