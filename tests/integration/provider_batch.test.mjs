@@ -53,6 +53,49 @@ async function fileLines(client, id) {
   return text.split('\n').filter((l) => l.length > 0).map((l) => JSON.parse(l));
 }
 
+/** Registers before/after for the enclosing describe: a fake, a proxy with the master key and
+ * what <build(fake)> returns ({deployments, batch, env}), and a master-key client, in ctx. */
+function withProxy(build) {
+  const ctx = {};
+  before(async () => {
+    ctx.fake = await startFake();
+    const { deployments, batch, env = {} } = build(ctx.fake);
+    ctx.proxy = await startProxy(makeConfig({
+      auth: { master_key_env: MASTER_ENV }, deployments, batch,
+    }), { env: { [MASTER_ENV]: MASTER, ...env } });
+    ctx.client = ctx.proxy.client({ apiKey: MASTER });
+  });
+  after(async () => {
+    await ctx.proxy?.stop();
+    await ctx.fake?.stop();
+    await assertCleanExit(ctx.proxy);
+  });
+  return ctx;
+}
+
+/** Clears the fake's request log and counters. */
+async function resetFake(fake) {
+  await request(fake.url, 'POST', '/_reqlog', { body: '' });
+  await fake.reset();
+}
+
+/** Uploads <jsonl> and creates a chat-completions batch of it. */
+async function submitBatch(client, jsonl) {
+  const f = await client.files.create({ file: await toFile(Buffer.from(jsonl), 'in.jsonl'), purpose: 'batch' });
+  return client.batches.create({
+    input_file_id: f.id, endpoint: '/v1/chat/completions', completion_window: '24h',
+  });
+}
+
+async function waitEnd(client, id, timeout = 60000) {
+  let done;
+  await waitFor(async () => {
+    done = await client.batches.retrieve(id);
+    return TERMINAL.includes(done.status);
+  }, { timeout, interval: 100, what: `batch ${id} to end` });
+  return done;
+}
+
 /** The fake's provider-batch API calls so far: creations ({input_file_id} bodies) and cancels. */
 async function providerCalls(fake) {
   const log = (await request(fake.url, 'GET', '/_reqlog')).json();
@@ -62,30 +105,17 @@ async function providerCalls(fake) {
 }
 
 describe('provider batch API', () => {
-  let fake, proxy, client;
-
-  before(async () => {
-    fake = await startFake();
-    const flag = fakeDeployment(fake, 'gpt-flag', { price: PRICE, batch_api: true });
-    // the provider keeps its batches pending until cancelled (100000 polls)
-    const held = fakeDeployment(fake, 'gpt-held', {
-      price: PRICE, batch_api: true, directives: { batch_polls: 100000 },
-    });
-    proxy = await startProxy(makeConfig({
-      auth: { master_key_env: MASTER_ENV },
-      deployments: [flag, held],
-      batch: { poll_ms: 50, workers: 2, retry_base_ms: 10 },
-    }), { env: { [MASTER_ENV]: MASTER } });
-    client = proxy.client({ apiKey: MASTER });
-  });
-
-  after(async () => {
-    await proxy?.stop();
-    await fake?.stop();
-    await assertCleanExit(proxy);
-  });
+  const ctx = withProxy((fake) => ({
+    deployments: [
+      fakeDeployment(fake, 'gpt-flag', { price: PRICE, batch_api: true }),
+      // the provider keeps its batches pending until cancelled (100000 polls)
+      fakeDeployment(fake, 'gpt-held', { price: PRICE, batch_api: true, directives: { batch_polls: 100000 } }),
+    ],
+    batch: { poll_ms: 50, workers: 2, retry_base_ms: 10 },
+  }));
 
   test('lines go out as one provider batch and come back equal to a direct run', async () => {
+    const { fake, proxy, client } = ctx;
     const texts = ['alpha line', 'beta line, a little longer', 'gamma [[fake status=400]]',
       'delta [[fake words=7]]', 'epsilon'];
     const bodies = texts.map((t, i) => ({
@@ -96,15 +126,8 @@ describe('provider batch API', () => {
     })).join('\n') + '\n';
     await fake.reset();
 
-    const f = await client.files.create({ file: await toFile(Buffer.from(jsonl), 'in.jsonl'), purpose: 'batch' });
-    const batch = await client.batches.create({
-      input_file_id: f.id, endpoint: '/v1/chat/completions', completion_window: '24h',
-    });
-    let done;
-    await waitFor(async () => {
-      done = await client.batches.retrieve(batch.id);
-      return ['completed', 'failed', 'expired', 'cancelled'].includes(done.status);
-    }, { timeout: 60000, interval: 100, what: 'the batch to end' });
+    const batch = await submitBatch(client, jsonl);
+    const done = await waitEnd(client, batch.id);
     assert.equal(done.status, 'completed', JSON.stringify(done));
     assert.equal(done.request_counts.total, 5);
     assert.equal(done.request_counts.completed, 4);
@@ -154,24 +177,17 @@ describe('provider batch API', () => {
   });
 
   test('a client cancel cancels the provider batch in flight; its lines come back cancelled', async () => {
+    const { fake, client } = ctx;
     const N = 6;
-    await request(fake.url, 'POST', '/_reqlog', { body: '' });
-    await fake.reset();
-    const f = await client.files.create({ file: await toFile(Buffer.from(chatLines('gpt-held', N, 'held')), 'in.jsonl'), purpose: 'batch' });
-    const batch = await client.batches.create({
-      input_file_id: f.id, endpoint: '/v1/chat/completions', completion_window: '24h',
-    });
+    await resetFake(fake);
+    const batch = await submitBatch(client, chatLines('gpt-held', N, 'held'));
     // submitted and polled at least once: the provider batch is in flight
     await waitFor(async () => (await fake.stats()).batches >= 2,
       { timeout: 30000, interval: 50, what: 'the provider batch to be submitted and polled' });
     assert.equal((await providerCalls(fake)).creates.length, 1);
     const c = await client.batches.cancel(batch.id);
     assert.equal(c.status, 'cancelling');
-    let done;
-    await waitFor(async () => {
-      done = await client.batches.retrieve(batch.id);
-      return TERMINAL.includes(done.status);
-    }, { timeout: 30000, interval: 100, what: 'the batch to end' });
+    const done = await waitEnd(client, batch.id, 30000);
     assert.equal(done.status, 'cancelled', JSON.stringify(done));
     const calls = await providerCalls(fake);
     assert.equal(calls.cancels.length, 1, 'the provider batch was cancelled once');
@@ -221,15 +237,11 @@ describe('provider batch across a restart (redis)', { skip: !haveRedis && 'redis
       batch: { poll_ms: 100, workers: 2, retry_base_ms: 10, lease_ms: 2000 },
     });
     const env = { [MASTER_ENV]: MASTER };
-    await request(fake.url, 'POST', '/_reqlog', { body: '' });
-    await fake.reset();
+    await resetFake(fake);
 
     let proxy = await startProxy(cfg, { env });
     let client = proxy.client({ apiKey: MASTER });
-    const f = await client.files.create({ file: await toFile(Buffer.from(chatLines('gpt-slow', N, 'rs')), 'in.jsonl'), purpose: 'batch' });
-    const batch = await client.batches.create({
-      input_file_id: f.id, endpoint: '/v1/chat/completions', completion_window: '24h',
-    });
+    const batch = await submitBatch(client, chatLines('gpt-slow', N, 'rs'));
     // the provider batch is submitted and polled (its id saved) but not ended
     await waitFor(async () => (await fake.stats()).batches >= 2,
       { timeout: 30000, interval: 50, what: 'the provider batch to be submitted and polled' });
@@ -243,11 +255,7 @@ describe('provider batch across a restart (redis)', { skip: !haveRedis && 'redis
     proxy = await startProxy(cfg, { env });
     try {
       client = proxy.client({ apiKey: MASTER });
-      let done;
-      await waitFor(async () => {
-        done = await client.batches.retrieve(batch.id);
-        return TERMINAL.includes(done.status);
-      }, { timeout: 60000, interval: 100, what: 'the batch to end after the restart' });
+      const done = await waitEnd(client, batch.id);
       assert.equal(done.status, 'completed', JSON.stringify(done));
       assert.equal(done.request_counts.completed, N);
       const after = await fake.stats();
@@ -269,37 +277,17 @@ describe('provider batch across a restart (redis)', { skip: !haveRedis && 'redis
 /* ------------------------------------------------------------------ group size ------------- */
 
 describe('provider batch group size', () => {
-  let fake, proxy, client;
-
-  before(async () => {
-    fake = await startFake();
-    proxy = await startProxy(makeConfig({
-      auth: { master_key_env: MASTER_ENV },
-      deployments: [fakeDeployment(fake, 'gpt-grp', { price: PRICE, batch_api: true })],
-      batch: { poll_ms: 200, workers: 2, retry_base_ms: 10, provider_group_size: 3 },
-    }), { env: { [MASTER_ENV]: MASTER } });
-    client = proxy.client({ apiKey: MASTER });
-  });
-
-  after(async () => {
-    await proxy?.stop();
-    await fake?.stop();
-    await assertCleanExit(proxy);
-  });
+  const ctx = withProxy((fake) => ({
+    deployments: [fakeDeployment(fake, 'gpt-grp', { price: PRICE, batch_api: true })],
+    batch: { poll_ms: 200, workers: 2, retry_base_ms: 10, provider_group_size: 3 },
+  }));
 
   test('batch.provider_group_size caps the lines of one provider batch', async () => {
+    const { fake, client } = ctx;
     const N = 10;
-    await request(fake.url, 'POST', '/_reqlog', { body: '' });
-    await fake.reset();
-    const f = await client.files.create({ file: await toFile(Buffer.from(chatLines('gpt-grp', N, 'grp')), 'in.jsonl'), purpose: 'batch' });
-    const batch = await client.batches.create({
-      input_file_id: f.id, endpoint: '/v1/chat/completions', completion_window: '24h',
-    });
-    let done;
-    await waitFor(async () => {
-      done = await client.batches.retrieve(batch.id);
-      return TERMINAL.includes(done.status);
-    }, { timeout: 60000, interval: 100, what: 'the batch to end' });
+    await resetFake(fake);
+    const batch = await submitBatch(client, chatLines('gpt-grp', N, 'grp'));
+    const done = await waitEnd(client, batch.id);
     assert.equal(done.status, 'completed', JSON.stringify(done));
     assert.equal(done.request_counts.completed, N);
     const log = (await request(fake.url, 'GET', '/_reqlog')).json();
@@ -328,51 +316,28 @@ async function providerCallsAny(fake) {
   return { creates, cancels };
 }
 
-async function waitEnd(client, id, timeout = 60000) {
-  let done;
-  await waitFor(async () => {
-    done = await client.batches.retrieve(id);
-    return TERMINAL.includes(done.status);
-  }, { timeout, interval: 100, what: `batch ${id} to end` });
-  return done;
-}
-
 describe('provider batch expiry', () => {
-  let fake, proxy, client;
   // pending at the provider until cancelled; a cancel still returns the 2 lines that ran
   const held = { batch_polls: 100000, batch_cancel_keep: 2 };
-
-  before(async () => {
-    fake = await startFake();
-    const gpt = fakeDeployment(fake, 'gpt-exp', { price: PRICE, batch_api: true, directives: held });
-    const claude = {
-      name: 'claude-exp', provider: 'anthropic', base_url: fake.base(held), model: 'claude-exp',
-      api_key_env: ANTH_KEY_ENV, price: PRICE, batch_api: true,
-    };
-    proxy = await startProxy(makeConfig({
-      auth: { master_key_env: MASTER_ENV },
-      deployments: [gpt, claude],
-      // default provider_grace_ms (15 min): the batch waits for the provider's answer
-      batch: { poll_ms: 50, workers: 2, retry_base_ms: 10, window_s: 4 },
-    }), { env: { [MASTER_ENV]: MASTER, [ANTH_KEY_ENV]: 'sk-ant-test' } });
-    client = proxy.client({ apiKey: MASTER });
-  });
-
-  after(async () => {
-    await proxy?.stop();
-    await fake?.stop();
-    await assertCleanExit(proxy);
-  });
+  const ctx = withProxy((fake) => ({
+    deployments: [
+      fakeDeployment(fake, 'gpt-exp', { price: PRICE, batch_api: true, directives: held }),
+      {
+        name: 'claude-exp', provider: 'anthropic', base_url: fake.base(held), model: 'claude-exp',
+        api_key_env: ANTH_KEY_ENV, price: PRICE, batch_api: true,
+      },
+    ],
+    // default provider_grace_ms (15 min): the batch waits for the provider's answer
+    batch: { poll_ms: 50, workers: 2, retry_base_ms: 10, window_s: 4 },
+    env: { [ANTH_KEY_ENV]: 'sk-ant-test' },
+  }));
 
   for (const model of ['gpt-exp', 'claude-exp']) {
     test(`${model}: an expired batch cancels its provider batch and keeps what the provider completed`, async () => {
+      const { fake, proxy, client } = ctx;
       const N = 5;
-      await request(fake.url, 'POST', '/_reqlog', { body: '' });
-      await fake.reset();
-      const f = await client.files.create({ file: await toFile(Buffer.from(chatLines(model, N, 'exp')), 'in.jsonl'), purpose: 'batch' });
-      const batch = await client.batches.create({
-        input_file_id: f.id, endpoint: '/v1/chat/completions', completion_window: '24h',
-      });
+      await resetFake(fake);
+      const batch = await submitBatch(client, chatLines(model, N, 'exp'));
       const done = await waitEnd(client, batch.id);
       assert.equal(done.status, 'expired', JSON.stringify(done));
       const calls = await providerCallsAny(fake);
@@ -412,39 +377,24 @@ describe('provider batch expiry', () => {
 });
 
 describe('provider batch expiry grace', () => {
-  let fake, proxy, client;
-
-  before(async () => {
-    fake = await startFake();
-    // the provider takes 60 retrieves to honour the cancel, far past the proxy's grace of
-    // 300 ms (each sweep, one retrieve, is at least poll_ms = 50 ms apart)
-    const late = fakeDeployment(fake, 'gpt-late', {
-      price: PRICE, batch_api: true,
-      directives: { batch_polls: 100000, batch_cancel_keep: 2, batch_cancel_polls: 60 },
-    });
-    const quick = fakeDeployment(fake, 'gpt-quick', { price: PRICE, batch_api: true });
-    proxy = await startProxy(makeConfig({
-      auth: { master_key_env: MASTER_ENV },
-      deployments: [late, quick],
-      batch: { poll_ms: 50, workers: 2, retry_base_ms: 10, window_s: 4, provider_grace_ms: 300 },
-    }), { env: { [MASTER_ENV]: MASTER } });
-    client = proxy.client({ apiKey: MASTER });
-  });
-
-  after(async () => {
-    await proxy?.stop();
-    await fake?.stop();
-    await assertCleanExit(proxy);
-  });
+  const ctx = withProxy((fake) => ({
+    deployments: [
+      // the provider takes 60 retrieves to honour the cancel, far past the proxy's grace of
+      // 300 ms (each sweep, one retrieve, is at least poll_ms = 50 ms apart)
+      fakeDeployment(fake, 'gpt-late', {
+        price: PRICE, batch_api: true,
+        directives: { batch_polls: 100000, batch_cancel_keep: 2, batch_cancel_polls: 60 },
+      }),
+      fakeDeployment(fake, 'gpt-quick', { price: PRICE, batch_api: true }),
+    ],
+    batch: { poll_ms: 50, workers: 2, retry_base_ms: 10, window_s: 4, provider_grace_ms: 300 },
+  }));
 
   test('a provider that answers after the grace cannot hold the batch; its late answers are not billed', async () => {
+    const { fake, proxy, client } = ctx;
     const N = 5;
-    await request(fake.url, 'POST', '/_reqlog', { body: '' });
-    await fake.reset();
-    const f = await client.files.create({ file: await toFile(Buffer.from(chatLines('gpt-late', N, 'late')), 'in.jsonl'), purpose: 'batch' });
-    const batch = await client.batches.create({
-      input_file_id: f.id, endpoint: '/v1/chat/completions', completion_window: '24h',
-    });
+    await resetFake(fake);
+    const batch = await submitBatch(client, chatLines('gpt-late', N, 'late'));
     const done = await waitEnd(client, batch.id);
     assert.equal(done.status, 'expired', JSON.stringify(done));
     assert.equal((await providerCallsAny(fake)).cancels.length, 1);
@@ -459,10 +409,7 @@ describe('provider batch expiry grace', () => {
       { timeout: 60000, interval: 100, what: 'the provider to end the cancelled batch' });
     // a batch submitted after that is polled after the late answers were merged (one sweeper
     // does both in order): once its spend shows, so would the late lines' spend
-    const f2 = await client.files.create({ file: await toFile(Buffer.from(chatLines('gpt-quick', 1, 'q')), 'in.jsonl'), purpose: 'batch' });
-    const b2 = await client.batches.create({
-      input_file_id: f2.id, endpoint: '/v1/chat/completions', completion_window: '24h',
-    });
+    const b2 = await submitBatch(client, chatLines('gpt-quick', 1, 'q'));
     const done2 = await waitEnd(client, b2.id);
     assert.equal(done2.status, 'completed', JSON.stringify(done2));
     const q = (await fileLines(client, done2.output_file_id))[0];
