@@ -870,6 +870,14 @@ static void test_line_settled_once(void **state)
     free(l);
 }
 
+/* Installs finalize's test hook (batch_int.h; NULL removes it). */
+static void set_fin_fault(bool (*fn)(void *, const char *))
+{
+    pthread_mutex_lock(&batch->mu);
+    batch->fin_fault = fn;
+    pthread_mutex_unlock(&batch->mu);
+}
+
 static _Atomic int fin_faults; /* finalize runs stopped by crash_once (sweeper thread) */
 
 static bool crash_once(void *ud, const char *point)
@@ -894,26 +902,34 @@ static char *file_text(const char *fid)
     return buf;
 }
 
+/* A batch of two lines with custom ids <a> and <b>, created and in progress (new id; *fid the
+ * new input file's id). */
+static char *running_batch(const char *a, const char *b, char **fid)
+{
+    char text[1024];
+    int st;
+    json_t *obj;
+    snprintf(text, sizeof(text), "%s\n", line_ok(a));
+    strcat(text, line_ok(b));
+    *fid = upload("batch", text);
+    char *id = create(*fid, &st, &obj);
+    assert_int_equal(st, 200);
+    json_decref(obj);
+    json_decref(wait_status(id, "in_progress"));
+    return id;
+}
+
 /* A finalize that dies after publishing the output files and before the status change is run
  * again by the sweeper: the batch ends with one output and one error file, not a second copy
  * next to orphans, and no result is lost. */
 static void test_finalize_crash(void **state)
 {
     (void)state;
-    int st;
     fin_faults = 0;
-    pthread_mutex_lock(&batch->mu);
-    batch->fin_fault = crash_once;
-    pthread_mutex_unlock(&batch->mu);
-    char text[1024];
-    snprintf(text, sizeof(text), "%s\n", line_ok("x"));
-    strcat(text, line_ok("y"));
-    char *fid = upload("batch", text);
+    set_fin_fault(crash_once);
+    char *fid;
+    char *id = running_batch("x", "y", &fid);
     json_t *obj;
-    char *id = create(fid, &st, &obj);
-    assert_int_equal(st, 200);
-    json_decref(obj);
-    json_decref(wait_status(id, "in_progress"));
     size_t n;
     const char *resp = "{\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4}}";
     char *l = sy_batch_result_line("x", 200, "r", resp, strlen(resp), NULL, NULL, &n);
@@ -948,9 +964,7 @@ static void test_finalize_crash(void **state)
     free(ot);
     free(et);
     json_decref(obj);
-    pthread_mutex_lock(&batch->mu);
-    batch->fin_fault = NULL;
-    pthread_mutex_unlock(&batch->mu);
+    set_fin_fault(NULL);
     free(fid);
     free(id);
 }
@@ -974,15 +988,9 @@ static void test_finalize_gives_up(void **state)
 {
     (void)state;
     int st;
-    char text[1024], path[128], key[SY_STORE_KEY_MAX];
-    snprintf(text, sizeof(text), "%s\n", line_ok("late"));
-    strcat(text, line_ok("ok"));
-    char *fid = upload("batch", text);
+    char path[128], key[SY_STORE_KEY_MAX], *fid;
+    char *id = running_batch("late", "ok", &fid);
     json_t *obj;
-    char *id = create(fid, &st, &obj);
-    assert_int_equal(st, 200);
-    json_decref(obj);
-    json_decref(wait_status(id, "in_progress"));
     /* line 1 is at a provider; its late answer is half-written (result, no once-key) just as
      * the finalize gives up on it */
     snprintf(key, sizeof(key), "{b}:pb:line:%s:1", id);
@@ -997,9 +1005,7 @@ static void test_finalize_gives_up(void **state)
     late_len = n + 1;
     free(l);
     assert_true(bk_res(late_key, sizeof(late_key), id, 1));
-    pthread_mutex_lock(&batch->mu);
-    batch->fin_fault = late_answer;
-    pthread_mutex_unlock(&batch->mu);
+    set_fin_fault(late_answer);
     l = sy_batch_result_line("ok", 200, "r", resp, strlen(resp), NULL, NULL, &n);
     assert_int_equal(sy_batch_line_done(batch, id, 2, true, l, n, NULL), SY_OK);
     free(l);
@@ -1018,9 +1024,7 @@ static void test_finalize_gives_up(void **state)
     free(ot);
     free(et);
     json_decref(obj);
-    pthread_mutex_lock(&batch->mu);
-    batch->fin_fault = NULL;
-    pthread_mutex_unlock(&batch->mu);
+    set_fin_fault(NULL);
     free(late_val);
     (void)sy_store_del(store, key, NULL);
     free(fid);
