@@ -228,12 +228,17 @@ static void lru_push(mstore *m, obj *o)
         m->lru_tail = o;
 }
 
-/* Keys of the batch queue's tag: a claim ({b}:run:..), lease or once-key ({b}:once:..) that
- * carries a TTL must still never be evicted, or a line would run, or be counted and billed,
- * twice. They only expire. */
+/* Keys that carry a TTL but must still never be evicted, only expire: the batch queue's tag (a
+ * claim {b}:run:.., lease or once-key {b}:once:..), or a line would run, or be counted and
+ * billed, twice; and spend's once-keys ({s:<day>}:once:..), or a replayed spend batch would be
+ * counted twice. */
 static bool pinned_key(const char *key, size_t klen)
 {
-    return klen >= 4 && memcmp(key, "{b}:", 4) == 0;
+    static const char once[] = "}:once:";
+    if (klen >= 4 && memcmp(key, "{b}:", 4) == 0)
+        return true;
+    return klen >= 3 && memcmp(key, "{s:", 3) == 0 &&
+           memmem(key, klen, once, sizeof(once) - 1) != NULL;
 }
 
 /* Whether <o> is on the LRU list (an eviction candidate). */

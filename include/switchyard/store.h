@@ -52,8 +52,9 @@
  * a write that cannot fit after evicting every volatile key fails with SY_ENOMEM. Expired keys
  * are removed lazily on access and by a bounded sweep piggy-backed on calls (at most every
  * 100 ms of the store's clock), so there is no expiry thread. Exception: keys of the batch
- * queue's tag ("{b}:...") are never evicted even with a TTL (they only expire): an evicted line
- * claim, lease or once-key would run, or count and bill, a batch line twice. Recommended Redis
+ * queue's tag ("{b}:...") and spend's once-keys ("{s:<day>}:once:...") are never evicted even
+ * with a TTL (they only expire): an evicted line claim, lease or once-key would run, or count and
+ * bill, a batch line twice, and an evicted spend once-key would count a replayed batch twice. Recommended Redis
  * setting to match: maxmemory-policy volatile-lru. Redis cannot exempt single keys, so on Redis
  * size maxmemory so that it is never reached while batches run (or use noeviction): its evicted
  * {b} keys have the same effect.

@@ -78,6 +78,9 @@ static void test_mem_lru_eviction(void **state)
     assert_int_equal(sy_store_set(s, "{b}:once:x:1", "1", 1, 600000, SY_STORE_NX, NULL), SY_OK);
     assert_int_equal(sy_store_set(s, "{b}:run:x:1", "w", 1, 600000, SY_STORE_NX, NULL), SY_OK);
     assert_int_equal(sy_store_expire(s, "{b}:run:x:1", 600000, &b), SY_OK);
+    /* a spend once-key (a replayed spend batch must not count twice) */
+    assert_int_equal(sy_store_set(s, "{s:20261124}:once:e1-1:0", "1", 1, 600000, 0, NULL), SY_OK);
+    assert_int_equal(sy_store_set(s, "{s:20261124}:other", "1", 1, 600000, 0, NULL), SY_OK);
     for (int i = 0; i < 10; i++) {
         snprintf(key, sizeof(key), "{c:%d}", i);
         assert_int_equal(sy_store_set(s, key, val, sizeof(val), 60000, 0, NULL), SY_OK);
@@ -109,6 +112,10 @@ static void test_mem_lru_eviction(void **state)
     assert_true(b); /* the batch queue's keys are never evicted, TTL or not */
     assert_int_equal(sy_store_exists(s, "{b}:run:x:1", &b), SY_OK);
     assert_true(b);
+    assert_int_equal(sy_store_exists(s, "{s:20261124}:once:e1-1:0", &b), SY_OK);
+    assert_true(b);
+    assert_int_equal(sy_store_exists(s, "{s:20261124}:other", &b), SY_OK);
+    assert_false(b); /* only spend's once-keys are pinned, not the whole tag */
 
     /* only keys without TTL left: a write that cannot fit fails, nothing is lost */
     int stored = 0;
@@ -136,6 +143,8 @@ static void test_mem_lru_eviction(void **state)
     assert_int_equal(sy_store_exists(s, "{b}:once:x:1", &b), SY_OK);
     assert_false(b);
     assert_int_equal(sy_store_exists(s, "{b}:run:x:1", &b), SY_OK);
+    assert_false(b);
+    assert_int_equal(sy_store_exists(s, "{s:20261124}:once:e1-1:0", &b), SY_OK);
     assert_false(b);
     sy_store_free(s);
 }
