@@ -3,14 +3,17 @@
  * the file expires). Listing reads one index hash, sorted in memory: "{files}:index" (every
  * file) for the master key, else the caller's "{files}:tidx:<tenant>", so a page costs its own
  * files' reads, not every tenant's. Both map id -> "<creation ms> <purpose>" (the purpose lets a
- * filtered listing skip files without reading them; entries written before it have only ms).
+ * filtered listing skip files without reading them; entries written before it have only ms);
+ * the global index's values also end in " <tenant>" ("-" for none), so an entry whose metadata
+ * the store expired still names the tenant index it is in.
  *
  * The design decision: a file becomes visible in one order — content renamed into place, then
  * its metadata, then its index entry — and goes away in the reverse order (metadata first). So
  * a reader that finds metadata always finds content (when it shares data_dir), and an index
  * entry without metadata (a crash between steps, a store TTL, another instance's delete) is
  * just skipped and cleaned up by the next listing. Expiry is lazy: an expired file behaves as
- * deleted on every access, and the store's TTL removes its metadata even if nobody looks.
+ * deleted on every access, and the store's TTL removes its metadata even if nobody looks; the
+ * periodic sweep (sy_files_sweep) then removes what the TTL cannot: content and index entries.
  *
  * Uploads: the MHD thread feeds the multipart body to MHD's post processor, which hands over
  * the `file` part in pieces; they go straight to a temporary file (O_EXCL, 0600), counted
@@ -23,6 +26,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <microhttpd.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -56,6 +60,22 @@
 #define TIDX_READY "{files}:tidx_ready" /* every file of the store is in its tenant's index */
 #define OWNER_FIELD "sy_tenant" /* in the stored metadata only, never in the client's object */
 #define OWNER_MAX 64
+#define SWEEP_PERIOD_MS 60000 /* a sweep round starts at most this often */
+#define SWEEP_GRACE_MS 600000 /* content younger than this is never swept for lack of metadata */
+#define SWEEP_ORPHANS_MAX 4096 /* unindexed content files looked at per round */
+
+/* The state of the sweep round in progress (sy_files_sweep). */
+typedef struct sweep {
+    pthread_mutex_t mu;
+    bool active;
+    int64_t started_ms; /* f's clock; 0: never */
+    sy_store_kvs idx;   /* the global index when the round started */
+    const char **sorted; /* its ids, sorted, to tell unindexed content files */
+    size_t pos;          /* next entry of idx */
+    char **orphans;      /* content files in no index entry, old enough to be leftovers */
+    size_t norphans, opos;
+    size_t removed; /* files removed in this round */
+} sweep;
 
 struct sy_files {
     char *dir; /* <data_dir>/files */
@@ -64,6 +84,7 @@ struct sy_files {
     int64_t (*clock)(void *ud);
     void *clock_ud;
     atomic_bool tidx_ready; /* TIDX_READY was seen or written by this process */
+    sweep sw;
 };
 
 typedef struct field {
@@ -162,7 +183,7 @@ static void sweep_tmp(const sy_files *f)
 {
     DIR *d = opendir(f->dir);
     struct dirent *e;
-    time_t now = time(NULL);
+    time_t now = (time_t)(now_ms(f) / 1000);
 
     if (d == NULL)
         return;
@@ -188,6 +209,8 @@ static sy_err files_new(const char *data_dir, const char *files_dir, sy_store *s
     rc = SY_ENOMEM;
     if ((f = calloc(1, sizeof(*f))) == NULL)
         goto out;
+    pthread_mutex_init(&f->sw.mu, NULL);
+    sy_store_kvs_init(&f->sw.idx);
     if (files_dir != NULL) {
         f->dir = strdup(files_dir);
     } else {
@@ -232,10 +255,14 @@ sy_err sy_files_new_dir(const char *files_dir, struct sy_store *store, size_t ma
     return files_new(NULL, files_dir, store, max_bytes, max_lines, out);
 }
 
+static void sweep_end(sweep *sw);
+
 void sy_files_free(sy_files *f)
 {
     if (f == NULL)
         return;
+    sweep_end(&f->sw);
+    pthread_mutex_destroy(&f->sw.mu);
     free(f->dir);
     free(f);
 }
@@ -432,12 +459,41 @@ sy_err sy_files_delete(sy_files *f, const char *scope, const char *id, bool *exi
     return rc;
 }
 
-/* An index entry's value: "<ms> <purpose>", or "<ms>" when the purpose does not fit. */
-static void index_value(char *buf, size_t n, int64_t ms, const char *purpose)
+/* An index entry's value: "<ms> <purpose>", and " <tenant>" after it unless <owner> is NULL
+ * (the global index: <owner> "" is written "-", as in tidx_key); only "<ms>" when the purpose
+ * or owner has a space or does not fit (parsed as an entry that names neither). */
+static void index_value(char *buf, size_t n, int64_t ms, const char *purpose, const char *owner)
 {
-    int w = snprintf(buf, n, "%" PRId64 " %s", ms, purpose);
-    if (w < 0 || (size_t)w >= n)
+    const char *t = owner != NULL && owner[0] != '\0' ? owner : "-";
+    int w = owner != NULL ? snprintf(buf, n, "%" PRId64 " %s %s", ms, purpose, t)
+                          : snprintf(buf, n, "%" PRId64 " %s", ms, purpose);
+    if (w < 0 || (size_t)w >= n || strchr(purpose, ' ') != NULL ||
+        (owner != NULL && strchr(t, ' ') != NULL))
         (void)snprintf(buf, n, "%" PRId64, ms);
+}
+
+/* An index value parsed: <purpose> (<plen> bytes, NULL when not said) and <tenant> (the
+ * tenant index's suffix, NULL when not said: entries written before it, and tenant indexes). */
+typedef struct ivalue {
+    int64_t ms;
+    const char *purpose;
+    size_t plen;
+    const char *tenant;
+} ivalue;
+
+static ivalue index_parse(const char *v)
+{
+    ivalue r = {0};
+    char *end;
+    r.ms = strtoll(v, &end, 10);
+    if (*end != ' ')
+        return r;
+    r.purpose = end + 1;
+    const char *sp = strchr(r.purpose, ' ');
+    r.plen = sp != NULL ? (size_t)(sp - r.purpose) : strlen(r.purpose);
+    if (sp != NULL && sp[1] != '\0')
+        r.tenant = sp + 1;
+    return r;
 }
 
 /* Moves the finished file at <tmp> into place as a new file and publishes its metadata and
@@ -449,7 +505,7 @@ static sy_err publish(sy_files *f, const char *owner, const char *tmp, const cha
                       const char *filename, uint64_t bytes, int64_t expires_s, const char *given,
                       json_t **obj)
 {
-    char id[ID_MAX + sizeof(ID_PREFIX)], path[PATH_MAX], key[96], tkey[96], ms[160];
+    char id[ID_MAX + sizeof(ID_PREFIX)], path[PATH_MAX], key[96], tkey[96], ms[160], tms[160];
     json_t *o = NULL;
     char *js = NULL;
     size_t jlen = 0;
@@ -499,10 +555,11 @@ static sy_err publish(sy_files *f, const char *owner, const char *tmp, const cha
         rc = SY_EINTERNAL;
         goto out;
     }
-    index_value(ms, sizeof(ms), now, purpose);
+    index_value(ms, sizeof(ms), now, purpose, owner != NULL ? owner : "");
+    index_value(tms, sizeof(tms), now, purpose, NULL);
     tidx_key(owner, tkey, sizeof(tkey));
     if ((rc = sy_store_hset(f->store, INDEX_KEY, id, ms, strlen(ms), 0, NULL)) != SY_OK ||
-        (rc = sy_store_hset(f->store, tkey, id, ms, strlen(ms), 0, NULL)) != SY_OK) {
+        (rc = sy_store_hset(f->store, tkey, id, tms, strlen(tms), 0, NULL)) != SY_OK) {
         if (given == NULL) { /* a given id is retried by its caller, which replaces it */
             (void)sy_store_del(f->store, key, NULL);
             (void)sy_store_hdel(f->store, INDEX_KEY, id, NULL);
@@ -592,8 +649,7 @@ sy_err sy_files_put_from_path(sy_files *f, const char *id, const char *owner,
 
 typedef struct entry {
     const char *id; /* borrowed from the index result */
-    int64_t ms;
-    const char *purpose; /* borrowed; NULL when the entry does not say */
+    ivalue v;       /* borrows from the index result */
 } entry;
 
 /* Files stored before the per-tenant indexes are only in INDEX_KEY: the first tenant listing of
@@ -630,7 +686,8 @@ static sy_err tidx_ensure(sy_files *f)
         if (rc != SY_OK)
             goto out;
         const char *p = json_string_value(json_object_get(o, "purpose"));
-        index_value(val, sizeof(val), strtoll(kv.items[i].value, NULL, 10), p != NULL ? p : "");
+        index_value(val, sizeof(val), strtoll(kv.items[i].value, NULL, 10), p != NULL ? p : "",
+                    NULL);
         tidx_key(owner_of(o), tkey, sizeof(tkey));
         rc = sy_store_hset(f->store, tkey, id, val, strlen(val), 0, NULL);
         json_decref(o);
@@ -650,8 +707,8 @@ out:
 static int cmp_asc(const void *a, const void *b)
 {
     const entry *x = a, *y = b;
-    if (x->ms != y->ms)
-        return x->ms < y->ms ? -1 : 1;
+    if (x->v.ms != y->v.ms)
+        return x->v.ms < y->v.ms ? -1 : 1;
     return strcmp(x->id, y->id);
 }
 
@@ -689,10 +746,8 @@ sy_err sy_files_list(sy_files *f, const char *scope, const char *purpose, size_t
     for (size_t i = 0; i < kv.n; i++) {
         if (!id_ok(kv.items[i].name))
             continue;
-        char *end;
         e[n].id = kv.items[i].name;
-        e[n].ms = strtoll(kv.items[i].value, &end, 10);
-        e[n].purpose = *end == ' ' ? end + 1 : NULL;
+        e[n].v = index_parse(kv.items[i].value);
         n++;
     }
     if (n > 1)
@@ -715,14 +770,19 @@ sy_err sy_files_list(sy_files *f, const char *scope, const char *purpose, size_t
         goto out;
     for (size_t i = start; i < n; i++) {
         json_t *o = NULL;
-        if (purpose != NULL && e[i].purpose != NULL && strcmp(e[i].purpose, purpose) != 0)
+        if (purpose != NULL && e[i].v.purpose != NULL &&
+            (e[i].v.plen != strlen(purpose) || memcmp(e[i].v.purpose, purpose, e[i].v.plen) != 0))
             continue; /* not read: the purpose never changes */
         rc = load_raw(f, e[i].id, &o);
         if (rc == SY_ENOTFOUND) {
             /* an index entry outliving its metadata (expired, or a crash mid-delete) */
             (void)sy_store_hdel(f->store, index, e[i].id, NULL);
-            if (scope != NULL)
+            if (scope != NULL) {
                 (void)sy_store_hdel(f->store, INDEX_KEY, e[i].id, NULL);
+            } else if (e[i].v.tenant != NULL) {
+                tidx_key(e[i].v.tenant, tkey, sizeof(tkey));
+                (void)sy_store_hdel(f->store, tkey, e[i].id, NULL);
+            }
             continue;
         }
         if (rc != SY_OK)
@@ -759,6 +819,220 @@ out:
     json_decref(data);
     free(e);
     sy_store_kvs_cleanup(&kv);
+    return rc;
+}
+
+/* ---- the expiry sweep ---------------------------------------------------------------------- */
+
+/* A round: the global index is read once (one HGETALL) and the directory once; then each call
+ * looks at up to <budget> of its entries, one metadata read each, so a tick's store work is
+ * bounded whatever the number of files. Several instances may sweep one store and one
+ * directory at the same time: every removal is idempotent (a gone file, a gone entry are fine)
+ * and nothing whose metadata is valid is touched. Content without metadata is left alone while
+ * it is young (SWEEP_GRACE_MS by its mtime): a file is renamed into place before its metadata is
+ * written, and sy_files_put_from_path may be republishing an id whose old entry we are looking
+ * at. The one race left: a put_from_path of that same id landing between our check and our
+ * unlink (its metadata then outlives its content, and reads of it are SY_ENOTFOUND). */
+
+static void sweep_end(sweep *sw)
+{
+    sy_store_kvs_cleanup(&sw->idx);
+    sy_store_kvs_init(&sw->idx);
+    free(sw->sorted);
+    sw->sorted = NULL;
+    for (size_t i = 0; i < sw->norphans; i++)
+        free(sw->orphans[i]);
+    free(sw->orphans);
+    sw->orphans = NULL;
+    sw->norphans = sw->opos = sw->pos = sw->removed = 0;
+    sw->active = false;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Modification time of the content of <id> in f's clock's ms; false when it is not there. */
+static bool content_mtime(const sy_files *f, const char *id, int64_t *ms)
+{
+    char path[PATH_MAX];
+    struct stat st;
+    if (!content_path(f, id, path, sizeof(path)) || lstat(path, &st) != 0 ||
+        !S_ISREG(st.st_mode))
+        return false;
+    *ms = (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
+    return true;
+}
+
+/* Starts a round: the index snapshot, stale temporary files removed, and the content files in
+ * no index entry and older than TMP_STALE_S collected (crash leftovers, or files whose entry a
+ * listing removed after the store expired their metadata). */
+static sy_err sweep_begin(sy_files *f, int64_t now)
+{
+    sweep *sw = &f->sw;
+    sy_err rc;
+    DIR *d = NULL;
+    struct dirent *e;
+    size_t cap = 0;
+
+    if ((rc = sy_store_hgetall(f->store, INDEX_KEY, &sw->idx)) != SY_OK)
+        goto out;
+    rc = SY_ENOMEM;
+    if (sw->idx.n > 0 && (sw->sorted = calloc(sw->idx.n, sizeof(*sw->sorted))) == NULL)
+        goto out;
+    for (size_t i = 0; i < sw->idx.n; i++)
+        sw->sorted[i] = sw->idx.items[i].name;
+    if (sw->idx.n > 1)
+        qsort(sw->sorted, sw->idx.n, sizeof(*sw->sorted), cmp_str);
+    sweep_tmp(f);
+    rc = SY_OK;
+    if ((d = opendir(f->dir)) == NULL)
+        goto out; /* the index is still swept */
+    while ((e = readdir(d)) != NULL && sw->norphans < SWEEP_ORPHANS_MAX) {
+        const char *name = e->d_name;
+        int64_t mt;
+        if (!id_ok(name) || !content_mtime(f, name, &mt) || now - mt <= TMP_STALE_S * 1000LL)
+            continue;
+        if (sw->idx.n > 0 &&
+            bsearch(&name, sw->sorted, sw->idx.n, sizeof(*sw->sorted), cmp_str) != NULL)
+            continue; /* the index walk looks at it */
+        if (sw->norphans == cap) {
+            size_t nc = cap ? cap * 2 : 64;
+            char **p = realloc(sw->orphans, nc * sizeof(*p));
+            if (p == NULL)
+                break; /* the rest next round */
+            sw->orphans = p;
+            cap = nc;
+        }
+        if ((sw->orphans[sw->norphans] = strdup(name)) == NULL)
+            break;
+        sw->norphans++;
+    }
+    closedir(d);
+out:
+    if (rc == SY_OK) {
+        sw->active = true;
+        sw->started_ms = now;
+    } else {
+        sweep_end(sw);
+    }
+    return rc;
+}
+
+/* Removes the content of <id> unless it is younger than <min_age_ms>; false when kept. */
+static bool unlink_old(const sy_files *f, const char *id, int64_t now, int64_t min_age_ms)
+{
+    char path[PATH_MAX];
+    int64_t mt;
+    if (content_mtime(f, id, &mt) && now - mt < min_age_ms)
+        return false;
+    if (content_path(f, id, path, sizeof(path)) && unlink(path) != 0 && errno != ENOENT)
+        sy_log(SY_LOG_WARN, NULL, "files: %s: cannot remove content: %s", id, strerror(errno));
+    return true;
+}
+
+/* The metadata of <id>: SY_OK and *valid when it is there and not expired; an expired one is
+ * removed with its content and index entries (load_raw). */
+static sy_err sweep_meta(sy_files *f, const char *id, bool *valid)
+{
+    json_t *o = NULL;
+    sy_err rc = load_raw(f, id, &o);
+    *valid = rc == SY_OK;
+    json_decref(o);
+    return rc == SY_ENOTFOUND ? SY_OK : rc;
+}
+
+/* One global index entry. */
+static sy_err sweep_entry(sy_files *f, const sy_store_kv *kv, int64_t now, size_t *removed)
+{
+    char tkey[96];
+    bool valid = false;
+    sy_err rc;
+
+    if (!id_ok(kv->name))
+        return SY_OK;
+    /* expired metadata is removed here with content and index entries (load_raw); the rest
+     * below is then idempotent */
+    if ((rc = sweep_meta(f, kv->name, &valid)) != SY_OK || valid)
+        return rc;
+    ivalue v = index_parse(kv->value);
+    if (now - v.ms < SWEEP_GRACE_MS || !unlink_old(f, kv->name, now, SWEEP_GRACE_MS))
+        return SY_OK; /* maybe being (re)published: next round */
+    if ((rc = sy_store_hdel(f->store, INDEX_KEY, kv->name, NULL)) != SY_OK)
+        return rc;
+    /* entries written before the tenant was in the value leave their tenant index entry to
+     * that tenant's next listing */
+    if (v.tenant != NULL) {
+        tidx_key(v.tenant, tkey, sizeof(tkey));
+        if ((rc = sy_store_hdel(f->store, tkey, kv->name, NULL)) != SY_OK)
+            return rc;
+    }
+    (*removed)++;
+    return SY_OK;
+}
+
+/* One content file in no index entry, older than TMP_STALE_S when the round started. */
+static sy_err sweep_orphan(sy_files *f, const char *id, int64_t now, size_t *removed)
+{
+    bool valid = false;
+    sy_err rc = sweep_meta(f, id, &valid);
+    if (rc != SY_OK || valid)
+        return rc; /* valid metadata: a file whose index write failed; it stays */
+    if (unlink_old(f, id, now, TMP_STALE_S * 1000LL)) /* re-checked: it may be new content */
+        (*removed)++;
+    return SY_OK;
+}
+
+sy_err sy_files_sweep(sy_files *f, size_t budget, size_t *removed, bool *done)
+{
+    size_t n = 0, dummy = 0;
+    sy_err rc = SY_OK;
+
+    if (f == NULL || budget == 0)
+        return SY_EINVAL;
+    if (removed == NULL)
+        removed = &dummy;
+    *removed = 0;
+    if (done != NULL)
+        *done = false;
+    if (pthread_mutex_trylock(&f->sw.mu) != 0)
+        return SY_OK; /* another thread is sweeping */
+    sweep *sw = &f->sw;
+    int64_t now = now_ms(f);
+    if (!sw->active) {
+        if (sw->started_ms != 0 && now - sw->started_ms < SWEEP_PERIOD_MS) {
+            if (done != NULL)
+                *done = true;
+            goto out;
+        }
+        if ((rc = sweep_begin(f, now)) != SY_OK)
+            goto out;
+    }
+    while (n < budget && sw->pos < sw->idx.n) {
+        if ((rc = sweep_entry(f, &sw->idx.items[sw->pos], now, removed)) != SY_OK)
+            break; /* the store is down: this entry again next tick */
+        sw->pos++;
+        n++;
+    }
+    while (rc == SY_OK && n < budget && sw->opos < sw->norphans) {
+        if ((rc = sweep_orphan(f, sw->orphans[sw->opos], now, removed)) != SY_OK)
+            break;
+        sw->opos++;
+        n++;
+    }
+    sw->removed += *removed;
+    if (rc == SY_OK && sw->pos == sw->idx.n && sw->opos == sw->norphans) {
+        if (sw->removed > 0)
+            sy_log(SY_LOG_INFO, NULL,
+                   "files: sweep removed %zu expired or orphaned files (%zu index entries)",
+                   sw->removed, sw->idx.n);
+        sweep_end(sw);
+        if (done != NULL)
+            *done = true;
+    }
+out:
+    pthread_mutex_unlock(&f->sw.mu);
     return rc;
 }
 

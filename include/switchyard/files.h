@@ -89,8 +89,23 @@ sy_err sy_files_delete(sy_files *f, const char *scope, const char *id, bool *exi
 sy_err sy_files_list(sy_files *f, const char *scope, const char *purpose, size_t limit, bool asc,
                      const char *after, json_t **out);
 
-/* Tests: replaces the wall clock (Unix milliseconds) used for created_at and expiry. NULL
- * restores the real clock. Not thread-safe with other calls. */
+/* Periodic cleanup of what the store's TTL cannot remove (the batch sweeper calls it every
+ * batch.poll_ms). A round starts at most once a minute (by the clock below): it reads the global
+ * index once, removes temporary files older than a day, and notes content files that are in no
+ * index entry and older than a day. Each call then looks at up to <budget> (> 0) of them, one
+ * store read each: a file whose metadata has expired, or is gone while its content and index
+ * entry are older than 10 minutes, loses its content, metadata and both index entries; an
+ * unindexed content file without metadata is removed. Content whose metadata is valid is never
+ * removed, nor young content without metadata (an upload or republish in progress). Safe with
+ * other instances sweeping the same store and directory. *removed (may be NULL): files removed
+ * by this call; *done (may be NULL): true when no round is in progress after it. A store error
+ * is returned and the round resumes at the same entry next call. Returns at once (SY_OK,
+ * *done false) while another thread sweeps <f>. */
+sy_err sy_files_sweep(sy_files *f, size_t budget, size_t *removed, bool *done);
+
+/* Tests: replaces the wall clock (Unix milliseconds) used for created_at and expiry, and by
+ * the sweep (compared with content files' mtimes). NULL restores the real clock. Not
+ * thread-safe with other calls. */
 void sy_files_set_clock(sy_files *f, int64_t (*now_ms)(void *ud), void *ud);
 
 /* Error contract of every sy_files_* call above: SY_OK; SY_ENOTFOUND (no such file, expired

@@ -14,11 +14,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
 #include "switchyard/api.h"
+#include "switchyard/buf.h"
 #include "switchyard/store.h"
 
 static int64_t g_now = 1700000000000LL; /* ms */
@@ -712,6 +714,166 @@ static void test_list_cost(void **state)
     assert_false(has_field(x->store, "{files}:index", mine[0]));
 }
 
+/* Sets the content mtime of <id> (or of the file <name> under files/) to <ms> of g_now's clock. */
+static void set_mtime(fx *x, const char *name, int64_t ms)
+{
+    char path[512];
+    struct timespec ts[2];
+    snprintf(path, sizeof(path), "%s/files/%s", x->dir, name);
+    ts[0].tv_sec = ts[1].tv_sec = (time_t)(ms / 1000);
+    ts[0].tv_nsec = ts[1].tv_nsec = (long)(ms % 1000) * 1000000;
+    assert_int_equal(utimensat(AT_FDCWD, path, ts, 0), 0);
+}
+
+static bool on_disk(fx *x, const char *name)
+{
+    char path[512];
+    snprintf(path, sizeof(path), "%s/files/%s", x->dir, name);
+    return access(path, F_OK) == 0;
+}
+
+static void put_file(fx *x, const char *name)
+{
+    char path[512];
+    snprintf(path, sizeof(path), "%s/files/%s", x->dir, name);
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "x\n", 2), 2);
+    close(fd);
+}
+
+/* Gives file <id> an expires_at of <at_s> in its stored metadata, with a store TTL of <ttl_ms>
+ * (0: none, so the metadata outlives the expiry). */
+static void set_expiry(fx *x, const char *id, int64_t at_s, int64_t ttl_ms)
+{
+    char key[96];
+    sy_buf b;
+    snprintf(key, sizeof(key), "{file:%s}", id);
+    sy_buf_init(&b, 65536);
+    assert_int_equal(sy_store_get(x->store, key, &b), SY_OK);
+    json_t *o = json_loadb(b.data, b.len, 0, NULL);
+    assert_non_null(o);
+    json_object_set_new(o, "expires_at", json_integer(at_s));
+    char *js = json_dumps(o, JSON_COMPACT);
+    assert_int_equal(sy_store_set(x->store, key, js, strlen(js), ttl_ms, 0, NULL), SY_OK);
+    free(js);
+    json_decref(o);
+    sy_buf_cleanup(&b);
+}
+
+static bool meta_there(fx *x, const char *id)
+{
+    char key[96];
+    bool there = false;
+    snprintf(key, sizeof(key), "{file:%s}", id);
+    assert_int_equal(sy_store_exists(x->store, key, &there), SY_OK);
+    return there;
+}
+
+/* Runs sweep rounds of <budget> per call until one ends; returns the files removed. */
+static size_t sweep_round(fx *x, size_t budget)
+{
+    size_t total = 0, removed = 0;
+    bool done = false;
+    for (int calls = 0; !done; calls++) {
+        assert_true(calls < 100);
+        assert_int_equal(sy_files_sweep(x->f, budget, &removed, &done), SY_OK);
+        total += removed;
+    }
+    return total;
+}
+
+/* The sweep removes what expiry leaves behind: content and both index entries of a file whose
+ * metadata the store expired, all of a file whose metadata says it expired, old crash
+ * leftovers; and nothing else: a valid file, content without metadata that is young (an upload
+ * or republish in progress), a valid file missing from the index. Content mtimes are set on the
+ * test's clock. */
+static void test_sweep(void **state)
+{
+    fx *x = *state;
+    char gone[64], expd[64], keep[64], legacy[64], repub[64], unidx[64], key[96], ms[24];
+    const int64_t H = 3600 * 1000;
+
+    g_now = (int64_t)time(NULL) * 1000; /* the contents' mtimes are real */
+    make_owned(x, "k:aaaa", "batch", gone);   /* metadata expired by the store's TTL */
+    set_expiry(x, gone, g_now / 1000 + 3600, H);
+    make_owned(x, "k:bbbb", "batch", expd);   /* expires_at passed, metadata still there */
+    set_expiry(x, expd, g_now / 1000 + 3600, 0);
+    make_owned(x, "k:aaaa", "batch", keep);   /* valid */
+    make_owned(x, "k:aaaa", "batch", legacy); /* expired; index value of before the tenant */
+    set_expiry(x, legacy, g_now / 1000 + 3600, H);
+    snprintf(ms, sizeof(ms), "%lld", (long long)g_now);
+    assert_int_equal(sy_store_hset(x->store, "{files}:index", legacy, ms, strlen(ms), 0, NULL),
+                     SY_OK);
+    make_owned(x, "k:aaaa", "batch", repub); /* metadata gone, content being republished */
+    snprintf(key, sizeof(key), "{file:%s}", repub);
+    assert_int_equal(sy_store_del(x->store, key, NULL), SY_OK);
+    make_owned(x, "k:cccc", "batch", unidx); /* valid, its global index entry lost */
+    assert_int_equal(sy_store_hdel(x->store, "{files}:index", unidx, NULL), SY_OK);
+
+    g_now += 2 * H; /* the store drops the TTL'd metadata */
+    assert_false(meta_there(x, gone));
+    assert_true(meta_there(x, expd));
+    set_mtime(x, repub, g_now - 1000);
+    set_mtime(x, unidx, g_now - 48 * H);
+    put_file(x, "file-young0upload");  /* renamed into place, metadata not written yet */
+    set_mtime(x, "file-young0upload", g_now - 1000);
+    put_file(x, "file-old0leftover");  /* a crash between rename and metadata, long ago */
+    set_mtime(x, "file-old0leftover", g_now - 48 * H);
+    put_file(x, "tmp-young.part");
+    set_mtime(x, "tmp-young.part", g_now - H);
+    put_file(x, "tmp-old.part");
+    set_mtime(x, "tmp-old.part", g_now - 48 * H);
+
+    size_t removed = sweep_round(x, 2); /* pages of two */
+    assert_int_equal(removed, 4);       /* gone, expd, legacy, file-old0leftover */
+
+    assert_false(on_disk(x, gone));
+    assert_false(has_field(x->store, "{files}:index", gone));
+    assert_false(has_field(x->store, "{files}:tidx:k:aaaa", gone));
+    assert_false(on_disk(x, expd));
+    assert_false(meta_there(x, expd));
+    assert_false(has_field(x->store, "{files}:index", expd));
+    assert_false(has_field(x->store, "{files}:tidx:k:bbbb", expd));
+    assert_false(on_disk(x, legacy));
+    assert_false(has_field(x->store, "{files}:index", legacy));
+    assert_false(on_disk(x, "file-old0leftover"));
+    assert_false(on_disk(x, "tmp-old.part"));
+
+    assert_true(on_disk(x, keep));
+    assert_true(meta_there(x, keep));
+    assert_true(has_field(x->store, "{files}:index", keep));
+    assert_true(has_field(x->store, "{files}:tidx:k:aaaa", keep));
+    assert_true(on_disk(x, repub));
+    assert_true(has_field(x->store, "{files}:index", repub));
+    assert_true(has_field(x->store, "{files}:tidx:k:aaaa", repub));
+    assert_true(on_disk(x, unidx));
+    assert_true(meta_there(x, unidx));
+    assert_true(on_disk(x, "file-young0upload"));
+    assert_true(on_disk(x, "tmp-young.part"));
+    json_t *o = NULL;
+    int fd = -1;
+    uint64_t len = 0;
+    assert_int_equal(sy_files_open(x->f, "k:aaaa", keep, &fd, &len), SY_OK);
+    assert_int_equal(len, 1);
+    close(fd);
+    assert_int_equal(sy_files_get(x->f, "k:cccc", unidx, &o), SY_OK);
+    json_decref(o);
+
+    /* the next round waits for its period; once the republish is old it goes too */
+    bool done = false;
+    assert_int_equal(sy_files_sweep(x->f, 10, &removed, &done), SY_OK);
+    assert_true(done);
+    assert_int_equal(removed, 0);
+    g_now += H;
+    assert_int_equal(sweep_round(x, 100), 1);
+    assert_false(on_disk(x, repub));
+    assert_false(has_field(x->store, "{files}:index", repub));
+    assert_false(has_field(x->store, "{files}:tidx:k:aaaa", repub));
+    assert_true(on_disk(x, keep));
+    assert_true(on_disk(x, "file-young0upload")); /* younger than a day */
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
@@ -720,7 +882,7 @@ int main(void)
         T(test_create_get_open), T(test_create_from_path), T(test_unknown_ids), T(test_delete),
         T(test_list),            T(test_expiry),           T(test_shared_store),
         cmocka_unit_test(test_new_errors), T(test_api),             T(test_scope),
-        T(test_list_cost),
+        T(test_list_cost),       T(test_sweep),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
