@@ -29,6 +29,7 @@
 
 #define ENQ_SAVE_EVERY 64 /* lines between saves of the enqueue position */
 #define ONCE_TTL_MS (8LL * 86400 * 1000)
+#define FILES_SWEEP_PAGE 128 /* files looked at per sweeper tick */
 /* a once-key written by finalize for a line it stopped waiting for (counting writes "1") */
 #define ONCE_TOMB "t"
 
@@ -1126,6 +1127,8 @@ static void *sweeper_main(void *arg)
         (void)sy_store_xgroup_create(b->store, BQ_STREAM, BQ_GROUP, "0", NULL);
         reclaim(b);
         sy_batch_provider_sweep(b);
+        /* expired files' content and index entries: a bounded page per tick (files.h) */
+        (void)sy_files_sweep(b->files, FILES_SWEEP_PAGE, NULL, NULL);
         int64_t by_status[8] = {0};
         sy_store_kvs kv;
         sy_store_kvs_init(&kv);
