@@ -818,11 +818,20 @@ static fin_rc finalize(sy_batch *b, const char *id, json_t *obj, const char *end
     /* the output and error files belong to the batch's creator (files.h: tenancy) */
     const char *owner = json_string_value(json_object_get(obj, "sy_tenant"));
     bool expired = strcmp(end, "expired") == 0;
-    /* until when lines still at a provider's batch API are waited for */
+    /* until when lines still at a provider's batch API are waited for; counted from
+     * cancelling_at or expires_at, and when the object lacks it (the epoch would give up on
+     * them at once) from expires_at, else created_at + the window, else now */
     const json_t *since = json_object_get(obj, strcmp(end, "cancelled") == 0 ? "cancelling_at"
                                                                              : "expires_at");
-    int64_t deadline = (json_is_integer(since) ? (int64_t)json_integer_value(since) * 1000 : 0) +
-                       b->cfg->batch_provider_grace_ms;
+    const json_t *created = json_object_get(obj, "created_at");
+    int64_t deadline = sy_wall_ms();
+    if (!json_is_integer(since))
+        since = json_object_get(obj, "expires_at");
+    if (json_is_integer(since))
+        deadline = (int64_t)json_integer_value(since) * 1000;
+    else if (json_is_integer(created))
+        deadline = ((int64_t)json_integer_value(created) + b->cfg->batch_window_s) * 1000;
+    deadline += b->cfg->batch_provider_grace_ms;
     char opath[4096], epath[4096];
     int in = -1, ofd = -1, efd = -1;
     uint64_t flen;
