@@ -946,17 +946,29 @@ static sy_err sweep_meta(sy_files *f, const char *id, bool *valid)
 /* One global index entry. */
 static sy_err sweep_entry(sy_files *f, const sy_store_kv *kv, int64_t now, size_t *removed)
 {
-    char tkey[96];
-    bool valid = false;
-    sy_err rc;
+    char tkey[96], val[160];
+    json_t *o = NULL;
+    ivalue v = index_parse(kv->value);
 
     if (!id_ok(kv->name))
         return SY_OK;
     /* expired metadata is removed here with content and index entries (load_raw); the rest
      * below is then idempotent */
-    if ((rc = sweep_meta(f, kv->name, &valid)) != SY_OK || valid)
+    sy_err rc = load_raw(f, kv->name, &o);
+    if (rc == SY_OK) {
+        const char *p = json_string_value(json_object_get(o, "purpose"));
+        if (v.tenant == NULL && p != NULL) {
+            /* an entry of before the tenant was in the value: say it now, so that when the
+             * store expires this file's metadata its tenant index entry can go too (a delete
+             * racing with this leaves an entry without metadata: the next round removes it) */
+            index_value(val, sizeof(val), v.ms, p, owner_of(o));
+            rc = sy_store_hset(f->store, INDEX_KEY, kv->name, val, strlen(val), 0, NULL);
+        }
+        json_decref(o);
         return rc;
-    ivalue v = index_parse(kv->value);
+    }
+    if (rc != SY_ENOTFOUND)
+        return rc;
     if (now - v.ms < SWEEP_GRACE_MS || !unlink_old(f, kv->name, now, SWEEP_GRACE_MS))
         return SY_OK; /* maybe being (re)published: next round */
     if ((rc = sy_store_hdel(f->store, INDEX_KEY, kv->name, NULL)) != SY_OK)

@@ -75,7 +75,8 @@ sy_err sy_files_put_from_path(sy_files *f, const char *id, const char *owner,
                               json_t **obj);
 /* A path under data_dir where a caller may write a temporary file for the function above
  * ("<data_dir>/files/tmp-<random>.part"; nothing is created). SY_ETOOBIG when <n> is too
- * small. Temporary files left by a crash are removed at the next start once a day old. */
+ * small. Temporary files left by a crash are removed once a day old (at the next start and by
+ * sy_files_sweep). */
 sy_err sy_files_tmp_path(sy_files *f, char *buf, size_t n);
 
 /* Removes <id> (metadata, index entry, content). *existed (may be NULL) says whether it was

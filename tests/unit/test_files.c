@@ -799,7 +799,12 @@ static void test_sweep(void **state)
     set_expiry(x, gone, g_now / 1000 + 3600, H);
     make_owned(x, "k:bbbb", "batch", expd);   /* expires_at passed, metadata still there */
     set_expiry(x, expd, g_now / 1000 + 3600, 0);
-    make_owned(x, "k:aaaa", "batch", keep);   /* valid */
+    make_owned(x, "k:aaaa", "batch", keep);   /* valid; index value of before the tenant */
+    char keep_ms[24];
+    snprintf(keep_ms, sizeof(keep_ms), "%lld", (long long)g_now);
+    assert_int_equal(sy_store_hset(x->store, "{files}:index", keep, keep_ms, strlen(keep_ms), 0,
+                                   NULL),
+                     SY_OK);
     make_owned(x, "k:aaaa", "batch", legacy); /* expired; index value of before the tenant */
     set_expiry(x, legacy, g_now / 1000 + 3600, H);
     snprintf(ms, sizeof(ms), "%lld", (long long)g_now);
@@ -844,6 +849,15 @@ static void test_sweep(void **state)
     assert_true(meta_there(x, keep));
     assert_true(has_field(x->store, "{files}:index", keep));
     assert_true(has_field(x->store, "{files}:tidx:k:aaaa", keep));
+    sy_store_kvs kv;
+    char want[80];
+    snprintf(want, sizeof(want), "%s batch k:aaaa", keep_ms); /* now it says its tenant */
+    sy_store_kvs_init(&kv);
+    assert_int_equal(sy_store_hgetall(x->store, "{files}:index", &kv), SY_OK);
+    for (size_t i = 0; i < kv.n; i++)
+        if (strcmp(kv.items[i].name, keep) == 0)
+            assert_string_equal(kv.items[i].value, want);
+    sy_store_kvs_cleanup(&kv);
     assert_true(on_disk(x, repub));
     assert_true(has_field(x->store, "{files}:index", repub));
     assert_true(has_field(x->store, "{files}:tidx:k:aaaa", repub));
