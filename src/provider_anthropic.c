@@ -1098,6 +1098,9 @@ static sy_err emit_choice(sy_stream_fix *f, sy_endpoint ep, json_t *delta, const
         f->obs->chunk(f->obs_ud, c);
     f->chunks++;
     f->saw_role = true;
+    /* the role chunk (the only delta with a role) says nothing yet; every other one does */
+    if (finish != NULL || !json_is_string(json_object_get(delta, "role")))
+        f->saw_content = true;
     if (finish != NULL)
         f->saw_finish = true;
 out:
@@ -1270,6 +1273,7 @@ static sy_err on_error(sy_stream_fix *f, const json_t *ev, sy_buf *out)
         f->obs->data(f->obs_ud, body, n);
     free(body);
     f->saw_error = true;
+    f->error_status = status_of_type(at);
     return rc;
 }
 

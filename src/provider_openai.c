@@ -459,6 +459,52 @@ static bool plain_delta(const sy_stream_fix *f, const char *d, size_t n, size_t 
     return shallow_json_object(d, n);
 }
 
+/* The HTTP status an upstream's stream error object <e> stands for: a numeric code or status
+ * (vLLM sends code 400), else its type or code, else 500. */
+static int stream_error_status(const json_t *e)
+{
+    static const struct {
+        const char *name;
+        int status;
+    } map[] = {{"invalid_request_error", 400}, {"authentication_error", 401},
+               {"permission_error", 403},      {"not_found_error", 404},
+               {"rate_limit_error", 429},      {"rate_limit_exceeded", 429},
+               {"insufficient_quota", 429}};
+    const char *keys[] = {"code", "status"};
+    for (size_t i = 0; i < 2; i++) {
+        json_int_t n = json_integer_value(json_object_get(e, keys[i]));
+        if (n >= 400 && n <= 599)
+            return (int)n;
+    }
+    const char *type = json_string_value(json_object_get(e, "type"));
+    const char *code = json_string_value(json_object_get(e, "code"));
+    for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
+        if ((type != NULL && strcmp(type, map[i].name) == 0) ||
+            (code != NULL && strcmp(code, map[i].name) == 0))
+            return map[i].status;
+    return 500;
+}
+
+/* Whether a fixed choice <c> says more than the opening chunk: a finish_reason, text, or a
+ * delta member other than the role that is neither null nor "". */
+static bool choice_says_something(sy_endpoint ep, json_t *c)
+{
+    if (json_is_string(json_object_get(c, "finish_reason")))
+        return true;
+    if (ep != SY_EP_CHAT)
+        return json_string_length(json_object_get(c, "text")) > 0;
+    const char *k;
+    json_t *v;
+    json_object_foreach(json_object_get(c, "delta"), k, v)
+    {
+        if (strcmp(k, "role") == 0 || json_is_null(v) ||
+            (json_is_string(v) && json_string_length(v) == 0))
+            continue;
+        return true;
+    }
+    return false;
+}
+
 sy_err sy_openai_stream_event(sy_stream_fix *f, sy_endpoint ep, const char *data, size_t len,
                               sy_buf *out)
 {
@@ -467,6 +513,7 @@ sy_err sy_openai_stream_event(sy_stream_fix *f, sy_endpoint ep, const char *data
 
     if (len == 6 && memcmp(data, "[DONE]", 6) == 0) {
         f->saw_done = true;
+        f->saw_content = true;
         rc = sy_sse_frame(out, "[DONE]", 6);
         if (rc == SY_OK && f->obs != NULL)
             f->obs->data(f->obs_ud, data, len);
@@ -476,6 +523,7 @@ sy_err sy_openai_stream_event(sy_stream_fix *f, sy_endpoint ep, const char *data
     if (ep == SY_EP_CHAT && plain_delta(f, data, len, &cut_at, &cut_len)) {
         f->chunks++;
         f->fast_chunks++;
+        f->saw_content = true; /* a plain delta comes after the role: content */
         if (cut_len == 0)
             rc = sy_sse_frame(out, data, len);
         else
@@ -494,7 +542,8 @@ sy_err sy_openai_stream_event(sy_stream_fix *f, sy_endpoint ep, const char *data
     json_t *err = json_object_get(chunk, "error");
     if (err != NULL && json_object_get(chunk, "choices") == NULL) {
         size_t n;
-        char *body = sy_openai_wrap_error(500, data, len, NULL, &n);
+        int status = stream_error_status(err);
+        char *body = sy_openai_wrap_error(status, data, len, NULL, &n);
         if (body == NULL) {
             rc = SY_ENOMEM;
             goto out;
@@ -504,6 +553,7 @@ sy_err sy_openai_stream_event(sy_stream_fix *f, sy_endpoint ep, const char *data
             f->obs->data(f->obs_ud, body, n);
         free(body);
         f->saw_error = true;
+        f->error_status = status;
         goto out;
     }
     json_t *usage = json_object_get(chunk, "usage");
@@ -534,7 +584,11 @@ sy_err sy_openai_stream_event(sy_stream_fix *f, sy_endpoint ep, const char *data
             fix_chat_choice(f, c, i);
         else
             fix_completion_choice(f, c, i);
+        if (!f->saw_content && choice_says_something(ep, c))
+            f->saw_content = true;
     }
+    if (json_is_object(json_object_get(chunk, "usage")))
+        f->saw_content = true; /* the usage chunk the client asked for */
     if (json_array_size(choices) > 0)
         f->saw_role = true;
     f->chunks++;

@@ -30,6 +30,9 @@
 #define SWEEP_US 50000
 #define MAX_ERROR_BODY (64u * 1024u)
 #define MAX_SSE_EVENT (8u * 1024u * 1024u)
+/* Client-bound stream bytes held back while the stream has said nothing yet (the role chunk,
+ * a few hundred bytes); past this they go out anyway. */
+#define MAX_HELD 4096u
 
 typedef struct sy_xfer {
     sy_request *req; /* the curl thread's reference lives in the request, see finish() */
@@ -46,6 +49,12 @@ typedef struct sy_xfer {
     bool paused;
     bool stream_over; /* [DONE] or an error event went out: nothing more may follow */
     bool bad_event;
+    /* An error event came before any content (see write_cb): the attempt fails with this
+     * status and OpenAI error body (new; NULL on OOM) as if the upstream had answered so. */
+    bool early_error;
+    int early_status;
+    char *early_body;
+    size_t early_len;
     sy_err abort_rc; /* our own abort reason (timeouts, caps), SY_OK when none */
     char abort_msg[256];
     char retry_after[16];
@@ -276,6 +285,7 @@ static void xfer_free(sy_upstream *u, sy_xfer *x)
         x->next->prev = x->prev;
     curl_slist_free_all(x->headers);
     free(x->body);
+    free(x->early_body);
     sy_buf_cleanup(&x->resp);
     sy_buf_cleanup(&x->tmp);
     sy_sse_cleanup(&x->sse);
@@ -654,7 +664,7 @@ static void on_done(sy_upstream *u, sy_xfer *x, CURLcode res)
                 finish(u, req);
                 return;
             }
-            snprintf(msg, sizeof(msg), "deployment '%s' closed the stream before any event",
+            snprintf(msg, sizeof(msg), "deployment '%s' closed the stream before any content",
                      dep->name);
             x->abort_rc = SY_EUPSTREAM;
             res = CURLE_GOT_NOTHING;
@@ -673,7 +683,14 @@ static void on_done(sy_upstream *u, sy_xfer *x, CURLcode res)
     char retry_after[16];
     snprintf(retry_after, sizeof(retry_after), "%s", x->retry_after);
 
-    if (x->abort_rc != SY_OK) {
+    if (x->early_error) {
+        /* an error event before any content: the status it stands for, like an answer */
+        status = x->early_status;
+        kind = FK_STATUS;
+        body = x->early_body;
+        len = x->early_len;
+        x->early_body = NULL;
+    } else if (x->abort_rc != SY_OK) {
         if (x->abort_msg[0] != '\0')
             snprintf(msg, sizeof(msg), "%s", x->abort_msg);
         kind = x->abort_rc == SY_ETIMEOUT ? FK_TIMEOUT
@@ -777,6 +794,18 @@ static int on_event(void *ud, const char *event, const char *data, size_t len)
         x->bad_event = true;
         return 1;
     }
+    if (x->fix.saw_error && !x->committed && !x->fix.saw_content) {
+        /* Nothing the client could use went out (at most the held role chunk): the attempt
+         * fails before the first byte, so the route's fallback may still try another target.
+         * The provider rewraps the event's data as it would an error answer's body. */
+        int st = x->fix.error_status;
+        x->early_status = st >= 400 && st <= 599 ? st : 500;
+        x->early_body =
+            x->ops->wrap_error(x->early_status, data, len, x->dep->api_key, &x->early_len);
+        x->early_error = true;
+        x->stream_over = true;
+        return 1;
+    }
     if (x->fix.saw_done || x->fix.saw_error) {
         x->stream_over = true;
         return 1; /* the response closes right after [DONE] */
@@ -857,9 +886,17 @@ static size_t write_cb(char *p, size_t size, size_t n, void *ud)
     }
     pthread_mutex_unlock(&req->mu);
 
-    sy_buf_reset(&x->tmp);
+    /* Until the stream says something (fix.saw_content), its client-bound bytes (the role chunk)
+     * stay in x->tmp, at most MAX_HELD of them: an error event or a cut before then is still a
+     * failure before the first byte and may fall back (DESIGN §5). The client could not use
+     * the role chunk alone anyway, so its first byte comes no later than its first delta. */
+    if (x->committed)
+        sy_buf_reset(&x->tmp);
     sy_err rc = sy_sse_feed(&x->sse, p, len, on_event, x);
-    if (x->tmp.len > 0) {
+    if (x->early_error)
+        return 0; /* on_done answers with the event's status or falls back */
+    if (x->tmp.len > 0 && (x->committed || x->fix.saw_content || x->stream_over ||
+                           x->tmp.len > MAX_HELD)) {
         pthread_mutex_lock(&req->mu);
         size_t before = req->out.len;
         sy_err arc = sy_buf_append(&req->out, x->tmp.data, x->tmp.len);

@@ -35,7 +35,9 @@ typedef struct sy_provider_ops {
      * sy_openai_stream_event for the contract. */
     sy_err (*stream_event)(sy_stream_fix *f, sy_endpoint ep, const char *event,
                            const char *data, size_t len, sy_buf *out);
-    /* An upstream error answer into an OpenAI error body; see sy_openai_wrap_error. */
+    /* An upstream error answer into an OpenAI error body; see sy_openai_wrap_error. The relay
+     * also gives it the data of an error event that came before any content (with the
+     * stream's error_status), which then answers the client like an error status would. */
     char *(*wrap_error)(int status, const char *body, size_t len, const char *secret,
                         size_t *outlen);
 } sy_provider_ops;

@@ -69,7 +69,9 @@ sy_err sy_anthropic_normalize(sy_endpoint ep, json_t **resp, char *msg, size_t m
  * client SSE bytes appended to <out>: role chunk on message_start, content and tool-call deltas
  * (index, id, name, then argument fragments), finish_reason on message_delta, the usage chunk
  * (only when f->client_usage) and "[DONE]" on message_stop (f->saw_done set), an OpenAI error
- * event on error (f->saw_error set). Thinking, signature, citation deltas, ping and unknown
+ * event on error (f->saw_error set, f->error_status from the error's type: overloaded_error 529,
+ * rate_limit_error 429, api_error 500...). f->saw_content is set by the first chunk after the
+ * role chunk (content, tool call, finish). Thinking, signature, citation deltas, ping and unknown
  * events produce nothing. f->usage always holds the latest usage (OpenAI shape). Memory is
  * bounded: per stream a small fixed state in f->pstate (freed by sy_stream_fix_cleanup), per
  * event what that event produces. SY_EUPSTREAM when <data> is not a JSON object or the events

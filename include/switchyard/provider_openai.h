@@ -52,6 +52,16 @@ typedef struct sy_stream_fix {
     bool saw_finish;   /* some chunk carried finish_reason */
     bool saw_done;     /* [DONE] arrived */
     bool saw_error;    /* the upstream sent an error event */
+    /* Something a client can use went out: content, a refusal, a tool call, a finish_reason,
+     * usage or [DONE]; not yet while only the opening role chunk (empty content) did. Until
+     * then the relay holds the client-bound bytes back, so that an error event or a cut
+     * (Anthropic's overloaded_error right after message_start) is still a failure before the
+     * first byte and can fall back (DESIGN §5). */
+    bool saw_content;
+    /* With saw_error: the HTTP status the error event stands for (Anthropic's
+     * overloaded_error 529, rate_limit_error 429...; an OpenAI error's numeric code, else by
+     * type, else 500), for answering or falling back when nothing went out yet. */
+    int error_status;
     int chunks;        /* chunks passed to the client */
     int fast_chunks;   /* of those, plain deltas relayed byte for byte (no parse, no dump) */
     int tool_calls;    /* tool calls opened so far, for upstreams that omit index */
@@ -70,7 +80,8 @@ void sy_stream_fix_cleanup(sy_stream_fix *f);
 /* Handles one upstream SSE event's data (<data>, <len>) for endpoint <ep>, appending the SSE
  * bytes for the client to <out>: fixes chunks (delta.role first, tool-call index, object, id),
  * drops the usage chunk the client did not ask for (keeping the usage), turns an upstream error
- * object into an OpenAI error event, and passes "[DONE]". Returns SY_OK, SY_EUPSTREAM when the
+ * object into an OpenAI error event (saw_error, error_status), and passes "[DONE]"; sets
+ * saw_content as the first chunk beyond the opening role chunk goes out. Returns SY_OK, SY_EUPSTREAM when the
  * data is not valid JSON (nothing appended), or SY_ETOOBIG/SY_ENOMEM from <out>. */
 sy_err sy_openai_stream_event(sy_stream_fix *f, sy_endpoint ep, const char *data, size_t len,
                               sy_buf *out);

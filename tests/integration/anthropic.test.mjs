@@ -4,13 +4,17 @@
 // usage, versions, response_format, prompt caching, errors and fallback (429, 529 -> next
 // target, 400 not retried), and the translated request as the upstream saw it (/_last). Every
 // response and chunk is schema-checked. The fake itself is checked with @anthropic-ai/sdk.
-import { test, before, after } from 'node:test';
+// A stream that fails before any content (overloaded_error right after message_start, or a cut)
+// is still a failure before the first byte: it falls back per the route, or answers with its
+// status; an error after content ends the stream with an error event.
+import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import Anthropic from '@anthropic-ai/sdk';
 import {
   startFake, startProxy, makeConfig, assertCleanExit, streamRaw, post, request, chatBody,
-  weatherTool,
+  weatherTool, fakeDeployment,
 } from './lib/harness.mjs';
+import { routesDir, writeRoutes } from './fixtures/routing.mjs';
 import {
   validateChatCompletion, validateChatChunk, validateCompletion, validateError, validateModelList,
 } from './lib/schema.mjs';
@@ -455,4 +459,148 @@ test('the fake speaks Messages well enough for @anthropic-ai/sdk', async () => {
     a.messages.create({ model: 'claude-x', messages: [{ role: 'user', content: 'x' }] }),
     (err) => err.status === 400 && /max_tokens/.test(err.message),
   );
+});
+
+describe('a stream that fails before any content falls back like any failure before the first byte', () => {
+  let fbFake;
+  let fbProxy;
+  let fbClient;
+
+  before(async () => {
+    fbFake = await startFake();
+    const dep = (name, directives) => ({
+      name, provider: 'anthropic', base_url: fbFake.base(directives), model: `claude-${name}`,
+      api_key_env: KEY_ENV, price: { input: 3, output: 15 },
+    });
+    const dir = routesDir('anth-early');
+    writeRoutes(dir, [
+      // the anthropic deployment first, an openai-compatible one second, fallback on 529
+      { name: 'early-fb', match: { model: 'early-fb' }, tiers: [{ name: 't', targets: ['anth-early', 'oa-good'] }],
+        fallback: { on: ['connect', 529], max_attempts: 2 } },
+      { name: 'cut-fb', match: { model: 'cut-fb' }, tiers: [{ name: 't', targets: ['anth-cut', 'oa-good'] }],
+        fallback: { on: ['connect', 529], max_attempts: 2 } },
+      // 529 is not in this route's list: the client gets the 529
+      { name: 'early-nofb', match: { model: 'early-nofb' }, tiers: [{ name: 't', targets: ['anth-early-b', 'oa-good'] }],
+        fallback: { on: [503], max_attempts: 2 } },
+      { name: 'early-nofb-c', match: { model: 'early-nofb-c' }, tiers: [{ name: 't', targets: ['anth-early-c', 'oa-good'] }],
+        fallback: { on: [503], max_attempts: 2 } },
+      { name: 'late-fb', match: { model: 'late-fb' }, tiers: [{ name: 't', targets: ['anth-late', 'oa-good'] }],
+        fallback: { on: ['connect', 529], max_attempts: 2 } },
+      { name: 'direct', match: { model: '*' }, target: 'by_model_name' },
+    ]);
+    fbProxy = await startProxy(makeConfig({
+      routes: dir,
+      // two failures open a breaker: the fallback test sends two requests
+      upstream: { retry_base_ms: 10, retry_max_ms: 200, breaker_failures: 2, breaker_cooldown_ms: 600000 },
+      deployments: [
+        dep('anth-early', { error_after: 0 }),
+        dep('anth-early-b', { error_after: 0 }),
+        dep('anth-early-c', { error_after: 0 }),
+        dep('anth-cut', { drop_after: 0 }),
+        dep('anth-late', { error_after: 2, chunks: 6 }),
+        fakeDeployment(fbFake, 'oa-good', { model: 'fake-good' }),
+      ],
+    }), { env: { [KEY_ENV]: KEY } });
+    fbClient = fbProxy.client();
+  });
+
+  after(async () => {
+    await assertCleanExit(fbProxy);
+    await fbFake?.stop();
+  });
+
+  const breakerOf = async (dep) => {
+    const m = (await request(fbProxy.url, 'GET', '/metrics')).text
+      .match(new RegExp(`^switchyard_breaker_state\\{deployment="${dep}",state="([a-z_]+)"\\} \\d+$`, 'm'));
+    assert.ok(m, `no breaker line for ${dep}`);
+    return m[1];
+  };
+
+  test('overloaded_error right after message_start: the next target serves a complete stream', async () => {
+    await fbFake.reset();
+    const { data: stream, response } = await fbClient.chat.completions
+      .create(chatBody('early-fb', 'fall back please', { stream: true })).withResponse();
+    assert.equal(response.status, 200);
+    assert.equal(response.headers.get('x-switchyard-deployment'), 'oa-good');
+    assert.equal(response.headers.get('x-switchyard-attempts'), '2', 'the failed anthropic attempt is counted');
+    const chunks = await collect(stream, 'fallback');
+    assert.equal(chunks[0].choices[0].delta.role, 'assistant');
+    assert.equal(chunks.filter((c) => c.choices[0]?.delta?.role).length, 1, 'one role chunk: the first attempt\'s was never sent');
+    assert.equal(chunks.map((c) => c.choices[0]?.delta?.content ?? '').join(''), 'Hello from fake! You said: fall back please');
+    assert.equal(chunks.at(-1).choices[0].finish_reason, 'stop');
+    assert.ok(chunks.every((c) => c.model === 'fake-good'), 'every chunk from the second target');
+    const st = await fbFake.stats();
+    assert.equal(st.messages, 1, 'one attempt on the anthropic deployment');
+    assert.equal(st.chat, 1, 'one on the openai-compatible one');
+
+    // the raw stream: status 200 only from the second target, ending with [DONE], no error event
+    const r = await streamRaw(fbProxy.url, '/v1/chat/completions', chatBody('early-fb', 'raw', { stream: true }));
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.headers['x-switchyard-deployment'], 'oa-good');
+    assert.equal(r.events.at(-1).data, '[DONE]');
+    assert.ok(r.events.every((e) => !e.data.includes('"error"')), 'no error event reached the client');
+    // the anthropic deployment's health saw both failures: its breaker is open
+    assert.equal(await breakerOf('anth-early'), 'open');
+    assert.match(fbProxy.stderr(), /attempt 1 on anth-early failed \(status=529\); retrying on oa-good/);
+  });
+
+  test('a cut right after message_start is a connect failure before the first byte: falls back', async () => {
+    await fbFake.reset();
+    const { data: stream, response } = await fbClient.chat.completions
+      .create(chatBody('cut-fb', 'cut', { stream: true })).withResponse();
+    assert.equal(response.headers.get('x-switchyard-deployment'), 'oa-good');
+    assert.equal(response.headers.get('x-switchyard-attempts'), '2');
+    const chunks = await collect(stream, 'cut');
+    assert.equal(chunks.map((c) => c.choices[0]?.delta?.content ?? '').join(''), 'Hello from fake! You said: cut');
+    assert.equal((await fbFake.stats()).messages, 1);
+  });
+
+  test('no fallback for 529: an OpenAI error with status 529, not a 200 stream', async () => {
+    await fbFake.reset();
+    const r = await post(fbProxy.url, '/v1/chat/completions', chatBody('early-nofb', 'x', { stream: true }));
+    assert.equal(r.status, 529, r.text);
+    assert.match(r.headers['content-type'], /^application\/json/);
+    const e = validateError(JSON.parse(r.text));
+    assert.equal(e.error.code, 'overloaded');
+    assert.equal(e.error.type, 'api_error');
+    assert.ok(!r.text.includes(KEY));
+    assert.equal(r.headers['x-switchyard-deployment'], 'anth-early-b');
+    const st = await fbFake.stats();
+    assert.equal(st.messages, 1);
+    assert.equal(st.chat, 0, 'the route does not fall back on 529');
+
+    // the SDK gets its error class with the status, before any chunk
+    await assert.rejects(
+      fbClient.chat.completions.create(chatBody('early-nofb', 'sdk', { stream: true })),
+      (err) => err.status === 529 && /overloaded/i.test(err.message),
+    );
+    // legacy completion streams (no role chunk) too; another deployment, as two failures
+    // opened anth-early-b's breaker
+    const c = await post(fbProxy.url, '/v1/completions', { model: 'early-nofb-c', prompt: 'x', stream: true });
+    assert.equal(c.status, 529, c.text);
+    validateError(JSON.parse(c.text));
+  });
+
+  test('an error after the first content delta still ends the stream with an error event', async () => {
+    await fbFake.reset();
+    const r = await streamRaw(fbProxy.url, '/v1/chat/completions', chatBody('late-fb', 'late', { stream: true }));
+    assert.equal(r.status, 200);
+    assert.equal(r.headers['x-switchyard-deployment'], 'anth-late');
+    const data = r.events.map((e) => e.data);
+    assert.ok(!data.includes('[DONE]'));
+    const chunks = data.slice(0, -1).map((d, i) => validateChatChunk(JSON.parse(d), `late chunk ${i}`));
+    assert.ok(chunks.some((c) => (c.choices[0]?.delta?.content ?? '') !== ''), 'content went out before the error');
+    const lastEv = validateError(JSON.parse(data.at(-1)));
+    assert.equal(lastEv.error.code, 'overloaded');
+    const st = await fbFake.stats();
+    assert.equal(st.messages, 1);
+    assert.equal(st.chat, 0, 'no fallback after content reached the client');
+
+    // the SDK: content first, then its APIError
+    const got = [];
+    await assert.rejects(async () => {
+      for await (const c of await fbClient.chat.completions.create(chatBody('late-fb', 'sdk late', { stream: true }))) got.push(c);
+    }, /overloaded/i);
+    assert.ok(got.some((c) => (c.choices[0]?.delta?.content ?? '') !== ''));
+  });
 });
