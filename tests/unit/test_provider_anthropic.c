@@ -1128,6 +1128,86 @@ static void test_stream_errors(void **state)
     sy_buf_cleanup(&out);
 }
 
+/* saw_content stays false while only the role chunk went out (the relay holds it back, so an
+ * error then is a failure before the first byte) and turns true with the first delta; an error
+ * event's type gives error_status. */
+static void test_stream_content_and_error_status(void **state)
+{
+    (void)state;
+    const char *start = "{\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"model\":\"c\"}}";
+    const char *block = "{\"type\":\"content_block_start\",\"index\":0,\"content_block\":{"
+                        "\"type\":\"text\",\"text\":\"\"}}";
+    const char *thinking = "{\"type\":\"content_block_start\",\"index\":0,\"content_block\":{"
+                           "\"type\":\"thinking\",\"thinking\":\"\"}}";
+    const char *delta = "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{"
+                        "\"type\":\"text_delta\",\"text\":\"Hi\"}}";
+    const char *ping = "{\"type\":\"ping\"}";
+    static const struct {
+        const char *type;
+        int status;
+    } errs[] = {{"overloaded_error", 529}, {"api_error", 500},      {"rate_limit_error", 429},
+                {"invalid_request_error", 400}, {"timeout_error", 504}, {"brand_new_error", 500}};
+    for (int ep = 0; ep < 2; ep++) {
+        sy_endpoint e = ep == 0 ? SY_EP_CHAT : SY_EP_COMPLETIONS;
+        for (size_t i = 0; i < sizeof(errs) / sizeof(errs[0]); i++) {
+            sy_stream_fix f;
+            sy_buf out;
+            char err[160];
+            memset(&f, 0, sizeof(f));
+            sy_buf_init(&out, 1 << 16);
+            snprintf(err, sizeof(err),
+                     "{\"type\":\"error\",\"error\":{\"type\":\"%s\",\"message\":\"m\"}}",
+                     errs[i].type);
+            const char *evs[] = {ping, start, ping, i % 2 ? thinking : block};
+            for (size_t k = 0; k < 4; k++)
+                assert_int_equal(
+                    sy_anthropic_stream_event(&f, e, "", evs[k], strlen(evs[k]), &out), SY_OK);
+            assert_false(f.saw_content);
+            assert_int_equal(out.len > 0, e == SY_EP_CHAT); /* the role chunk (chat only) */
+            assert_int_equal(sy_anthropic_stream_event(&f, e, "error", err, strlen(err), &out),
+                             SY_OK);
+            assert_true(f.saw_error);
+            assert_false(f.saw_content);
+            assert_int_equal(f.error_status, errs[i].status);
+            /* the relay rewraps the event's data as an error answer of that status */
+            size_t n;
+            char *body = sy_anthropic_wrap_error(f.error_status, err, strlen(err), NULL, &n);
+            assert_non_null(body);
+            json_t *j = json_loads(body, 0, NULL);
+            assert_string_equal(sget(j, "error.message"), "m");
+            json_decref(j);
+            free(body);
+            sy_stream_fix_cleanup(&f);
+            sy_buf_cleanup(&out);
+        }
+        /* the first text delta is content; a later error keeps saw_content */
+        sy_stream_fix f;
+        sy_buf out;
+        memset(&f, 0, sizeof(f));
+        sy_buf_init(&out, 1 << 16);
+        const char *evs[] = {start, block, delta};
+        for (size_t k = 0; k < 3; k++) {
+            assert_false(f.saw_content);
+            assert_int_equal(sy_anthropic_stream_event(&f, e, "", evs[k], strlen(evs[k]), &out),
+                             SY_OK);
+        }
+        assert_true(f.saw_content);
+        sy_stream_fix_cleanup(&f);
+        sy_buf_cleanup(&out);
+    }
+    /* a message with no content at all: its finish chunk is content */
+    feed fd;
+    char *o = run("event: message_start\ndata: {\"type\":\"message_start\",\"message\":{"
+                  "\"id\":\"m\",\"model\":\"c\"}}\n\n"
+                  "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+                  0, SY_EP_CHAT, false, &fd);
+    assert_true(fd.f.saw_content);
+    assert_true(fd.f.saw_done);
+    free(o);
+    sy_stream_fix_cleanup(&fd.f);
+    sy_buf_cleanup(&fd.out);
+}
+
 /* A stream that ends without message_delta still gets its finish chunk before [DONE]. */
 static void test_stream_without_message_delta(void **state)
 {
@@ -1254,6 +1334,7 @@ int main(void)
         cmocka_unit_test(test_stream_tools_every_split),
         cmocka_unit_test(test_stream_completions),
         cmocka_unit_test(test_stream_errors),
+        cmocka_unit_test(test_stream_content_and_error_status),
         cmocka_unit_test(test_stream_without_message_delta),
         cmocka_unit_test(test_alloc_failures),
     };
