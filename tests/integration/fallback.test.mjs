@@ -1,6 +1,8 @@
 // Aliases: an ordered list of deployments. Before the first byte reaches the client, a connect
 // error, timeout, 429 or 5xx moves to the next target (backoff honouring Retry-After); after it,
 // the stream ends with an error event. When every target fails the client gets the last error.
+// A stream's role chunk alone is not a first byte: it is held back until content, so a cut right
+// after it still falls back.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
@@ -34,6 +36,7 @@ before(async () => {
       fakeDeployment(fake, 'bad400', { model: 'fake-400', directives: { status: 400 } }),
       fakeDeployment(fake, 'limited', { model: 'fake-429', directives: { status: 429, retry_after: 1 } }),
       fakeDeployment(fake, 'dropper', { model: 'fake-drop', directives: { chunks: 6, drop_after: 2 } }),
+      fakeDeployment(fake, 'role-dropper', { model: 'fake-role-drop', directives: { drop_after: 0 } }),
       fakeDeployment(fake, 'staller', { model: 'fake-stall', directives: { stall: 1 }, first_byte_timeout_ms: 400 }),
       { name: 'down', provider: 'openai', base_url: `http://127.0.0.1:${dead}/v1`, model: 'x', price: { input: 0, output: 0 } },
     ],
@@ -45,6 +48,7 @@ before(async () => {
       'all-bad': ['bad503', 'bad502', 'bad500'],
       'client-error': ['bad400', 'good'],
       'mid-stream': ['dropper', 'good'],
+      'role-then-cut': ['role-dropper', 'good'],
     },
   }));
   client = proxy.client();
@@ -145,4 +149,18 @@ test('after the first byte there is no fallback: the stream ends with an error e
   validateError(last);
   assert.equal(await chats(), 1, 'no second attempt after bytes reached the client');
   assert.ok(errorOf({ text: JSON.stringify(last) }).message.length > 0);
+});
+
+test('a stream cut right after its role chunk (no content yet) still falls back', async () => {
+  await fake.reset();
+  const { data: stream, response } = await client.chat.completions
+    .create(chatBody('role-then-cut', 'rc', { stream: true })).withResponse();
+  assert.equal(response.headers.get('x-switchyard-deployment'), 'good');
+  assert.equal(response.headers.get('x-switchyard-attempts'), '2');
+  const chunks = [];
+  for await (const c of stream) chunks.push(validateChatChunk(c, `chunk ${chunks.length}`));
+  assert.equal(chunks.filter((c) => c.choices[0]?.delta?.role).length, 1, 'one role chunk, from the second target');
+  assert.ok(chunks.every((c) => c.model === 'fake-good'));
+  assert.match(chunks.map((c) => c.choices[0]?.delta?.content ?? '').join(''), /You said: rc/);
+  assert.equal(await chats(), 2, 'the cut attempt, then the good one');
 });
