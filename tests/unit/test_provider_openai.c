@@ -346,6 +346,72 @@ static void test_stream_error_and_garbage(void **state)
     sy_stream_fix_cleanup(&f);
 }
 
+/* saw_content: false through the opening role chunk (OpenAI's with refusal:null, Ollama's
+ * without a role), true at the first content, tool call, finish or [DONE]; error_status from a
+ * stream error's numeric code, type or code name, else 500. */
+static void test_stream_content_and_error_status(void **state)
+{
+    (void)state;
+    const char *openers[] = {
+        "{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\","
+        "\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\","
+        "\"refusal\":null},\"finish_reason\":null}]}",
+        "{\"id\":\"c\",\"model\":\"m\",\"choices\":[{\"delta\":{\"content\":\"\"}}]}",
+    };
+    const char *more[] = {
+        "{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\","
+        "\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":null}]}",
+        "{\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"t\","
+        "\"function\":{\"name\":\"f\",\"arguments\":\"\"}}]}}]}",
+        "{\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}",
+        "[DONE]",
+    };
+    for (size_t i = 0; i < 2; i++) {
+        for (size_t k = 0; k < sizeof(more) / sizeof(more[0]); k++) {
+            sy_stream_fix f;
+            const char *evs[] = {openers[i]};
+            free(run_stream(false, evs, 1, &f));
+            assert_false(f.saw_content);
+            sy_buf out;
+            sy_buf_init(&out, 1 << 16);
+            assert_int_equal(sy_openai_stream_event(&f, SY_EP_CHAT, more[k], strlen(more[k]), &out),
+                             SY_OK);
+            assert_true(f.saw_content);
+            sy_buf_cleanup(&out);
+            sy_stream_fix_cleanup(&f);
+        }
+    }
+    static const struct {
+        const char *error;
+        int status;
+        const char *type;
+    } errs[] = {
+        {"{\"error\":{\"message\":\"busy\",\"type\":\"server_error\"}}", 500, "server_error"},
+        {"{\"error\":{\"message\":\"slow\",\"type\":\"rate_limit_error\"}}", 429,
+         "rate_limit_error"},
+        {"{\"error\":{\"message\":\"slow\",\"code\":\"rate_limit_exceeded\"}}", 429,
+         "rate_limit_error"},
+        {"{\"error\":{\"object\":\"error\",\"message\":\"bad\",\"type\":\"BadRequestError\","
+         "\"code\":400}}",
+         400, "invalid_request_error"},
+        {"{\"error\":{\"message\":\"gone\",\"status\":503}}", 503, "api_error"},
+        {"{\"error\":\"model crashed\"}", 500, "api_error"},
+    };
+    for (size_t i = 0; i < sizeof(errs) / sizeof(errs[0]); i++) {
+        sy_stream_fix f;
+        const char *evs[] = {openers[0], errs[i].error};
+        char *o = run_stream(false, evs, 2, &f);
+        assert_true(f.saw_error);
+        assert_false(f.saw_content);
+        assert_int_equal(f.error_status, errs[i].status);
+        char want[64];
+        snprintf(want, sizeof(want), "\"type\":\"%s\"", errs[i].type);
+        assert_non_null(strstr(o, want));
+        free(o);
+        sy_stream_fix_cleanup(&f);
+    }
+}
+
 /* The chunk envelope both providers build (src/provider_int.h): member order, a null
  * system_fingerprint kept, an absent one left out, "choices" replaced in place. */
 static void test_chunk_shell(void **state)
@@ -459,6 +525,7 @@ int main(void)
         cmocka_unit_test(test_stream_fixups),
         cmocka_unit_test(test_stream_fast_path),
         cmocka_unit_test(test_stream_error_and_garbage),
+        cmocka_unit_test(test_stream_content_and_error_status),
         cmocka_unit_test(test_chunk_shell),
         cmocka_unit_test(test_to_sse),
         cmocka_unit_test(test_wrap_error_shapes),
