@@ -2,8 +2,8 @@
  * drives them with curl_multi_socket_action on its own epoll set; curl's timer callback only
  * stores a deadline that the loop passes to epoll_wait. First-byte and idle timeouts are swept
  * here too (curl has only connect and total timeouts). A request is retried on its next target
- * only while nothing has reached its client; after that, failures end the stream with an error
- * event. */
+ * only while nothing has reached its client (a stream's opening role chunk is held back until
+ * its first content, see write_cb); after that, failures end the stream with an error event. */
 #include "switchyard/upstream.h"
 
 #include <curl/curl.h>
