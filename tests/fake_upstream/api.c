@@ -61,6 +61,8 @@ typedef struct directives {
     long interval_ms;
     long first_byte_ms;
     long drop_after; /* -1 = never */
+    long pause_after; /* streams: wait pause_ms after N content chunks; -1 = never */
+    long pause_ms;
     bool stall;
     bool malformed;
     bool usage;
@@ -86,6 +88,7 @@ static void directives_init(directives *d)
     d->retry_after = -1;
     d->chunks = 5;
     d->drop_after = -1;
+    d->pause_after = -1;
     d->usage = true;
     d->shp = SHAPE_OPENAI;
     d->dim = 8;
@@ -140,6 +143,8 @@ static const struct num_directive {
     {"interval_ms", offsetof(directives, interval_ms), 0, MAX_DELAY_MS},
     {"first_byte_ms", offsetof(directives, first_byte_ms), 0, MAX_DELAY_MS},
     {"drop_after", offsetof(directives, drop_after), 0, 1000000000L},
+    {"pause_after", offsetof(directives, pause_after), 0, 1000000000L},
+    {"pause_ms", offsetof(directives, pause_ms), 0, MAX_DELAY_MS},
     {"dim", offsetof(directives, dim), 1, MAX_DIM},
     {"words", offsetof(directives, words), 0, MAX_WORDS},
     {"tool_calls", offsetof(directives, tool_calls), 1, MAX_TOOL_CALLS},
@@ -997,6 +1002,8 @@ struct fake_stream {
     bool chunked;
     unsigned interval_ms;
     long drop_after;  /* -1 = never */
+    long pause_after; /* pause_ms instead of interval_ms after this many content events; -1 = never */
+    unsigned pause_ms;
     long n_content;   /* content events (text pieces, or tool-call events) */
     long sent;        /* content events emitted */
     long n_calls;     /* 0 = text */
@@ -1027,7 +1034,7 @@ void fake_stream_free(fake_stream *s)
 
 unsigned fake_stream_interval_ms(const fake_stream *s)
 {
-    return s->interval_ms;
+    return s->pause_after >= 0 && s->sent == s->pause_after ? s->pause_ms : s->interval_ms;
 }
 
 static char *json_str_dup(const char *v, size_t n)
@@ -1063,6 +1070,8 @@ static fake_stream *stream_new(endpoint ep, const directives *d, const json_t *r
     s->malformed = d->malformed;
     s->interval_ms = (unsigned)d->interval_ms;
     s->drop_after = d->drop_after;
+    s->pause_after = d->pause_after;
+    s->pause_ms = (unsigned)d->pause_ms;
     s->cache_read = d->cache_read;
     s->cache_write = d->cache_write;
     s->error_after = ep == EP_MESSAGES ? d->error_after : -1;

@@ -670,8 +670,6 @@ out:
  * changed, false when the stream waits for its timer. */
 static bool stream_pump(worker *w, conn *c)
 {
-    unsigned iv = fake_stream_interval_ms(c->stream);
-
     if (c->st_end) {
         stream_finish(w, c, FAKE_STAT_streams_completed);
         c->state = c->keep_alive ? CS_READ : CS_CLOSING;
@@ -679,13 +677,14 @@ static bool stream_pump(worker *w, conn *c)
     }
     while (c->wb.len < STREAM_BURST) {
         fake_step st;
-        if (iv && w->now < c->due) {
+        if (w->now < c->due) {
             if (timer_set(w, c, c->due) != 0)
                 c->due = w->now; /* no memory for the timer: do not wait forever */
             else
                 return c->wb.len > 0;
         }
         st = fake_stream_next(c->stream, &c->wb);
+        unsigned iv = fake_stream_interval_ms(c->stream); /* before the next event */
         if (iv) {
             c->due += iv;
             if (c->due < w->now)

@@ -327,6 +327,19 @@ test('idle timeout after the role chunk, before any content: 504 before the firs
   assert.ok(Date.now() - t0 < 8000, 'idle timeout not applied');
 });
 
+test('idle timeout between stream chunks, after content, ends the stream with an error event', async () => {
+  const t0 = Date.now();
+  const r = await streamRaw(proxy.url, '/v1/chat/completions',
+    chatBody('short', '[[fake chunks=5 pause_after=1 pause_ms=3000]]', { stream: true }));
+  assert.equal(r.status, 200);
+  const data = r.events.filter((e) => e.data !== '[DONE]').map((e) => JSON.parse(e.data));
+  assert.ok(data.some((j) => j.choices?.[0]?.delta?.content), 'no content before the pause');
+  const last = data.pop();
+  assert.ok(last.error, `last event is not an error: ${JSON.stringify(last)}`);
+  validateError(last);
+  assert.ok(Date.now() - t0 < 8000, 'idle timeout not applied');
+});
+
 test('slow first byte: first-byte timeout (504), alias falls back to the next deployment', async () => {
   const r = await post(proxy.url, '/v1/chat/completions', chatBody('slow'));
   expectError(r, 504, 'slow first byte');
