@@ -80,6 +80,38 @@ test('client disconnect mid-stream cancels the upstream transfer', async () => {
   }
 });
 
+test('client disconnect while the role chunk is held back: the upstream transfer is cancelled', async () => {
+  const proxy = await startProxy(config());
+  try {
+    await fake.reset();
+    // The fake sends its role chunk, then waits 1.5 s before the first content chunk: the proxy
+    // holds the role chunk back, so the client has not even had its response headers. The
+    // connection is suspended meanwhile, and libmicrohttpd sees a suspended connection's close
+    // only once it is resumed: the cancel lands when the first content goes out, not before.
+    const payload = JSON.stringify(chatBody('fake-small', '[[fake chunks=1000 interval_ms=20 pause_after=0 pause_ms=1500]]', { stream: true }));
+    let answered = false;
+    const req = http.request({
+      host: '127.0.0.1', port: proxy.port, path: '/v1/chat/completions', method: 'POST',
+      headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) },
+    }, () => { answered = true; });
+    req.on('error', () => {});
+    req.end(payload);
+    await waitFor(async () => (await fake.stats()).active_streams === 1, { timeout: 5000, what: 'the upstream stream' });
+    await new Promise((r) => setTimeout(r, 200)); // the role chunk reached the proxy
+    assert.equal(answered, false, 'the held role chunk reached the client');
+    req.destroy();
+    const s = await waitFor(async () => {
+      const x = await fake.stats();
+      return x.streams_cancelled >= 1 && x.active_streams === 0 && x;
+    }, { timeout: 5000, what: 'fake streams_cancelled to increment' });
+    assert.equal(s.streams_completed, 0);
+    const h = await request(proxy.url, 'GET', '/healthz');
+    assert.equal(h.status, 200);
+  } finally {
+    await assertCleanExit(proxy);
+  }
+});
+
 test('SDK abort (AbortController) mid-stream cancels the upstream transfer', async () => {
   const proxy = await startProxy(config());
   try {
