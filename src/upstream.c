@@ -1119,8 +1119,9 @@ static void sweep(sy_upstream *u, int64_t now)
             abort_xfer(u, x, SY_ETIMEOUT, msg);
         } else if (x->got_first_byte && !x->paused &&
                    now - x->t_last > (int64_t)d->idle_timeout_ms * 1000) {
-            snprintf(msg, sizeof(msg), "deployment '%s' went silent for %ld ms mid-answer",
-                     d->name, d->idle_timeout_ms);
+            bool held = x->req->stream && !x->committed; /* no content has gone out yet */
+            snprintf(msg, sizeof(msg), "deployment '%s' went silent for %ld ms %s", d->name,
+                     d->idle_timeout_ms, held ? "before its first content" : "mid-answer");
             abort_xfer(u, x, SY_ETIMEOUT, msg);
         }
         x = next;

@@ -323,7 +323,9 @@ test('idle timeout after the role chunk, before any content: 504 before the firs
   const r = await streamRaw(proxy.url, '/v1/chat/completions',
     chatBody('short', '[[fake chunks=5 interval_ms=3000]]', { stream: true }));
   assert.equal(r.status, 504, r.text);
-  validateError(JSON.parse(r.text));
+  const e = JSON.parse(r.text);
+  validateError(e);
+  assert.match(e.error.message, /before its first content/);
   assert.ok(Date.now() - t0 < 8000, 'idle timeout not applied');
 });
 
@@ -337,6 +339,7 @@ test('idle timeout between stream chunks, after content, ends the stream with an
   const last = data.pop();
   assert.ok(last.error, `last event is not an error: ${JSON.stringify(last)}`);
   validateError(last);
+  assert.match(last.error.message, /mid-answer/);
   assert.ok(Date.now() - t0 < 8000, 'idle timeout not applied');
 });
 
