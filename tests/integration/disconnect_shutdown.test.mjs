@@ -59,6 +59,17 @@ function openStream(proxy, body, n) {
   });
 }
 
+// The fake saw the one stream cancelled (none completed, none open), and the proxy still serves.
+async function expectCancelledStillServing(proxy) {
+  const s = await waitFor(async () => {
+    const x = await fake.stats();
+    return x.streams_cancelled >= 1 && x.active_streams === 0 && x;
+  }, { timeout: 5000, what: 'fake streams_cancelled to increment' });
+  assert.equal(s.streams_completed, 0);
+  const h = await request(proxy.url, 'GET', '/healthz');
+  assert.equal(h.status, 200);
+}
+
 test('client disconnect mid-stream cancels the upstream transfer', async () => {
   const proxy = await startProxy(config());
   try {
@@ -67,14 +78,7 @@ test('client disconnect mid-stream cancels the upstream transfer', async () => {
     for (const e of st.events) validateChatChunk(JSON.parse(e.data));
     assert.equal((await fake.stats()).active_streams, 1);
     st.req.destroy();
-    const s = await waitFor(async () => {
-      const x = await fake.stats();
-      return x.streams_cancelled >= 1 && x.active_streams === 0 && x;
-    }, { timeout: 5000, what: 'fake streams_cancelled to increment' });
-    assert.equal(s.streams_completed, 0);
-    // Still serving.
-    const h = await request(proxy.url, 'GET', '/healthz');
-    assert.equal(h.status, 200);
+    await expectCancelledStillServing(proxy);
   } finally {
     await assertCleanExit(proxy);
   }
@@ -100,13 +104,7 @@ test('client disconnect while the role chunk is held back: the upstream transfer
     await new Promise((r) => setTimeout(r, 200)); // the role chunk reached the proxy
     assert.equal(answered, false, 'the held role chunk reached the client');
     req.destroy();
-    const s = await waitFor(async () => {
-      const x = await fake.stats();
-      return x.streams_cancelled >= 1 && x.active_streams === 0 && x;
-    }, { timeout: 5000, what: 'fake streams_cancelled to increment' });
-    assert.equal(s.streams_completed, 0);
-    const h = await request(proxy.url, 'GET', '/healthz');
-    assert.equal(h.status, 200);
+    await expectCancelledStillServing(proxy);
   } finally {
     await assertCleanExit(proxy);
   }
