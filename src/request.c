@@ -42,6 +42,7 @@ sy_request *sy_request_new(sy_config *cfg, sy_endpoint ep, json_t *body, char *m
     r->t_start_us = sy_now_us();
     r->log.req_id = r->id;
     r->pick.score = -1;
+    r->client_fd = -1;
     pthread_mutex_init(&r->mu, NULL);
     /* A cap, not an allocation: a whole non-stream answer replayed as SSE can be large. */
     sy_buf_init(&r->out, cfg->max_response_bytes + (size_t)SY_REQ_HIGH_WATER * 4);

@@ -201,6 +201,8 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
         n = (ssize_t)k;
     } else if (req->cancelled || (req->state == SY_RS_DONE && req->spend_acked)) {
         n = MHD_CONTENT_READER_END_OF_STREAM;
+    } else if (req->client_gone) {
+        n = MHD_CONTENT_READER_END_WITH_ERROR; /* closed while we waited (upstream.c probe) */
     } else {
         /* DONE: only the spend ack is missing; it wakes us through the bridge */
         req->spend_waiting = req->state == SY_RS_DONE;
@@ -240,6 +242,10 @@ static enum MHD_Result on_resumed(struct MHD_Connection *conn, conn_ctx *ctx)
     sy_request *req = ctx->req;
     pthread_mutex_lock(&req->mu);
     sy_req_state st = req->state;
+    if (st == SY_RS_PENDING && req->client_gone) {
+        pthread_mutex_unlock(&req->mu);
+        return MHD_NO; /* the client closed while we waited: on_completed cancels upstream */
+    }
     if (st == SY_RS_PENDING) {
         sy_bridge_suspend_locked(req); /* woken early: wait on */
         pthread_mutex_unlock(&req->mu);
@@ -463,6 +469,9 @@ static enum MHD_Result relay(struct MHD_Connection *conn, conn_ctx *ctx, sy_requ
     }
     ctx->req = req;
     req->conn = conn;
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    req->client_fd = ci != NULL ? (int)ci->connect_fd : -1;
     req->bridge = s->bridge;
     req->store = s->store;
     req->workers = s->workers;

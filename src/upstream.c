@@ -8,6 +8,7 @@
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <sys/socket.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +29,9 @@
 #include "switchyard/workers.h"
 
 #define SWEEP_US 50000
+/* A client waiting on a suspended connection is checked for having gone away this often: a
+ * suspended connection's close reaches libmicrohttpd only once it is resumed. */
+#define PROBE_US 1000000
 #define MAX_ERROR_BODY (64u * 1024u)
 #define MAX_SSE_EVENT (8u * 1024u * 1024u)
 /* Client-bound stream bytes held back while the stream has said nothing yet (the role chunk,
@@ -66,6 +70,7 @@ typedef struct sy_xfer {
     sy_cache_acc acc; /* the answer being streamed, assembled for the prompt cache */
     bool acc_on;
     int64_t t_start, t_last, t_first;
+    int64_t next_probe; /* when to check next that the client is still there (client_gone) */
     bool began; /* counted in the deployment's health */
     char errbuf[CURL_ERROR_SIZE];
     struct sy_xfer *prev, *next;
@@ -1057,6 +1062,7 @@ static void begin_attempt(sy_upstream *u, sy_request *req)
         x->fix.obs_ud = x;
     }
     x->t_start = x->t_last = sy_now_us();
+    x->next_probe = x->t_start + PROBE_US;
     req->attempts++;
     req->log.deployment = x->dep->name;
     msg[0] = '\0';
@@ -1106,6 +1112,26 @@ static void abort_xfer(sy_upstream *u, sy_xfer *x, sy_err rc, const char *msg)
     on_done(u, x, CURLE_OPERATION_TIMEDOUT);
 }
 
+/* Whether the client of a request whose connection is suspended has closed it: libmicrohttpd
+ * learns of the close only when the connection is resumed, so a client that gives up on a long
+ * answer would otherwise keep the upstream generating (and billing) until the answer is done.
+ * The socket stays open while the connection is suspended and not completed (req->mu). A peek
+ * reading end of file means gone (libmicrohttpd, too, takes a client's end of file as an
+ * abort); pending bytes or EAGAIN mean still there. */
+static bool client_gone(sy_request *req)
+{
+    bool gone = false;
+    pthread_mutex_lock(&req->mu);
+    if (req->suspended && !req->cancelled && req->client_fd >= 0) {
+        char c;
+        ssize_t n = recv(req->client_fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+        gone = n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+        req->client_gone = gone;
+    }
+    pthread_mutex_unlock(&req->mu);
+    return gone;
+}
+
 static void sweep(sy_upstream *u, int64_t now)
 {
     char msg[200];
@@ -1123,6 +1149,13 @@ static void sweep(sy_upstream *u, int64_t now)
             snprintf(msg, sizeof(msg), "deployment '%s' went silent for %ld ms %s", d->name,
                      d->idle_timeout_ms, held ? "before its first content" : "mid-answer");
             abort_xfer(u, x, SY_ETIMEOUT, msg);
+        } else if (now >= x->next_probe) {
+            x->next_probe = now + PROBE_US;
+            if (client_gone(x->req)) {
+                /* resumed, the connection sees client_gone and ends (server.c); on_completed
+                 * then cancels this transfer as for any client that went away */
+                sy_bridge_wake(u->bridge, x->req);
+            }
         }
         x = next;
     }

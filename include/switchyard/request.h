@@ -51,6 +51,7 @@ typedef struct sy_request {
     sy_pick pick;        /* ordered deployments to try */
     char *model;         /* the client's model string, owned */
     struct MHD_Connection *conn;
+    int client_fd;       /* conn's socket, for the upstream thread's liveness probe; -1 = none */
     struct sy_bridge *bridge; /* where the MHD thread posts unpause/cancel */
     int64_t t_start_us;  /* monotonic */
     sy_log_ctx log;
@@ -79,6 +80,8 @@ typedef struct sy_request {
     bool suspended;     /* the MHD connection is suspended; only then may it be resumed */
     bool resume_queued; /* in the bridge's resume batch */
     bool cancelled;     /* the client went away, or shutdown aborted it */
+    bool client_gone;   /* the upstream thread's probe saw the suspended client close: the
+                           connection ends when resumed (libmicrohttpd cannot see it then) */
     bool upstream_paused;
     sy_req_state state;
     int status;              /* READY: HTTP status; STREAMING: 200 */

@@ -91,7 +91,7 @@ test('client disconnect while the role chunk is held back: the upstream transfer
     // The fake sends its role chunk, then waits 1.5 s before the first content chunk: the proxy
     // holds the role chunk back, so the client has not even had its response headers. The
     // connection is suspended meanwhile, and libmicrohttpd sees a suspended connection's close
-    // only once it is resumed: the cancel lands when the first content goes out, not before.
+    // only once it is resumed: the upstream thread's liveness probe (once a second) notices it.
     const payload = JSON.stringify(chatBody('fake-small', '[[fake chunks=1000 interval_ms=20 pause_after=0 pause_ms=1500]]', { stream: true }));
     let answered = false;
     const req = http.request({
@@ -105,6 +105,57 @@ test('client disconnect while the role chunk is held back: the upstream transfer
     assert.equal(answered, false, 'the held role chunk reached the client');
     req.destroy();
     await expectCancelledStillServing(proxy);
+  } finally {
+    await assertCleanExit(proxy);
+  }
+});
+
+/** Sends <body> raw and resolves with the request once it is written (no answer is awaited). */
+async function sendAndWait(proxy, body) {
+  const payload = JSON.stringify(body);
+  const req = http.request({
+    host: '127.0.0.1', port: proxy.port, path: '/v1/chat/completions', method: 'POST',
+    headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) },
+  }, () => {});
+  req.on('error', () => {});
+  req.end(payload);
+  return req;
+}
+
+test('client gone while a non-stream answer is pending: the upstream request is cancelled long before it answers', async () => {
+  // The fake answers after 30 s. The connection is suspended meanwhile, and libmicrohttpd
+  // cannot see a suspended connection's close: the upstream thread's probe must notice it, or
+  // the upstream generates (and bills) the whole answer for nobody.
+  const proxy = await startProxy(config());
+  try {
+    await fake.reset();
+    const req = await sendAndWait(proxy, chatBody('fake-small', '[[fake first_byte_ms=30000]]'));
+    await waitFor(async () => (await fake.stats()).chat === 1, { timeout: 5000, what: 'the upstream request' });
+    req.destroy();
+    const s = await waitFor(async () => {
+      const x = await fake.stats();
+      return x.requests_cancelled >= 1 && x;
+    }, { timeout: 8000, what: 'fake requests_cancelled to increment' });
+    assert.equal(s.requests_cancelled, 1);
+    const h = await request(proxy.url, 'GET', '/healthz');
+    assert.equal(h.status, 200);
+  } finally {
+    await assertCleanExit(proxy);
+  }
+});
+
+test('client gone during a long pause mid-stream: the upstream stream is cancelled during the pause', async () => {
+  const proxy = await startProxy(config());
+  try {
+    await fake.reset();
+    const st = await openStream(proxy, chatBody('fake-small', '[[fake chunks=5 pause_after=1 pause_ms=30000]]', { stream: true }), 2);
+    assert.ok(st.events.some((e) => JSON.parse(e.data).choices?.[0]?.delta?.content), 'no content before the pause');
+    st.req.destroy();
+    const s = await waitFor(async () => {
+      const x = await fake.stats();
+      return x.streams_cancelled >= 1 && x.active_streams === 0 && x;
+    }, { timeout: 8000, what: 'fake streams_cancelled to increment' });
+    assert.equal(s.streams_completed, 0);
   } finally {
     await assertCleanExit(proxy);
   }
