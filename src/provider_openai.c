@@ -523,7 +523,9 @@ sy_err sy_openai_stream_event(sy_stream_fix *f, sy_endpoint ep, const char *data
     if (ep == SY_EP_CHAT && plain_delta(f, data, len, &cut_at, &cut_len)) {
         f->chunks++;
         f->fast_chunks++;
-        f->saw_content = true; /* a plain delta comes after the role: content */
+        /* a plain delta comes after the role: content, unless it is an empty one */
+        if (!f->saw_content && memmem(data, len, "\"content\":\"\"", 12) == NULL)
+            f->saw_content = true;
         if (cut_len == 0)
             rc = sy_sse_frame(out, data, len);
         else
@@ -587,8 +589,9 @@ sy_err sy_openai_stream_event(sy_stream_fix *f, sy_endpoint ep, const char *data
         if (!f->saw_content && choice_says_something(ep, c))
             f->saw_content = true;
     }
-    if (json_is_object(json_object_get(chunk, "usage")))
-        f->saw_content = true; /* the usage chunk the client asked for */
+    if (json_is_object(json_object_get(chunk, "usage")) && json_array_size(choices) == 0)
+        f->saw_content = true; /* the usage chunk the client asked for (not usage riding on a
+                                  choice, as vLLM's continuous usage does on the role chunk) */
     if (json_array_size(choices) > 0)
         f->saw_role = true;
     f->chunks++;

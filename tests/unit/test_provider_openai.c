@@ -381,6 +381,25 @@ static void test_stream_content_and_error_status(void **state)
             sy_stream_fix_cleanup(&f);
         }
     }
+    /* still nothing said: an empty plain delta after the role (the byte fast path), and a role
+     * chunk with usage riding on it (vLLM's continuous usage) */
+    const char *quiet[] = {
+        "{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\","
+        "\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\"},\"finish_reason\":null}]}",
+        "{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\","
+        "\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},"
+        "\"finish_reason\":null}],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":0,"
+        "\"total_tokens\":3}}",
+    };
+    for (size_t k = 0; k < sizeof(quiet) / sizeof(quiet[0]); k++) {
+        sy_stream_fix f;
+        const char *evs[] = {openers[0], quiet[k]};
+        free(run_stream(true, evs, 2, &f));
+        assert_false(f.saw_content);
+        if (k == 0)
+            assert_int_equal(f.fast_chunks, 1); /* it went the byte fast path */
+        sy_stream_fix_cleanup(&f);
+    }
     static const struct {
         const char *error;
         int status;
