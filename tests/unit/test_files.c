@@ -23,6 +23,8 @@
 #include "switchyard/buf.h"
 #include "switchyard/store.h"
 
+#include "../../src/store_int.h" /* test_sweep_store_down: a store whose reads fail */
+
 static int64_t g_now = 1700000000000LL; /* ms */
 
 static int64_t fake_clock(void *ud)
@@ -888,6 +890,79 @@ static void test_sweep(void **state)
     assert_true(on_disk(x, "file-young0upload")); /* younger than a day */
 }
 
+/* A store that answers the index but fails every metadata read (Redis down or timing out
+ * mid-round): what test_sweep_store_down sweeps with. */
+static const sy_store_vt *g_real_vt;
+static sy_store_vt g_down_vt;
+
+static sy_err down_get(sy_store *s, const char *key, sy_buf *out)
+{
+    (void)s;
+    (void)key;
+    (void)out;
+    return SY_EUNAVAIL;
+}
+
+/* A metadata read that fails is never taken for metadata that is gone: while reads fail the
+ * sweep removes nothing (neither the expired file's nor the valid files' content or entries)
+ * and says so; once the store answers, the round resumes and removes only the expired file. */
+static void test_sweep_store_down(void **state)
+{
+    fx *x = *state;
+    char gone[64], keep[64], unidx[64];
+    const int64_t H = 3600 * 1000;
+    size_t removed = 1;
+    bool done = true;
+
+    g_now = (int64_t)time(NULL) * 1000; /* the contents' mtimes are real */
+    make_owned(x, "k:aaaa", "batch", gone); /* metadata expired by the store's TTL */
+    set_expiry(x, gone, g_now / 1000 + 3600, H);
+    make_owned(x, "k:aaaa", "batch", keep); /* valid */
+    make_owned(x, "k:cccc", "batch", unidx); /* valid, its global index entry lost */
+    assert_int_equal(sy_store_hdel(x->store, "{files}:index", unidx, NULL), SY_OK);
+    g_now += 48 * H; /* everything is old, and gone's metadata has expired */
+    set_mtime(x, gone, g_now - 47 * H);
+    set_mtime(x, keep, g_now - 47 * H);
+    set_mtime(x, unidx, g_now - 47 * H);
+    assert_false(meta_there(x, gone));
+
+    g_real_vt = x->store->vt;
+    g_down_vt = *x->store->vt;
+    g_down_vt.get = down_get;
+    x->store->vt = &g_down_vt;
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(sy_files_sweep(x->f, 100, &removed, &done), SY_EUNAVAIL);
+        assert_int_equal(removed, 0);
+        assert_false(done);
+    }
+    x->store->vt = g_real_vt;
+
+    assert_true(on_disk(x, gone));
+    assert_true(has_field(x->store, "{files}:index", gone));
+    assert_true(has_field(x->store, "{files}:tidx:k:aaaa", gone));
+    assert_true(on_disk(x, keep));
+    assert_true(meta_there(x, keep));
+    assert_true(has_field(x->store, "{files}:index", keep));
+    assert_true(has_field(x->store, "{files}:tidx:k:aaaa", keep));
+    assert_true(on_disk(x, unidx));
+    assert_true(meta_there(x, unidx));
+
+    /* the store is back: the same round goes on and removes only the expired file */
+    size_t total = 0;
+    for (int calls = 0; !done; calls++) {
+        assert_true(calls < 100);
+        assert_int_equal(sy_files_sweep(x->f, 100, &removed, &done), SY_OK);
+        total += removed;
+    }
+    assert_int_equal(total, 1);
+    assert_false(on_disk(x, gone));
+    assert_false(has_field(x->store, "{files}:index", gone));
+    assert_false(has_field(x->store, "{files}:tidx:k:aaaa", gone));
+    assert_true(on_disk(x, keep));
+    assert_true(on_disk(x, unidx));
+    assert_true(meta_there(x, unidx));
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
@@ -896,7 +971,7 @@ int main(void)
         T(test_create_get_open), T(test_create_from_path), T(test_unknown_ids), T(test_delete),
         T(test_list),            T(test_expiry),           T(test_shared_store),
         cmocka_unit_test(test_new_errors), T(test_api),             T(test_scope),
-        T(test_list_cost),       T(test_sweep),
+        T(test_list_cost),       T(test_sweep),            T(test_sweep_store_down),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
