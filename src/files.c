@@ -63,6 +63,12 @@
 #define SWEEP_PERIOD_MS 60000 /* a sweep round starts at most this often */
 #define SWEEP_GRACE_MS 600000 /* content younger than this is never swept for lack of metadata */
 #define SWEEP_ORPHANS_MAX 4096 /* unindexed content files looked at per round */
+/* The pairing of a files_dir with the shared store whose metadata describes it: a token in the
+ * directory, registered in the store's DIRS_KEY when the token was made. Unindexed content is
+ * removed only while the store knows the directory's token (see orphans_allowed). */
+#define DIR_TOKEN_FILE ".store-token"
+#define DIRS_KEY "{files}:dirs"
+#define DIR_TOKEN_LEN 24
 
 /* The state of the sweep round in progress (sy_files_sweep). */
 typedef struct sweep {
@@ -84,6 +90,7 @@ struct sy_files {
     int64_t (*clock)(void *ud);
     void *clock_ud;
     atomic_bool tidx_ready; /* TIDX_READY was seen or written by this process */
+    bool unpaired_warned;   /* orphans_allowed said why it refuses, once (under sw.mu) */
     sweep sw;
 };
 
@@ -865,9 +872,66 @@ static bool content_mtime(const sy_files *f, const char *id, int64_t *ms)
     return true;
 }
 
+/* Whether content in no index entry may be removed: a file's metadata and index entries live in
+ * the store, so a store that lost them (Redis restarted without persistence) or another store
+ * (a wrong address, db or key_prefix) would make every file of the directory look orphaned. With
+ * a shared store the directory holds a token, registered in the store when the token was made
+ * (a new directory, or one from before the pairing); while the store does not know it, orphans
+ * stay, and a warning says so once. The embedded store is the process's own and starts empty:
+ * its leftovers are always swept. Called with sw.mu held. */
+static bool orphans_allowed(sy_files *f)
+{
+    char path[PATH_MAX], tok[DIR_TOKEN_LEN + 2] = "";
+    if (sy_store_kind_of(f->store) == SY_STORE_MEM)
+        return true;
+    if (snprintf(path, sizeof(path), "%s/%s", f->dir, DIR_TOKEN_FILE) >= (int)sizeof(path))
+        return false;
+    FILE *t = fopen(path, "r");
+    if (t != NULL) {
+        size_t n = fread(tok, 1, DIR_TOKEN_LEN, t);
+        tok[n] = '\0';
+        fclose(t);
+        sy_store_kvs known;
+        sy_store_kvs_init(&known);
+        if (n != DIR_TOKEN_LEN || sy_store_hgetall(f->store, DIRS_KEY, &known) != SY_OK) {
+            sy_store_kvs_cleanup(&known);
+            return false;
+        }
+        bool paired = false;
+        for (size_t i = 0; i < known.n && !paired; i++)
+            paired = strcmp(known.items[i].name, tok) == 0;
+        sy_store_kvs_cleanup(&known);
+        if (!paired && !f->unpaired_warned) {
+            f->unpaired_warned = true;
+            sy_log(SY_LOG_WARN, NULL,
+                   "files: the store does not know %s (its token %s): it lost its data or is "
+                   "another store, so content with no metadata there is kept, not swept; remove "
+                   "%s to pair the directory with this store",
+                   f->dir, tok, path);
+        }
+        return paired;
+    }
+    /* no token yet: make one, register it, then write it (a crash in between only leaves an
+     * unused registration) */
+    if (!sy_rand_id(tok, sizeof(tok), "", DIR_TOKEN_LEN, SY_ID_B62) ||
+        sy_store_hset(f->store, DIRS_KEY, tok, "1", 1, 0, NULL) != SY_OK)
+        return false;
+    char tmp[PATH_MAX];
+    if (snprintf(tmp, sizeof(tmp), "%s.%s", path, tok) >= (int)sizeof(tmp))
+        return false;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return false;
+    bool ok = write(fd, tok, DIR_TOKEN_LEN) == DIR_TOKEN_LEN && fsync(fd) == 0;
+    if (close(fd) == 0 && ok)
+        (void)link(tmp, path); /* not rename: of instances racing here, the first one's stays */
+    (void)unlink(tmp);
+    return false; /* this round sweeps no orphans; the next one reads the token back */
+}
+
 /* Starts a round: the index snapshot, stale temporary files removed, and the content files in
  * no index entry and older than TMP_STALE_S collected (crash leftovers, or files whose entry a
- * listing removed after the store expired their metadata). */
+ * listing removed after the store expired their metadata) when orphans_allowed. */
 static sy_err sweep_begin(sy_files *f, int64_t now)
 {
     sweep *sw = &f->sw;
@@ -887,7 +951,7 @@ static sy_err sweep_begin(sy_files *f, int64_t now)
         qsort(sw->sorted, sw->idx.n, sizeof(*sw->sorted), cmp_str);
     sweep_tmp(f);
     rc = SY_OK;
-    if ((d = opendir(f->dir)) == NULL)
+    if (!orphans_allowed(f) || (d = opendir(f->dir)) == NULL)
         goto out; /* the index is still swept */
     while ((e = readdir(d)) != NULL && sw->norphans < SWEEP_ORPHANS_MAX) {
         const char *name = e->d_name;

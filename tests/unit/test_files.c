@@ -963,6 +963,47 @@ static void test_sweep_store_down(void **state)
     assert_true(meta_there(x, unidx));
 }
 
+/* With a shared store, old content in no index entry is swept only while the store knows the
+ * directory's token: a store that lost its data, or another store, would make every file of
+ * the directory look orphaned. The first round pairs a directory that has no token yet. */
+static void test_sweep_unpaired_store(void **state)
+{
+    fx *x = *state;
+    char path[600], tok[32] = "";
+    const int64_t H = 3600 * 1000;
+
+    x->store->kind = SY_STORE_REDIS; /* the same backend, taken for a shared one */
+    g_now = (int64_t)time(NULL) * 1000;
+    put_file(x, "file-old0leftover1");
+    set_mtime(x, "file-old0leftover1", g_now - 48 * H);
+
+    /* the first round makes the token and registers it; it sweeps no orphans yet */
+    assert_int_equal(sweep_round(x, 100), 0);
+    assert_true(on_disk(x, "file-old0leftover1"));
+    snprintf(path, sizeof(path), "%s/files/.store-token", x->dir);
+    FILE *t = fopen(path, "r");
+    assert_non_null(t);
+    assert_int_equal(fread(tok, 1, sizeof(tok) - 1, t), 24);
+    fclose(t);
+    assert_true(has_field(x->store, "{files}:dirs", tok));
+
+    /* paired: the next round removes the leftover */
+    g_now += 2 * 60 * 1000;
+    assert_int_equal(sweep_round(x, 100), 1);
+    assert_false(on_disk(x, "file-old0leftover1"));
+
+    /* the store lost its data (or is another one): old content with no metadata stays */
+    put_file(x, "file-old0leftover2");
+    set_mtime(x, "file-old0leftover2", g_now - 48 * H);
+    assert_int_equal(sy_store_del(x->store, "{files}:dirs", NULL), SY_OK);
+    g_now += 2 * 60 * 1000;
+    assert_int_equal(sweep_round(x, 100), 0);
+    g_now += 2 * 60 * 1000;
+    assert_int_equal(sweep_round(x, 100), 0);
+    assert_true(on_disk(x, "file-old0leftover2"));
+    x->store->kind = SY_STORE_MEM;
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
@@ -971,7 +1012,7 @@ int main(void)
         T(test_create_get_open), T(test_create_from_path), T(test_unknown_ids), T(test_delete),
         T(test_list),            T(test_expiry),           T(test_shared_store),
         cmocka_unit_test(test_new_errors), T(test_api),             T(test_scope),
-        T(test_list_cost),       T(test_sweep),            T(test_sweep_store_down),
+        T(test_list_cost),       T(test_sweep),            T(test_sweep_store_down), T(test_sweep_unpaired_store),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
