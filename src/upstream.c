@@ -1117,7 +1117,8 @@ static void abort_xfer(sy_upstream *u, sy_xfer *x, sy_err rc, const char *msg)
  * answer would otherwise keep the upstream generating (and billing) until the answer is done.
  * The socket stays open while the connection is suspended and not completed (req->mu). A peek
  * reading end of file means gone (libmicrohttpd, too, takes a client's end of file as an
- * abort); pending bytes or EAGAIN mean still there. */
+ * abort), and so does a reset connection; pending bytes, EAGAIN or a local error (ENOMEM) mean
+ * still there. */
 static bool client_gone(sy_request *req)
 {
     bool gone = false;
@@ -1125,7 +1126,8 @@ static bool client_gone(sy_request *req)
     if (req->suspended && !req->cancelled && req->client_fd >= 0) {
         char c;
         ssize_t n = recv(req->client_fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
-        gone = n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+        gone = n == 0 || (n < 0 && (errno == ECONNRESET || errno == ETIMEDOUT ||
+                                    errno == EPIPE || errno == ENOTCONN));
         req->client_gone = gone;
     }
     pthread_mutex_unlock(&req->mu);
