@@ -320,9 +320,17 @@ static void unindex(sy_files *f, const char *id, const char *owner)
                id, sy_err_name(rc));
 }
 
+/* Removes the content file of <id>; one that is already gone is fine. */
+static void unlink_content(const sy_files *f, const char *id)
+{
+    char path[PATH_MAX];
+    if (content_path(f, id, path, sizeof(path)) && unlink(path) != 0 && errno != ENOENT)
+        sy_log(SY_LOG_WARN, NULL, "files: %s: cannot remove content: %s", id, strerror(errno));
+}
+
 static sy_err remove_file(sy_files *f, const char *id, const char *owner, bool *existed)
 {
-    char key[96], path[PATH_MAX];
+    char key[96];
     bool had = false;
     sy_err rc;
 
@@ -331,8 +339,7 @@ static sy_err remove_file(sy_files *f, const char *id, const char *owner, bool *
         return rc;
     /* metadata gone: the file is invisible now; the rest is cleanup */
     unindex(f, id, owner);
-    if (content_path(f, id, path, sizeof(path)) && unlink(path) != 0 && errno != ENOENT)
-        sy_log(SY_LOG_WARN, NULL, "files: %s: cannot remove content: %s", id, strerror(errno));
+    unlink_content(f, id);
     if (existed != NULL)
         *existed = had;
     return SY_OK;
@@ -987,12 +994,10 @@ out:
 /* Removes the content of <id> unless it is younger than <min_age_ms>; false when kept. */
 static bool unlink_old(const sy_files *f, const char *id, int64_t now, int64_t min_age_ms)
 {
-    char path[PATH_MAX];
     int64_t mt;
     if (content_mtime(f, id, &mt) && now - mt < min_age_ms)
         return false;
-    if (content_path(f, id, path, sizeof(path)) && unlink(path) != 0 && errno != ENOENT)
-        sy_log(SY_LOG_WARN, NULL, "files: %s: cannot remove content: %s", id, strerror(errno));
+    unlink_content(f, id);
     return true;
 }
 
