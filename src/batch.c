@@ -764,38 +764,36 @@ out:
     json_decref(obj);
 }
 
-static void retrieve(sy_batch *b, const char *scope, const char *id, sy_reply *out)
+/* The batch <id> visible in <scope> (new reference), or NULL with the error reply written. */
+static json_t *get_or_reply(sy_batch *b, const char *scope, const char *id, sy_reply *out)
 {
     json_t *obj = NULL;
     sy_err rc = scoped_get(b->store, scope, id, &obj);
-    if (rc == SY_ENOTFOUND) {
+    if (rc == SY_ENOTFOUND)
         api_msg(out, SY_ENOTFOUND, NULL, "No batch found with id '%.100s'.", id);
-        return;
-    }
-    if (rc != SY_OK) {
+    else if (rc != SY_OK)
         store_error(out, rc);
+    return rc == SY_OK ? obj : NULL;
+}
+
+static void retrieve(sy_batch *b, const char *scope, const char *id, sy_reply *out)
+{
+    json_t *obj = get_or_reply(b, scope, id, out);
+    if (obj == NULL)
         return;
-    }
     reply_obj(out, b->store, obj);
     json_decref(obj);
 }
 
 static void cancel(sy_batch *b, const char *scope, const char *id, sy_reply *out)
 {
-    json_t *obj = NULL;
-    sy_err rc = scoped_get(b->store, scope, id, &obj);
-    if (rc == SY_ENOTFOUND) {
-        api_msg(out, SY_ENOTFOUND, NULL, "No batch found with id '%.100s'.", id);
+    json_t *obj = get_or_reply(b, scope, id, out);
+    if (obj == NULL)
         return;
-    }
-    if (rc != SY_OK) {
-        store_error(out, rc);
-        return;
-    }
     json_decref(obj);
     obj = NULL;
     bool moved = false;
-    rc = bobj_transition(b->store, id, NULL, "cancelling", NULL, &moved, &obj);
+    sy_err rc = bobj_transition(b->store, id, NULL, "cancelling", NULL, &moved, &obj);
     if (rc != SY_OK) {
         store_error(out, rc);
         return;
