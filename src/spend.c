@@ -910,6 +910,18 @@ out:
 
 /* ---- the store thread ------------------------------------------------------------------------ */
 
+/* Hands sealed batch <x> to the store thread (the end of <ahead>). Under mu, or before the
+ * threads start. */
+static void ahead_push(sy_spend *s, batch *x)
+{
+    if (s->atail != NULL)
+        s->atail->anext = x;
+    else
+        s->ahead = x;
+    s->atail = x;
+    s->ahead_groups += x->a.n;
+}
+
 /* Writes the batches handed over by the journal thread to the store, oldest first, each moved to
  * <applied> (for its "c" line) once in. SY_OK when the queue is empty. Runs without mu while it
  * waits on the store: the journal thread keeps journaling and acknowledging meanwhile. */
@@ -1169,12 +1181,7 @@ static void *journal_main(void *arg)
 
         pthread_mutex_lock(&s->mu);
         if (x != NULL) {
-            if (s->atail != NULL)
-                s->atail->anext = x;
-            else
-                s->ahead = x;
-            s->atail = x;
-            s->ahead_groups += x->a.n;
+            ahead_push(s, x);
             s->fresh = true;
         }
         if (sync) {
@@ -1294,14 +1301,8 @@ sy_err sy_spend_new(sy_store *store, const char *data_dir, const sy_spend_opts *
         s->synced_ms = mono_ms();
     }
     /* replayed batches are the store thread's first work */
-    for (batch *x = s->sealed; x != NULL; x = x->next) {
-        if (s->atail != NULL)
-            s->atail->anext = x;
-        else
-            s->ahead = x;
-        s->atail = x;
-        s->ahead_groups += x->a.n;
-    }
+    for (batch *x = s->sealed; x != NULL; x = x->next)
+        ahead_push(s, x);
     s->open_n = s->open.n;
     /* replayed content goes to the store at once, new records after flush_ms (0: idle) */
     s->next_apply_ms = s->st.replayed > 0 ? mono_ms() : 0;
