@@ -879,61 +879,76 @@ static bool content_mtime(const sy_files *f, const char *id, int64_t *ms)
     return true;
 }
 
+/* Whether the store's DIRS_KEY holds <tok>, the token of f's directory read from <path>; when
+ * it does not (or cannot say), a warning says why orphans stay, once. */
+static bool dir_token_known(sy_files *f, const char *tok, const char *path)
+{
+    sy_store_kvs known;
+    bool paired = false;
+
+    sy_store_kvs_init(&known);
+    if (sy_store_hgetall(f->store, DIRS_KEY, &known) != SY_OK) {
+        sy_store_kvs_cleanup(&known);
+        return false;
+    }
+    for (size_t i = 0; i < known.n && !paired; i++)
+        paired = strcmp(known.items[i].name, tok) == 0;
+    sy_store_kvs_cleanup(&known);
+    if (!paired && !f->unpaired_warned) {
+        f->unpaired_warned = true;
+        sy_log(SY_LOG_WARN, NULL,
+               "files: the store does not know %s (its token %s): it lost its data or is "
+               "another store, so content with no metadata there is kept, not swept; remove "
+               "%s to pair the directory with this store",
+               f->dir, tok, path);
+    }
+    return paired;
+}
+
+/* Pairs f's directory with the store: a new token is registered in DIRS_KEY, then written to
+ * <path> (a crash in between only leaves an unused registration). */
+static void dir_token_make(sy_files *f, const char *path)
+{
+    char tok[DIR_TOKEN_LEN + 2], tmp[PATH_MAX];
+
+    if (!sy_rand_id(tok, sizeof(tok), "", DIR_TOKEN_LEN, SY_ID_B62) ||
+        sy_store_hset(f->store, DIRS_KEY, tok, "1", 1, 0, NULL) != SY_OK ||
+        snprintf(tmp, sizeof(tmp), "%s.%s", path, tok) >= (int)sizeof(tmp))
+        return;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return;
+    bool ok = write(fd, tok, DIR_TOKEN_LEN) == DIR_TOKEN_LEN && fsync(fd) == 0;
+    if (close(fd) == 0 && ok)
+        (void)link(tmp, path); /* not rename: of instances racing here, the first one's stays */
+    (void)unlink(tmp);
+}
+
 /* Whether content in no index entry may be removed: a file's metadata and index entries live in
  * the store, so a store that lost them (Redis restarted without persistence) or another store
  * (a wrong address, db or key_prefix) would make every file of the directory look orphaned. With
  * a shared store the directory holds a token, registered in the store when the token was made
  * (a new directory, or one from before the pairing); while the store does not know it, orphans
  * stay, and a warning says so once. The embedded store is the process's own and starts empty:
- * its leftovers are always swept. Called with sw.mu held. */
+ * its leftovers are always swept. One store call a round (sweep_begin); called with sw.mu
+ * held. */
 static bool orphans_allowed(sy_files *f)
 {
     char path[PATH_MAX], tok[DIR_TOKEN_LEN + 2] = "";
+
     if (sy_store_kind_of(f->store) == SY_STORE_MEM)
         return true;
     if (snprintf(path, sizeof(path), "%s/%s", f->dir, DIR_TOKEN_FILE) >= (int)sizeof(path))
         return false;
     FILE *t = fopen(path, "r");
-    if (t != NULL) {
-        size_t n = fread(tok, 1, DIR_TOKEN_LEN, t);
-        tok[n] = '\0';
-        fclose(t);
-        sy_store_kvs known;
-        sy_store_kvs_init(&known);
-        if (n != DIR_TOKEN_LEN || sy_store_hgetall(f->store, DIRS_KEY, &known) != SY_OK) {
-            sy_store_kvs_cleanup(&known);
-            return false;
-        }
-        bool paired = false;
-        for (size_t i = 0; i < known.n && !paired; i++)
-            paired = strcmp(known.items[i].name, tok) == 0;
-        sy_store_kvs_cleanup(&known);
-        if (!paired && !f->unpaired_warned) {
-            f->unpaired_warned = true;
-            sy_log(SY_LOG_WARN, NULL,
-                   "files: the store does not know %s (its token %s): it lost its data or is "
-                   "another store, so content with no metadata there is kept, not swept; remove "
-                   "%s to pair the directory with this store",
-                   f->dir, tok, path);
-        }
-        return paired;
+    if (t == NULL) {
+        dir_token_make(f, path);
+        return false; /* this round sweeps no orphans; the next one reads the token back */
     }
-    /* no token yet: make one, register it, then write it (a crash in between only leaves an
-     * unused registration) */
-    if (!sy_rand_id(tok, sizeof(tok), "", DIR_TOKEN_LEN, SY_ID_B62) ||
-        sy_store_hset(f->store, DIRS_KEY, tok, "1", 1, 0, NULL) != SY_OK)
-        return false;
-    char tmp[PATH_MAX];
-    if (snprintf(tmp, sizeof(tmp), "%s.%s", path, tok) >= (int)sizeof(tmp))
-        return false;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0)
-        return false;
-    bool ok = write(fd, tok, DIR_TOKEN_LEN) == DIR_TOKEN_LEN && fsync(fd) == 0;
-    if (close(fd) == 0 && ok)
-        (void)link(tmp, path); /* not rename: of instances racing here, the first one's stays */
-    (void)unlink(tmp);
-    return false; /* this round sweeps no orphans; the next one reads the token back */
+    size_t n = fread(tok, 1, DIR_TOKEN_LEN, t);
+    tok[n] = '\0';
+    fclose(t);
+    return n == DIR_TOKEN_LEN && dir_token_known(f, tok, path);
 }
 
 /* Starts a round: the index snapshot, stale temporary files removed, and the content files in
