@@ -151,7 +151,9 @@ static int has_newline(const char *s, size_t n)
     return memchr(s, '\n', n) != NULL || memchr(s, '\r', n) != NULL;
 }
 
-static sy_err frame(sy_buf *out, const char *event, const char *data, size_t len)
+/* Appends "[event: <event>\n]data: <a><b>\n\n" (<b> may be NULL with blen 0). */
+static sy_err frame(sy_buf *out, const char *event, const char *a, size_t alen, const char *b,
+                    size_t blen)
 {
     size_t old = out->len;
     size_t elen = event != NULL ? strlen(event) : 0;
@@ -159,37 +161,20 @@ static sy_err frame(sy_buf *out, const char *event, const char *data, size_t len
     sy_err rc = SY_EINVAL;
 
     /* A newline here would let the payload start a new field or event (frame injection). */
-    if ((len > 0 && has_newline(data, len)) || has_newline(event != NULL ? event : "", elen))
+    if ((alen > 0 && has_newline(a, alen)) || (blen > 0 && has_newline(b, blen)) ||
+        has_newline(event != NULL ? event : "", elen))
         goto out;
     rc = SY_ETOOBIG;
-    if (len > out->max || elen > out->max) /* so that <need> cannot overflow */
+    /* so that <need> cannot overflow */
+    if (alen > out->max || blen > out->max || elen > out->max)
         goto out;
-    need = sizeof("data: \n\n") - 1 + len + (event != NULL ? sizeof("event: \n") - 1 + elen : 0);
+    need = sizeof("data: \n\n") - 1 + alen + blen +
+           (event != NULL ? sizeof("event: \n") - 1 + elen : 0);
     if (need > out->max - out->len)
         goto out;
     if (event != NULL && ((rc = sy_buf_append(out, "event: ", 7)) != SY_OK ||
                           (rc = sy_buf_append(out, event, elen)) != SY_OK ||
                           (rc = sy_buf_append(out, "\n", 1)) != SY_OK))
-        goto out;
-    if ((rc = sy_buf_append(out, "data: ", 6)) != SY_OK ||
-        (rc = sy_buf_append(out, data, len)) != SY_OK ||
-        (rc = sy_buf_append(out, "\n\n", 2)) != SY_OK)
-        goto out;
-    rc = SY_OK;
-out:
-    if (rc != SY_OK)
-        rollback(out, old);
-    return rc;
-}
-
-sy_err sy_sse_frame_parts(sy_buf *out, const char *a, size_t alen, const char *b, size_t blen)
-{
-    size_t old = out->len;
-    sy_err rc = SY_EINVAL;
-    if (has_newline(a, alen) || has_newline(b, blen))
-        goto out;
-    rc = SY_ETOOBIG;
-    if (alen > out->max || blen > out->max || alen + blen + 8 > out->max - out->len)
         goto out;
     if ((rc = sy_buf_append(out, "data: ", 6)) != SY_OK ||
         (rc = sy_buf_append(out, a, alen)) != SY_OK ||
@@ -203,12 +188,17 @@ out:
     return rc;
 }
 
+sy_err sy_sse_frame_parts(sy_buf *out, const char *a, size_t alen, const char *b, size_t blen)
+{
+    return frame(out, NULL, a, alen, b, blen);
+}
+
 sy_err sy_sse_frame(sy_buf *out, const char *data, size_t len)
 {
-    return frame(out, NULL, data, len);
+    return frame(out, NULL, data, len, NULL, 0);
 }
 
 sy_err sy_sse_frame_event(sy_buf *out, const char *event, const char *data, size_t len)
 {
-    return frame(out, event, data, len);
+    return frame(out, event, data, len, NULL, 0);
 }

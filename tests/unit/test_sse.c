@@ -371,6 +371,9 @@ static void test_frame(void **state)
     assert_string_equal(b.data, "data: {\"a\":1}\n\nevent: ping\ndata: {}\n\n");
     assert_int_equal(sy_sse_frame(&b, "", 0), SY_OK);
     assert_string_equal(b.data + b.len - 8, "data: \n\n");
+    sy_buf_reset(&b);
+    assert_int_equal(sy_sse_frame_parts(&b, "{\"a\":", 5, "1}", 2), SY_OK);
+    assert_string_equal(b.data, "data: {\"a\":1}\n\n");
     sy_buf_cleanup(&b);
 }
 
@@ -389,6 +392,7 @@ static void test_frame_errors_leave_buffer_intact(void **state)
     assert_int_equal(sy_buf_appends(&b, "ab"), SY_OK);
     assert_int_equal(sy_sse_frame(&b, "x", 1), SY_ETOOBIG);
     assert_int_equal(sy_sse_frame_event(&b, "e", "", 0), SY_ETOOBIG);
+    assert_int_equal(sy_sse_frame_parts(&b, "x", 1, "", 0), SY_ETOOBIG);
     assert_int_equal(b.len, 2);
     assert_string_equal(b.data, "ab");
     sy_buf_cleanup(&b);
@@ -398,6 +402,8 @@ static void test_frame_errors_leave_buffer_intact(void **state)
     assert_int_equal(sy_sse_frame(&b, "a\nb", 3), SY_EINVAL);
     assert_int_equal(sy_sse_frame(&b, "a\rb", 3), SY_EINVAL);
     assert_int_equal(sy_sse_frame_event(&b, "e\n", "x", 1), SY_EINVAL);
+    assert_int_equal(sy_sse_frame_parts(&b, "a", 1, "\nb", 2), SY_EINVAL);
+    assert_int_equal(sy_sse_frame_parts(&b, "a\r", 2, "b", 1), SY_EINVAL);
     assert_int_equal(b.len, 0);
     sy_buf_cleanup(&b);
 }
