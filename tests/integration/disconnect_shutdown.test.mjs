@@ -92,14 +92,10 @@ test('client disconnect while the role chunk is held back: the upstream transfer
     // holds the role chunk back, so the client has not even had its response headers. The
     // connection is suspended meanwhile, and libmicrohttpd sees a suspended connection's close
     // only once it is resumed: the upstream thread's liveness probe (once a second) notices it.
-    const payload = JSON.stringify(chatBody('fake-small', '[[fake chunks=1000 interval_ms=20 pause_after=0 pause_ms=1500]]', { stream: true }));
     let answered = false;
-    const req = http.request({
-      host: '127.0.0.1', port: proxy.port, path: '/v1/chat/completions', method: 'POST',
-      headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) },
-    }, () => { answered = true; });
-    req.on('error', () => {});
-    req.end(payload);
+    const req = await sendAndWait(proxy,
+      chatBody('fake-small', '[[fake chunks=1000 interval_ms=20 pause_after=0 pause_ms=1500]]', { stream: true }),
+      () => { answered = true; });
     await waitFor(async () => (await fake.stats()).active_streams === 1, { timeout: 5000, what: 'the upstream stream' });
     await new Promise((r) => setTimeout(r, 200)); // the role chunk reached the proxy
     assert.equal(answered, false, 'the held role chunk reached the client');
@@ -110,13 +106,14 @@ test('client disconnect while the role chunk is held back: the upstream transfer
   }
 });
 
-/** Sends <body> raw and resolves with the request once it is written (no answer is awaited). */
-async function sendAndWait(proxy, body) {
+/** Sends <body> raw and resolves with the request once it is written (no answer is awaited;
+ * <onResponse>, if given, is called when the response headers arrive). */
+async function sendAndWait(proxy, body, onResponse = () => {}) {
   const payload = JSON.stringify(body);
   const req = http.request({
     host: '127.0.0.1', port: proxy.port, path: '/v1/chat/completions', method: 'POST',
     headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) },
-  }, () => {});
+  }, onResponse);
   req.on('error', () => {});
   req.end(payload);
   return req;
