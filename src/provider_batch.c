@@ -356,6 +356,21 @@ static sy_err take_id(json_t *j, char *id, size_t idlen, const char *what,
     return SY_OK;
 }
 
+/* http_perform, then the "id" of the JSON answer into <id>. */
+static sy_err perform_take_id(http *h, const char *what, char *id, size_t idlen,
+                              sy_provider_batch_error *e)
+{
+    json_t *j = NULL;
+    sy_err rc = http_perform(h, what, e);
+
+    if (rc == SY_OK && (j = answer_json(h, what, e)) == NULL)
+        rc = SY_EUPSTREAM;
+    if (rc == SY_OK)
+        rc = take_id(j, id, idlen, what, e);
+    json_decref(j);
+    return rc;
+}
+
 static void delete_file(const sy_deployment *d, const char *fid)
 {
     char url[URL_MAX];
@@ -372,7 +387,7 @@ static sy_err submit_openai(const sy_deployment *d, sy_endpoint ep, FILE *f, cur
                             const char *tag, char *id, size_t idlen, sy_provider_batch_error *e)
 {
     char url[URL_MAX], fid[SY_PROVIDER_BATCH_ID_MAX] = "", fname[160];
-    json_t *j = NULL, *req = NULL;
+    json_t *req = NULL;
     char *body = NULL;
     curl_mimepart *part;
     http h;
@@ -395,17 +410,9 @@ static sy_err submit_openai(const sy_deployment *d, sy_endpoint ep, FILE *f, cur
         curl_mime_data_cb(part, size, read_file_cb, seek_file_cb, NULL, f) != CURLE_OK)
         goto out;
     curl_easy_setopt(h.easy, CURLOPT_MIMEPOST, h.mime);
-    if ((rc = http_perform(&h, "upload", e)) != SY_OK)
-        goto out;
-    if ((j = answer_json(&h, "upload", e)) == NULL) {
-        rc = SY_EUPSTREAM;
-        goto out;
-    }
-    if ((rc = take_id(j, fid, sizeof(fid), "upload", e)) != SY_OK)
+    if ((rc = perform_take_id(&h, "upload", fid, sizeof(fid), e)) != SY_OK)
         goto out;
     http_cleanup(&h);
-    json_decref(j);
-    j = NULL;
 
     /* 2. the batch */
     rc = SY_ENOMEM;
@@ -421,18 +428,11 @@ static sy_err submit_openai(const sy_deployment *d, sy_endpoint ep, FILE *f, cur
         goto out;
     curl_easy_setopt(h.easy, CURLOPT_POSTFIELDS, body);
     curl_easy_setopt(h.easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(body));
-    if ((rc = http_perform(&h, "create", e)) != SY_OK)
-        goto out;
-    if ((j = answer_json(&h, "create", e)) == NULL) {
-        rc = SY_EUPSTREAM;
-        goto out;
-    }
-    rc = take_id(j, id, idlen, "create", e);
+    rc = perform_take_id(&h, "create", id, idlen, e);
 out:
     http_cleanup(&h);
     if (rc != SY_OK && fid[0] != '\0')
         delete_file(d, fid);
-    json_decref(j);
     json_decref(req);
     free(body);
     return rc;
@@ -442,7 +442,6 @@ static sy_err submit_anthropic(const sy_deployment *d, FILE *f, curl_off_t size,
                                size_t idlen, sy_provider_batch_error *e)
 {
     char url[URL_MAX];
-    json_t *j = NULL;
     http h;
     sy_err rc;
 
@@ -456,16 +455,9 @@ static sy_err submit_anthropic(const sy_deployment *d, FILE *f, curl_off_t size,
     curl_easy_setopt(h.easy, CURLOPT_SEEKFUNCTION, seek_file_cb);
     curl_easy_setopt(h.easy, CURLOPT_SEEKDATA, f);
     curl_easy_setopt(h.easy, CURLOPT_POSTFIELDSIZE_LARGE, size);
-    if ((rc = http_perform(&h, "create", e)) != SY_OK)
-        goto out;
-    if ((j = answer_json(&h, "create", e)) == NULL) {
-        rc = SY_EUPSTREAM;
-        goto out;
-    }
-    rc = take_id(j, id, idlen, "create", e);
+    rc = perform_take_id(&h, "create", id, idlen, e);
 out:
     http_cleanup(&h);
-    json_decref(j);
     return rc;
 }
 
