@@ -894,9 +894,8 @@ static size_t write_cb(char *p, size_t size, size_t n, void *ud)
     /* Until the stream says something (fix.saw_content), its client-bound bytes (the role chunk)
      * stay in x->tmp, at most MAX_HELD of them: an error event or a cut before then is still a
      * failure before the first byte and may fall back (DESIGN §5). The client could not use
-     * the role chunk alone anyway, so its first byte comes no later than its first delta. */
-    if (x->committed)
-        sy_buf_reset(&x->tmp);
+     * the role chunk alone anyway, so its first byte comes no later than its first delta.
+     * x->tmp holds only bytes not yet in req->out: it is emptied as they move there. */
     sy_err rc = sy_sse_feed(&x->sse, p, len, on_event, x);
     if (x->early_error)
         return 0; /* on_done answers with the event's status or falls back */
@@ -913,6 +912,7 @@ static size_t write_cb(char *p, size_t size, size_t n, void *ud)
             req->dep = x->dep;
         }
         pthread_mutex_unlock(&req->mu);
+        sy_buf_reset(&x->tmp);
         x->committed = true;
         sy_bridge_wake(x->u->bridge, req);
         if (arc != SY_OK)
