@@ -771,6 +771,25 @@ static void result_file_id(const char *id, const char *kind, char out[32])
     out[29] = '\0';
 }
 
+/* Publishes batch <id>'s <side> ("output" or "error") file from <path> when it has <n> lines,
+ * clearing <path> once the file owns it (*file: the published object, new); with no lines,
+ * removes one a crashed run left. The same ids on every run: a run after a crash between here
+ * and the status change replaces what the crashed one published. */
+static bool publish_side(sy_batch *b, const char *id, const char *side, const char *owner,
+                         size_t n, char *path, json_t **file)
+{
+    char name[128], fid[32];
+
+    result_file_id(id, side, fid);
+    if (n == 0)
+        return sy_files_delete(b->files, NULL, fid, NULL) == SY_OK;
+    snprintf(name, sizeof(name), "%s_%s.jsonl", id, side);
+    if (sy_files_put_from_path(b->files, fid, owner, "batch_output", name, path, file) != SY_OK)
+        return false;
+    path[0] = '\0';
+    return true;
+}
+
 /* Test hook: a crash at <point> of finalize ("published": files in place, status not yet
  * changed; "give_up": before the tombstone of a line at a provider) when b->fin_fault answers
  * true. */
@@ -958,29 +977,9 @@ static fin_rc finalize(sy_batch *b, const char *id, json_t *obj, const char *end
     close(ofd);
     close(efd);
     ofd = efd = -1;
-    char name[128], oid[32], eid[32];
-    result_file_id(id, "output", oid);
-    result_file_id(id, "error", eid);
-    /* the same ids on every run: a run after a crash between here and the status change
-     * replaces what the crashed one published (an empty side removes a file it left) */
-    if (nout > 0) {
-        snprintf(name, sizeof(name), "%s_output.jsonl", id);
-        if (sy_files_put_from_path(b->files, oid, owner, "batch_output", name, opath, &ofile) !=
-            SY_OK)
-            goto out;
-        opath[0] = '\0';
-    } else if (sy_files_delete(b->files, NULL, oid, NULL) != SY_OK) {
+    if (!publish_side(b, id, "output", owner, nout, opath, &ofile) ||
+        !publish_side(b, id, "error", owner, nerr, epath, &efile))
         goto out;
-    }
-    if (nerr > 0) {
-        snprintf(name, sizeof(name), "%s_error.jsonl", id);
-        if (sy_files_put_from_path(b->files, eid, owner, "batch_output", name, epath, &efile) !=
-            SY_OK)
-            goto out;
-        epath[0] = '\0';
-    } else if (sy_files_delete(b->files, NULL, eid, NULL) != SY_OK) {
-        goto out;
-    }
     if (fin_fault(b, "published"))
         goto out;
     json_t *set = json_pack("{s:o, s:o}", "output_file_id",
