@@ -1227,13 +1227,11 @@ static void abort_everything(sy_upstream *u)
     while (u->xfers != NULL) {
         sy_xfer *x = u->xfers;
         sy_request *req = x->req;
-        bool committed = x->committed;
         const sy_deployment *d = x->dep;
         health_abandon(x);
         xfer_free(u, x);
         size_t len;
         char *body = sy_err_body(SY_ESHUTDOWN, "switchyard is shutting down", NULL, &len);
-        (void)committed;
         finish_error(u, req, d, sy_err_status(SY_ESHUTDOWN), body, len, NULL);
     }
     while (u->nretries > 0) {
