@@ -389,6 +389,18 @@ static json_t *list_page(const char *limit, const char *after, int *status)
     return list_page_as(NULL, limit, after, status);
 }
 
+/* A page of list_page(<limit>, <after>): 200 with the one batch <id> and has_more <more>. */
+static void assert_one_page(const char *limit, const char *after, const char *id, bool more)
+{
+    int st;
+    json_t *obj = list_page(limit, after, &st);
+    assert_int_equal(st, 200);
+    assert_int_equal(json_array_size(json_object_get(obj, "data")), 1);
+    assert_string_equal(json_string_value(json_object_get(obj, "first_id")), id);
+    assert_int_equal(json_is_true(json_object_get(obj, "has_more")), more);
+    json_decref(obj);
+}
+
 /* A file owned by the tenant of Authorization <auth> (NULL = none); its id (new). */
 static char *upload_as(const char *auth, const char *purpose, const char *text)
 {
@@ -657,18 +669,8 @@ static void test_api_lifecycle(void **state)
     assert_string_equal(json_string_value(json_object_get(obj, "last_id")), id1);
     assert_false(json_is_true(json_object_get(obj, "has_more")));
     json_decref(obj);
-    obj = list_page("1", NULL, &st);
-    assert_int_equal(st, 200);
-    assert_int_equal(json_array_size(json_object_get(obj, "data")), 1);
-    assert_string_equal(json_string_value(json_object_get(obj, "first_id")), id0);
-    assert_true(json_is_true(json_object_get(obj, "has_more")));
-    json_decref(obj);
-    obj = list_page("1", id0, &st);
-    assert_int_equal(st, 200);
-    assert_int_equal(json_array_size(json_object_get(obj, "data")), 1);
-    assert_string_equal(json_string_value(json_object_get(obj, "first_id")), id1);
-    assert_false(json_is_true(json_object_get(obj, "has_more")));
-    json_decref(obj);
+    assert_one_page("1", NULL, id0, true);
+    assert_one_page("1", id0, id1, false);
     obj = list_page("0", NULL, &st);
     assert_int_equal(st, 400);
     json_decref(obj);
