@@ -176,6 +176,17 @@ async function wired(proxy) {
   return r.status === 200;
 }
 
+/** Starts the proxy on <cfgPath> (pushed to <spawned>); null, after a clean exit of it and of
+ *  <others>, when /v1/spend is not wired. */
+async function startWired(cfgPath, spawned, ...others) {
+  const proxy = await startProxy(cfgPath, { env: ENV });
+  spawned.push(proxy);
+  if (await wired(proxy)) return proxy;
+  await assertCleanExit(proxy);
+  for (const o of others) await assertCleanExit(o);
+  return null;
+}
+
 /* ------------------------------------------------------------------ fixtures ---------------- */
 
 function spendRoutes() {
@@ -519,13 +530,8 @@ describe('spend survives SIGKILL (embedded store, journal only)', () => {
       const cfg = spendConfig(fake);
       cfg.deployments.push({ name: 'linger', provider: 'openai', base_url: up.base, model: 'fake-small', price: PRICES.cheap });
       const cfgPath = writeConfig(cfg);
-      let proxy = await startProxy(cfgPath, { env: ENV });
-      spawned.push(proxy);
-      if (!(await wired(proxy))) {
-        await assertCleanExit(proxy);
-        await assertCleanExit(fake);
-        return tc.skip(NOT_WIRED);
-      }
+      let proxy = await startWired(cfgPath, spawned, fake);
+      if (proxy === null) return tc.skip(NOT_WIRED);
       const auth = `Bearer sk-linger-${process.pid}`;
       let usage = null;
       let done = false;
@@ -566,13 +572,8 @@ describe('spend survives SIGKILL (embedded store, journal only)', () => {
     const fake = await startFake();
     spawned.push(fake);
     const cfgPath = writeConfig(spendConfig(fake));
-    let proxy = await startProxy(cfgPath, { env: ENV });
-    spawned.push(proxy);
-    if (!(await wired(proxy))) {
-      await assertCleanExit(proxy);
-      await assertCleanExit(fake);
-      return tc.skip(NOT_WIRED);
-    }
+    let proxy = await startWired(cfgPath, spawned, fake);
+    if (proxy === null) return tc.skip(NOT_WIRED);
     let want = await acknowledged(proxy, 15);
     proxy.kill(); // SIGKILL right after the last answer
     await proxy.exitPromise;
@@ -632,12 +633,8 @@ describe('spend on Redis', { skip: haveRedis ? false : 'redis-server not install
 
   test('Redis killed mid-run and restarted: no loss, no double count', (tc) => withCleanup(async (spawned) => {
     const cfgPath = writeConfig(spendConfig(fake, { redis: { url: `redis://127.0.0.1:${redis.port}`, timeout_ms: 300 } }));
-    const proxy = await startProxy(cfgPath, { env: ENV });
-    spawned.push(proxy);
-    if (!(await wired(proxy))) {
-      await assertCleanExit(proxy);
-      return tc.skip(NOT_WIRED);
-    }
+    const proxy = await startWired(cfgPath, spawned);
+    if (proxy === null) return tc.skip(NOT_WIRED);
     let want = await acknowledged(proxy, 10);
     await waitFor(async () => (await totals(proxy)).cost_micro === want, { what: 'spend in Redis' });
     await redis.kill();
@@ -660,12 +657,8 @@ describe('spend on Redis', { skip: haveRedis ? false : 'redis-server not install
 
   test('proxy SIGKILLed with Redis up: a restart counts everything exactly once', (tc) => withCleanup(async (spawned) => {
     const cfgPath = writeConfig(spendConfig(fake, { redis: { url: `redis://127.0.0.1:${redis.port}`, timeout_ms: 300 } }));
-    let proxy = await startProxy(cfgPath, { env: ENV });
-    spawned.push(proxy);
-    if (!(await wired(proxy))) {
-      await assertCleanExit(proxy);
-      return tc.skip(NOT_WIRED);
-    }
+    let proxy = await startWired(cfgPath, spawned);
+    if (proxy === null) return tc.skip(NOT_WIRED);
     const base = await totals(proxy);
     const want = await acknowledged(proxy, 12);
     proxy.kill();
@@ -700,12 +693,8 @@ describe('spend on Redis', { skip: haveRedis ? false : 'redis-server not install
   // each one's last byte waits only for its record's journal ack, never for the store.
   test('Redis paused (SIGSTOP, not killed): answers never wait for it; after SIGCONT the totals are exact', (tc) => withCleanup(async (spawned) => {
     const cfgPath = writeConfig(spendConfig(fake, { redis: { url: `redis://127.0.0.1:${redis.port}`, timeout_ms: 60000 } }));
-    const proxy = await startProxy(cfgPath, { env: ENV });
-    spawned.push(proxy);
-    if (!(await wired(proxy))) {
-      await assertCleanExit(proxy);
-      return tc.skip(NOT_WIRED);
-    }
+    const proxy = await startWired(cfgPath, spawned);
+    if (proxy === null) return tc.skip(NOT_WIRED);
     const base = await totals(proxy);
     const ANSWER_MS = 20000;
     const nonStream = async (what) => {
