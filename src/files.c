@@ -389,8 +389,7 @@ out:
 /* Whether <o> (a stored object) is visible in <scope>; if so its owner field is removed. */
 static bool scope_strip(json_t *o, const char *scope)
 {
-    const char *owner = json_string_value(json_object_get(o, OWNER_FIELD));
-    if (!in_scope(scope, owner != NULL ? owner : ""))
+    if (!in_scope(scope, owner_of(o)))
         return false;
     (void)json_object_del(o, OWNER_FIELD);
     return true;
