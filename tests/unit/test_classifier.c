@@ -629,12 +629,12 @@ static char *slurp(const char *path)
     return s;
 }
 
-static int train(const char *data, const char *out, const char *seed, const char *evdir)
+/* Runs sy_train_main on the NULL-terminated <argv>, its report to /dev/null. */
+static int train_argv(char **argv)
 {
-    char *argv[] = {"train",      "--data",      (char *)data, "--out", (char *)out,   "--seed",
-                    (char *)seed, "--quiet",     "--l2",       "1e-3",  "--l2-hashed", "1e-3",
-                    "--eval-dir", (char *)evdir, "--folds",    "2",     NULL};
-    int argc = evdir != NULL ? 16 : 12;
+    int argc = 0;
+    while (argv[argc] != NULL)
+        argc++;
     FILE *saved = stdout;
     stdout = fopen("/dev/null", "w"); /* the report */
     int rc = sy_train_main(argc, argv);
@@ -643,18 +643,23 @@ static int train(const char *data, const char *out, const char *seed, const char
     return rc;
 }
 
+static int train(const char *data, const char *out, const char *seed, const char *evdir)
+{
+    char *argv[] = {"train",      "--data",      (char *)data, "--out", (char *)out,   "--seed",
+                    (char *)seed, "--quiet",     "--l2",       "1e-3",  "--l2-hashed", "1e-3",
+                    "--eval-dir", (char *)evdir, "--folds",    "2",     NULL};
+    if (evdir == NULL)
+        argv[12] = NULL; /* no --eval-dir, no --folds */
+    return train_argv(argv);
+}
+
 static int train_fold_seed(const char *data, const char *out, const char *evdir,
                            const char *fold_seed)
 {
     char *argv[] = {"train",   "--data", (char *)data,  "--out",       (char *)out, "--seed",
                     "7",       "--quiet", "--eval-dir", (char *)evdir, "--folds",   "2",
                     "--fold-seed", (char *)fold_seed, NULL};
-    FILE *saved = stdout;
-    stdout = fopen("/dev/null", "w");
-    int rc = sy_train_main(14, argv);
-    (void)fclose(stdout);
-    stdout = saved;
-    return rc;
+    return train_argv(argv);
 }
 
 static void test_train_deterministic(void **state)
@@ -770,19 +775,6 @@ static void test_train_deterministic(void **state)
     unlink(b);
     unlink(c3);
     rmdir(dir);
-}
-
-static int train_argv(char **argv)
-{
-    int argc = 0;
-    while (argv[argc] != NULL)
-        argc++;
-    FILE *saved = stdout;
-    stdout = fopen("/dev/null", "w");
-    int rc = sy_train_main(argc, argv);
-    (void)fclose(stdout);
-    stdout = saved;
-    return rc;
 }
 
 static size_t count_lines(const char *path)
