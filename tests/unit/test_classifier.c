@@ -662,21 +662,42 @@ static int train_fold_seed(const char *data, const char *out, const char *evdir,
     return train_argv(argv);
 }
 
+#define TRAIN_PATH_MAX 128
+
+/* Makes the temporary directory <dir> (a mkdtemp template) of a training test and the paths in
+ * it (each TRAIN_PATH_MAX bytes): the data, three weight files and an eval dir. */
+static void train_dir_make(char *dir, char *data, char *a, char *b, char *c3, char *ev)
+{
+    assert_non_null(mkdtemp(dir));
+    (void)snprintf(data, TRAIN_PATH_MAX, "%s/data.jsonl", dir);
+    (void)snprintf(a, TRAIN_PATH_MAX, "%s/a.json", dir);
+    (void)snprintf(b, TRAIN_PATH_MAX, "%s/b.json", dir);
+    (void)snprintf(c3, TRAIN_PATH_MAX, "%s/c.json", dir);
+    (void)snprintf(ev, TRAIN_PATH_MAX, "%s/ev", dir);
+}
+
+/* Removes what train_dir_make made (the eval dir is the test's to empty and remove). */
+static void train_dir_remove(const char *dir, const char *data, const char *a, const char *b,
+                             const char *c3)
+{
+    unlink(data);
+    unlink(a);
+    unlink(b);
+    unlink(c3);
+    rmdir(dir);
+}
+
 static void test_train_deterministic(void **state)
 {
-    char dir[] = "/tmp/sy-train-XXXXXX", data[128], a[128], b[128], c3[128], ev[128];
+    char dir[] = "/tmp/sy-train-XXXXXX", data[TRAIN_PATH_MAX], a[TRAIN_PATH_MAX],
+         b[TRAIN_PATH_MAX], c3[TRAIN_PATH_MAX], ev[TRAIN_PATH_MAX];
     static const char *const hard[] = {"prove the theorem rigorously", "derive the integral",
                                        "optimise the compiler pass", "formal proof of lemma"};
     static const char *const easy[] = {"say hello", "what colour is grass", "hi there",
                                        "name a fruit"};
     (void)state;
 
-    assert_non_null(mkdtemp(dir));
-    (void)snprintf(data, sizeof(data), "%s/data.jsonl", dir);
-    (void)snprintf(a, sizeof(a), "%s/a.json", dir);
-    (void)snprintf(b, sizeof(b), "%s/b.json", dir);
-    (void)snprintf(c3, sizeof(c3), "%s/c.json", dir);
-    (void)snprintf(ev, sizeof(ev), "%s/ev", dir);
+    train_dir_make(dir, data, a, b, c3, ev);
     FILE *f = fopen(data, "w");
     assert_non_null(f);
     for (int i = 0; i < 80; i++) {
@@ -770,11 +791,7 @@ static void test_train_deterministic(void **state)
     char *bad4[] = {"train", "--data", data, "--out", a, NULL};
     assert_int_equal(sy_train_main(5, bad4), 1);
 
-    unlink(data);
-    unlink(a);
-    unlink(b);
-    unlink(c3);
-    rmdir(dir);
+    train_dir_remove(dir, data, a, b, c3);
 }
 
 static size_t count_lines(const char *path)
@@ -791,15 +808,11 @@ static size_t count_lines(const char *path)
  * --holdout 0 --folds K: a cross-fit that scores every row once and holds none out. */
 static void test_train_pairwise_and_crossfit(void **state)
 {
-    char dir[] = "/tmp/sy-trainpw-XXXXXX", data[128], a[128], b[128], c3[128], ev[128], p[200];
+    char dir[] = "/tmp/sy-trainpw-XXXXXX", data[TRAIN_PATH_MAX], a[TRAIN_PATH_MAX],
+         b[TRAIN_PATH_MAX], c3[TRAIN_PATH_MAX], ev[TRAIN_PATH_MAX], p[200];
     (void)state;
 
-    assert_non_null(mkdtemp(dir));
-    (void)snprintf(data, sizeof(data), "%s/data.jsonl", dir);
-    (void)snprintf(a, sizeof(a), "%s/a.json", dir);
-    (void)snprintf(b, sizeof(b), "%s/b.json", dir);
-    (void)snprintf(c3, sizeof(c3), "%s/c.json", dir);
-    (void)snprintf(ev, sizeof(ev), "%s/ev", dir);
+    train_dir_make(dir, data, a, b, c3, ev);
     FILE *f = fopen(data, "w");
     assert_non_null(f);
     /* gains 1 / 0 / -1 by topic, two sets with different mixes */
@@ -866,11 +879,7 @@ static void test_train_pairwise_and_crossfit(void **state)
     char *bad2[] = {"train", "--data", data, "--out", a, "--pairs-max", "0", NULL};
     assert_int_equal(sy_train_main(7, bad2), 2);
 
-    unlink(data);
-    unlink(a);
-    unlink(b);
-    unlink(c3);
-    rmdir(dir);
+    train_dir_remove(dir, data, a, b, c3);
 }
 
 static void test_split_key(void **state)
