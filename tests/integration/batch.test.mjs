@@ -13,7 +13,7 @@ import path from 'node:path';
 import { toFile } from 'openai';
 import {
   startFake, startProxy, makeConfig, fakeDeployment, assertCleanExit, waitFor, request, post,
-  chatBody, tmpDir, errorOf, haveRedis, startRedis,
+  chatBody, tmpDir, errorOf, haveRedis, startRedis, fileLines,
 } from './lib/harness.mjs';
 import { assertSchema } from './lib/schema.mjs';
 
@@ -43,13 +43,6 @@ async function waitBatch(client, id, statuses, timeout = 60000) {
     const b = await client.batches.retrieve(id);
     return statuses.includes(b.status) ? b : null;
   }, { timeout, interval: 50, what: `batch ${id} to reach ${statuses.join('|')}` });
-}
-
-async function fileLines(client, id) {
-  if (!id) return [];
-  const res = await client.files.content(id);
-  const text = await res.text();
-  return text.split('\n').filter((l) => l.length > 0).map((l) => JSON.parse(l));
 }
 
 // Custom ids -> how many times the fake saw the line (marker "line-<i>" in the user message).

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { toFile } from 'openai';
 import {
   startFake, startProxy, makeConfig, fakeDeployment, assertCleanExit, request, waitFor,
-  tmpDir, haveRedis, startRedis,
+  tmpDir, haveRedis, startRedis, fileLines,
 } from './lib/harness.mjs';
 
 const MASTER_ENV = 'SY_PB_TEST_MASTER';
@@ -45,12 +45,6 @@ function chatLines(model, n, tag) {
     custom_id: `${tag}-${i}`, method: 'POST', url: '/v1/chat/completions',
     body: { model, messages: [{ role: 'user', content: `${tag} line ${i}` }] },
   })).join('\n') + '\n';
-}
-
-async function fileLines(client, id) {
-  if (!id) return [];
-  const text = await (await client.files.content(id)).text();
-  return text.split('\n').filter((l) => l.length > 0).map((l) => JSON.parse(l));
 }
 
 /** Registers before/after for the enclosing describe: a fake, a proxy with the master key and

@@ -372,6 +372,13 @@ export function errorOf(res) {
   return j.error;
 }
 
+/** The JSON lines of file <id> read through the SDK <client> (none for a null id). */
+export async function fileLines(client, id) {
+  if (!id) return [];
+  const text = await (await client.files.content(id)).text();
+  return text.split('\n').filter((l) => l.length > 0).map((l) => JSON.parse(l));
+}
+
 /** Standard teardown: stop the proxy and return its exit code with stderr on failure. */
 export async function stopAll(...servers) {
   const codes = [];
