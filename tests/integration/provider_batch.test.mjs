@@ -135,10 +135,8 @@ describe('provider batch API', () => {
     assert.equal(st.batch_line_dups, 0);
     assert.equal(Object.keys(st.batch_line_runs).length, 5);
 
-    const out = (await (await client.files.content(done.output_file_id)).text())
-      .trim().split('\n').map((l) => JSON.parse(l));
-    const err = (await (await client.files.content(done.error_file_id)).text())
-      .trim().split('\n').map((l) => JSON.parse(l));
+    const out = await fileLines(client, done.output_file_id);
+    const err = await fileLines(client, done.error_file_id);
     assert.equal(out.length, 4);
     assert.equal(err.length, 1);
     assert.equal(err[0].custom_id, 'req-2');
