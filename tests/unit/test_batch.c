@@ -561,9 +561,19 @@ static void test_api_errors(void **state)
     j = call("GET", "/v1/batches/batch_missing", NULL, &st, NULL);
     assert_int_equal(st, 404);
     assert_non_null(json_object_get(json_object_get(j, "error"), "message"));
+    assert_non_null(strstr(json_string_value(json_object_get(json_object_get(j, "error"),
+                                                             "message")),
+                           "batch_missing"));
+    json_decref(j);
+    j = call("POST", "/v1/batches/batch_missing/cancel", NULL, &st, NULL);
+    assert_int_equal(st, 404);
+    assert_non_null(strstr(json_string_value(json_object_get(json_object_get(j, "error"),
+                                                             "message")),
+                           "batch_missing"));
     json_decref(j);
     j = call("GET", "/v1/batches/x/cancel", NULL, &st, &allow);
     assert_int_equal(st, 405);
+    assert_string_equal(allow, "POST");
     json_decref(j);
     const char *bodies[][2] = {
         {"{\"endpoint\":\"" EP "\",\"completion_window\":\"24h\"}", "input_file_id"},
