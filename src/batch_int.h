@@ -78,6 +78,11 @@ json_t *bobj_public(sy_store *s, const json_t *obj);
 void bobj_retire(sy_store *s, const char *id, const char *status);
 bool bstatus_terminal(const char *st);
 
+/* The message of a line that never ran because its batch was cancelled or expired (finalize
+ * and the provider-batch path write the same one). */
+#define BMSG_CANCELLED "This request could not be executed before the batch was cancelled."
+#define BMSG_EXPIRED "This request could not be executed before the completion window expired."
+
 /* Stores the result of line <line> of batch <batch_id> once (set NX; <ok>: output or error
  * file; <line_json> the OpenAI per-line object) and counts it once (its once-key). *fresh (may
  * be NULL) says whether this call settled the line: false when it was settled before, by an

@@ -142,11 +142,6 @@ typedef enum ref_state {
     REF_EXPIRED    /* past its completion window (finalizing as expired, or expired) */
 } ref_state;
 
-static const char MSG_CANCELLED[] =
-    "This request could not be executed before the batch was cancelled.";
-static const char MSG_EXPIRED[] =
-    "This request could not be executed before the completion window expired.";
-
 /* What became of the batch of <ref>. <seen> caches states for one sweep ({batch id: state}).
  * Store errors answer REF_LIVE (tried again next sweep). */
 static ref_state ref_state_of(sy_batch *b, const char *ref, json_t *seen)
@@ -392,7 +387,7 @@ static void submit_due(sy_batch *b, json_t *seen)
             bool exp = rs == REF_EXPIRED;
             (void)finish_line(b, NULL, kv.items[i].name, 0, NULL, NULL,
                               exp ? "batch_expired" : "batch_cancelled",
-                              exp ? MSG_EXPIRED : MSG_CANCELLED);
+                              exp ? BMSG_EXPIRED : BMSG_CANCELLED);
             (void)sy_store_hdel(b->store, PB_PEND, kv.items[i].name, NULL);
             continue;
         }
@@ -463,7 +458,7 @@ static int on_result(void *ud, const sy_provider_batch_result *r)
          * expired as far as the client is concerned */
         if (ref_state_of(c->b, ref, c->states) == REF_EXPIRED) {
             code = "batch_expired";
-            msg = MSG_EXPIRED;
+            msg = BMSG_EXPIRED;
         }
         (void)finish_line(c->b, c->dep, ref, 0, NULL, NULL, code, msg);
     } else if (finish_line(c->b, c->dep, ref, r->status, r->body,

@@ -952,11 +952,7 @@ static fin_rc finalize(sy_batch *b, const char *id, json_t *obj, const char *end
                 size_t len;
                 char *lj = sy_batch_result_line(
                     bl.custom_id, 0, NULL, NULL, 0, expired ? "batch_expired" : "batch_cancelled",
-                    expired ? "This request could not be executed before the completion window "
-                              "expired."
-                            : "This request could not be executed before the batch was "
-                              "cancelled.",
-                    &len);
+                    expired ? BMSG_EXPIRED : BMSG_CANCELLED, &len);
                 json_decref(bl.body);
                 if (lj == NULL || write_all(efd, lj, len) != SY_OK ||
                     write_all(efd, "\n", 1) != SY_OK) {
