@@ -644,6 +644,13 @@ static void enqueue(sy_batch *b, const char *id, const char *fid, const char *en
                 ok = false;
         }
     }
+    /* a read error is not the end of the file: the rest is queued on the next scan, from the
+     * saved position, instead of the batch being marked queued with lines missing */
+    if (ferror(f)) {
+        sy_log(SY_LOG_WARN, NULL, "batch %s: reading input file %s failed at line %ld", id, fid,
+               lineno);
+        ok = false;
+    }
     free(lbuf);
     fclose(f);
     if (ok) {
